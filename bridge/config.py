@@ -1,0 +1,325 @@
+"""Configuration: TOML loading and validation.
+
+Every error names the file and the key (`bridge.toml: sources[2].kind: ...`) and exits 2.
+Secrets are never literal in the file: a key `X_env` names an environment variable and `X_file`
+a file holding the value. Relative paths are resolved against the config file's directory, so
+a config works whatever directory the service is started from.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bridge.core.mapping import RoleMapping, load_mapping
+from bridge.errors import ConfigError
+
+# Keys that would hold a secret in clear. Refused with a hint to use *_env or *_file.
+_SECRET_KEYS = {"password", "bind_password", "secret", "token", "api_key", "smtp_password"}
+
+_Spec = dict[str, tuple[type | tuple[type, ...], Any]]
+
+_DATABASE: _Spec = {"url": (str, "sqlite:///bridge.db"), "echo": (bool, False)}
+_SERVER: _Spec = {
+    "public_url": (str, "http://127.0.0.1:8080"),
+    "host": (str, "127.0.0.1"),
+    "port": (int, 8080),
+    "threads": (int, 8),
+    "max_body_bytes": (int, 1024 * 1024),
+}
+_EMAIL: _Spec = {
+    "smtp_host": (str, "127.0.0.1"),
+    "smtp_port": (int, 1025),
+    "starttls": (bool, False),
+    "ssl": (bool, False),
+    "from": (str, "Bridge <no-reply@example.org>"),
+    "username": (str, None),
+    "password_env": (str, None),
+    "password_file": (str, None),
+    "timeout": ((int, float), 30),
+    "ca_file": (str, None),
+    "tls_verify": (bool, True),
+}
+_WEBHOOK: _Spec = {
+    "url": (str, None),
+    "secret_env": (str, None),
+    "secret_file": (str, None),
+    "timeout": ((int, float), 10),
+}
+_LOGGING: _Spec = {"format": (str, "text"), "level": (str, "INFO")}
+_SCHEDULES: _Spec = {"dir": (str, "schedules"), "timezone": (str, None)}
+_OUTBOX: _Spec = {"max_attempts": (int, 8), "batch_size": (int, 100)}
+_TENANT: _Spec = {
+    "name": (str, None),
+    "mappings": (str, None),
+    "seat_limit": (int, None),
+    "default_language": (str, "en"),
+    "activation": (str, "password"),
+    "login_url": (str, None),
+    "activation_expires_days": (int, 7),
+    "suspended_counts_as_seat": (bool, True),
+    "support_contact": (str, None),
+}
+_SOURCE: _Spec = {
+    "name": (str, None),
+    "tenant": (str, None),
+    "kind": (str, None),
+    "flavor": (str, "openldap"),
+    "path": (str, None),
+    "url": (str, None),
+    "urls": (list, None),
+    "bind_dn": (str, None),
+    "bind_password_env": (str, None),
+    "bind_password_file": (str, None),
+    "user_base": (str, None),
+    "group_base": (str, None),
+    "user_filter": (str, None),
+    "group_filter": (str, None),
+    "user_name_attribute": (str, None),
+    "email_attribute": (str, "mail"),
+    "anchor_attribute": (str, None),
+    "attributes": (dict, None),
+    "page_size": (int, 500),
+    "timeout": ((int, float), 30),
+    "start_tls": (bool, False),
+    "ca_file": (str, None),
+    "tls_verify": (bool, True),
+    "deletion_threshold": ((int, float), 0.10),
+    "deletion_threshold_min": (int, 5),
+}
+_TOP = {"database", "server", "email", "webhook", "logging", "outbox", "tenants", "sources", "schedules"}
+
+
+@dataclass(frozen=True)
+class TenantConfig:
+    name: str
+    mappings_path: Path | None
+    seat_limit: int | None
+    default_language: str
+    activation: str
+    login_url: str | None
+    activation_expires_days: int
+    suspended_counts_as_seat: bool
+    support_contact: str | None
+    _mapping: list[RoleMapping] = field(default_factory=list, compare=False, repr=False)
+
+    def mapping(self) -> RoleMapping:
+        """The tenant's mapping, loaded once (a mapping error surfaces as a ConfigError)."""
+        if not self._mapping:
+            if self.mappings_path is None:
+                raise ConfigError("config", f"tenants.{self.name}.mappings", "no mapping file configured")
+            self._mapping.append(load_mapping(self.mappings_path))
+        return self._mapping[0]
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    name: str
+    tenant: str
+    kind: str
+    settings: dict[str, Any]
+    origin: str
+
+    def get(self, key: str) -> Any:
+        return self.settings.get(key)
+
+    def secret(self, key: str) -> str | None:
+        return read_secret(self.settings, key, self.origin, f"sources.{self.name}")
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    database_url: str
+    server: dict[str, Any]
+    email: dict[str, Any]
+    webhook: dict[str, Any]
+    logging: dict[str, Any]
+    outbox: dict[str, Any]
+    tenants: dict[str, TenantConfig]
+    sources: dict[str, SourceConfig]
+    schedules_dir: Path
+
+    @property
+    def origin(self) -> str:
+        return str(self.path)
+
+    def source(self, name: str) -> SourceConfig:
+        if name not in self.sources:
+            known = ", ".join(self.sources) or "none"
+            raise ConfigError(self.origin, "sources", f'no source named "{name}" (configured: {known})')
+        return self.sources[name]
+
+    def tenant(self, name: str) -> TenantConfig | None:
+        return self.tenants.get(name)
+
+
+def read_secret(section: dict[str, Any], key: str, origin: str, where: str) -> str | None:
+    """The value of `key_env` (environment) or `key_file` (file contents, trailing newline cut)."""
+    env_name = section.get(f"{key}_env")
+    file_name = section.get(f"{key}_file")
+    if env_name:
+        value = os.environ.get(env_name)
+        if value is None:
+            raise ConfigError(origin, f"{where}.{key}_env", f"environment variable {env_name} is not set")
+        return value
+    if file_name:
+        try:
+            return Path(file_name).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(origin, f"{where}.{key}_file", f"cannot read {file_name}: {exc.strerror}") from None
+    return None
+
+
+def _section(raw: Any, spec: _Spec, origin: str, where: str) -> dict[str, Any]:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(origin, where, "must be a table")
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _SECRET_KEYS or (key.endswith("password") and not key.endswith(("_env", "_file"))):
+            raise ConfigError(
+                origin,
+                f"{where}.{key}",
+                f"secrets are not accepted in the file; use {key}_env = \"VARIABLE\" "
+                f"(environment variable) or {key}_file = \"/path/to/file\"",
+            )
+        if key not in spec:
+            raise ConfigError(origin, f"{where}.{key}", f"unknown key (known: {', '.join(sorted(spec))})")
+        kind = spec[key][0]
+        if isinstance(value, bool) and kind in (int, (int, float)):
+            raise ConfigError(origin, f"{where}.{key}", "must be a number, not true/false")
+        if not isinstance(value, kind):
+            expected = kind.__name__ if isinstance(kind, type) else "a number"
+            raise ConfigError(origin, f"{where}.{key}", f"must be {expected}, got {type(value).__name__}")
+        out[key] = value
+    for key, (_, default) in spec.items():
+        out.setdefault(key, default)
+    return out
+
+
+def _resolve(base: Path, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _database_url(url: str, base: Path) -> str:
+    # A relative SQLite path is relative to the config file, like every other path in it.
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite:///:memory:":
+        return prefix + str(base / url[len(prefix):])
+    return url
+
+
+def parse_config(data: dict[str, Any], path: Path) -> Config:
+    origin = str(path)
+    base = path.parent.resolve()
+    for key in data:
+        if key not in _TOP:
+            raise ConfigError(origin, key, f"unknown section (known: {', '.join(sorted(_TOP))})")
+    database = _section(data.get("database"), _DATABASE, origin, "database")
+    server = _section(data.get("server"), _SERVER, origin, "server")
+    email = _section(data.get("email"), _EMAIL, origin, "email")
+    webhook = _section(data.get("webhook"), _WEBHOOK, origin, "webhook")
+    logging = _section(data.get("logging"), _LOGGING, origin, "logging")
+    outbox = _section(data.get("outbox"), _OUTBOX, origin, "outbox")
+    schedules = _section(data.get("schedules"), _SCHEDULES, origin, "schedules")
+    if logging["format"] not in ("text", "json"):
+        raise ConfigError(origin, "logging.format", 'must be "text" or "json"')
+
+    tenants: dict[str, TenantConfig] = {}
+    raw_tenants = data.get("tenants", [])
+    if not isinstance(raw_tenants, list):
+        raise ConfigError(origin, "tenants", "must be an array of [[tenants]] tables")
+    for i, raw in enumerate(raw_tenants):
+        where = f"tenants[{i + 1}]"
+        t = _section(raw, _TENANT, origin, where)
+        if not t["name"]:
+            raise ConfigError(origin, f"{where}.name", "missing")
+        if t["name"] in tenants:
+            raise ConfigError(origin, f"{where}.name", f'tenant "{t["name"]}" is declared twice')
+        if t["activation"] not in ("password", "sso"):
+            raise ConfigError(origin, f"{where}.activation", 'must be "password" or "sso"')
+        if t["activation"] == "sso" and not t["login_url"]:
+            raise ConfigError(origin, f"{where}.login_url", 'required when activation = "sso"')
+        if t["seat_limit"] is not None and t["seat_limit"] < 0:
+            raise ConfigError(origin, f"{where}.seat_limit", "must not be negative")
+        tenants[t["name"]] = TenantConfig(
+            name=t["name"],
+            mappings_path=_resolve(base, t["mappings"]),
+            seat_limit=t["seat_limit"],
+            default_language=t["default_language"],
+            activation=t["activation"],
+            login_url=t["login_url"],
+            activation_expires_days=t["activation_expires_days"],
+            suspended_counts_as_seat=t["suspended_counts_as_seat"],
+            support_contact=t["support_contact"],
+        )
+
+    sources: dict[str, SourceConfig] = {}
+    raw_sources = data.get("sources", [])
+    if not isinstance(raw_sources, list):
+        raise ConfigError(origin, "sources", "must be an array of [[sources]] tables")
+    for i, raw in enumerate(raw_sources):
+        where = f"sources[{i + 1}]"
+        s = _section(raw, _SOURCE, origin, where)
+        for required in ("name", "tenant", "kind"):
+            if not s[required]:
+                raise ConfigError(origin, f"{where}.{required}", "missing")
+        if s["name"] in sources or s["name"] == "scim":
+            raise ConfigError(origin, f"{where}.name", f'source name "{s["name"]}" is taken')
+        if s["tenant"] not in tenants:
+            raise ConfigError(origin, f"{where}.tenant", f'tenant "{s["tenant"]}" is not declared in [[tenants]]')
+        if s["kind"] not in ("ldap", "ldif"):
+            raise ConfigError(origin, f"{where}.kind", 'must be "ldap" or "ldif"')
+        if s["flavor"] not in ("openldap", "ad"):
+            raise ConfigError(origin, f"{where}.flavor", 'must be "openldap" or "ad"')
+        if s["kind"] == "ldif" and not s["path"]:
+            raise ConfigError(origin, f"{where}.path", 'required for kind = "ldif"')
+        if s["kind"] == "ldap" and not (s["url"] or s["urls"]):
+            raise ConfigError(origin, f"{where}.url", 'required for kind = "ldap"')
+        for required in ("user_base", "group_base"):
+            if not s[required]:
+                raise ConfigError(origin, f"{where}.{required}", "missing")
+        if not 0 <= float(s["deletion_threshold"]) <= 1:
+            raise ConfigError(origin, f"{where}.deletion_threshold", "must be a share between 0 and 1")
+        for key in ("path", "ca_file", "bind_password_file"):
+            if s[key]:
+                s[key] = str(_resolve(base, s[key]))
+        sources[s["name"]] = SourceConfig(
+            name=s["name"], tenant=s["tenant"], kind=s["kind"], settings=s, origin=origin
+        )
+
+    return Config(
+        path=path,
+        database_url=_database_url(database["url"], base),
+        server=server,
+        email=email,
+        webhook=webhook,
+        logging=logging,
+        outbox=outbox,
+        tenants=tenants,
+        sources=sources,
+        schedules_dir=_resolve(base, schedules["dir"]) or base / "schedules",
+    )
+
+
+def load_config(path: Path) -> Config:
+    origin = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(origin, None, "config file not found (use --config PATH or set BRIDGE_CONFIG)") from None
+    except OSError as exc:
+        raise ConfigError(origin, None, f"cannot read config file: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(origin, None, f"invalid TOML: {exc}") from None
+    return parse_config(data, path)

@@ -1,0 +1,1 @@
+"""Pure provisioning logic: lifecycle, mapping rules and the planner. No I/O, no clock."""

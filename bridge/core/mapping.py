@@ -1,0 +1,286 @@
+"""Mapping rules: from a person's groups and attributes to the product's roles.
+
+A mapping file (`mappings/*.toml`) is per tenant. Rules are additive: every rule that matches
+grants its roles. The first matching rule (in file order) is the one `explain` credits for a
+role, so administrators can reason about precedence by reading the file top to bottom.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from bridge.core.model import GroupRef, SourceUser
+from bridge.errors import ConfigError
+
+RuleKind = Literal["group", "group_name", "group_pattern", "attribute", "scim_role"]
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    id: str
+    title: str
+    billable: bool = True
+    external_allowed: bool = False
+    max_holders: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    index: int  # 1-based position in the file, for explanations
+    kind: RuleKind
+    value: str  # DN, group name, pattern, attribute name or SCIM role
+    roles: tuple[str, ...]
+    equals: tuple[str, ...] = ()  # attribute rules only
+    pattern: re.Pattern[str] | None = None
+
+    def describe(self) -> str:
+        if self.kind == "attribute":
+            wanted = " or ".join(f'"{v}"' for v in self.equals)
+            return f"rule {self.index}: attribute {self.value} = {wanted}"
+        return f'rule {self.index}: {self.kind} "{self.value}"'
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalAttribute:
+    attribute: str
+    equals: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RoleMapping:
+    roles: Mapping[str, Role]
+    rules: tuple[Rule, ...]
+    external_groups: tuple[str, ...] = ()  # normalised DNs or lower-cased names
+    external_attribute: ExternalAttribute | None = None
+    external_expires_after_days: int | None = None
+    origin: str = "<mapping>"
+
+
+@dataclass(frozen=True, slots=True)
+class RoleDecision:
+    """What the rules say about one person, before tenant-wide limits."""
+
+    user_type: Literal["internal", "external"]
+    granted: Mapping[str, str]  # role id -> description of the first rule that granted it
+    denied: Mapping[str, str] = field(default_factory=dict)  # role id -> reason
+
+
+def normalize_dn(dn: str) -> str:
+    """Case- and spacing-insensitive form of a DN for comparisons (RFC 4514 escapes kept)."""
+    parts = re.split(r"(?<!\\),", dn)
+    out = []
+    for part in parts:
+        if "=" in part:
+            key, _, value = part.partition("=")
+            out.append(f"{key.strip().lower()}={value.strip().lower()}")
+        else:
+            out.append(part.strip().lower())
+    return ",".join(out)
+
+
+_ROLE_KEYS = {"title", "billable", "external_allowed", "max_holders"}
+_RULE_KINDS: tuple[RuleKind, ...] = ("group", "group_name", "group_pattern", "attribute", "scim_role")
+_USER_TYPE_KEYS = {"external_groups", "external_attribute", "external_expires_after_days"}
+_TOP_KEYS = {"roles", "rules", "user_type"}
+
+
+def _expect(value: Any, kind: type | tuple[type, ...], origin: str, key: str, what: str) -> Any:
+    # bool is an int in Python; a seat count of `true` is a mistake, not 1.
+    if isinstance(value, bool) and kind in (int, (int,)):
+        raise ConfigError(origin, key, f"must be {what}, not a boolean")
+    if not isinstance(value, kind):
+        raise ConfigError(origin, key, f"must be {what}, got {type(value).__name__}")
+    return value
+
+
+def _string_list(value: Any, origin: str, key: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    _expect(value, list, origin, key, "a string or a list of strings")
+    for i, item in enumerate(value):
+        _expect(item, str, origin, f"{key}[{i}]", "a string")
+    return tuple(value)
+
+
+def parse_mapping(data: Mapping[str, Any], origin: str) -> RoleMapping:
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise ConfigError(origin, key, f"unknown key (expected one of {', '.join(sorted(_TOP_KEYS))})")
+
+    roles: dict[str, Role] = {}
+    raw_roles = _expect(data.get("roles", {}), dict, origin, "roles", "a table of roles")
+    if not raw_roles:
+        raise ConfigError(origin, "roles", "no roles defined")
+    for role_id, spec in raw_roles.items():
+        where = f"roles.{role_id}"
+        _expect(spec, dict, origin, where, "a table")
+        for key in spec:
+            if key not in _ROLE_KEYS:
+                raise ConfigError(origin, f"{where}.{key}", "unknown key")
+        max_holders = spec.get("max_holders")
+        if max_holders is not None:
+            _expect(max_holders, int, origin, f"{where}.max_holders", "a whole number")
+            if max_holders < 0:
+                raise ConfigError(origin, f"{where}.max_holders", "must not be negative")
+        roles[role_id] = Role(
+            id=role_id,
+            title=_expect(spec.get("title", role_id), str, origin, f"{where}.title", "a string"),
+            billable=_expect(spec.get("billable", True), bool, origin, f"{where}.billable", "true or false"),
+            external_allowed=_expect(
+                spec.get("external_allowed", False), bool, origin, f"{where}.external_allowed", "true or false"
+            ),
+            max_holders=max_holders,
+        )
+
+    rules: list[Rule] = []
+    raw_rules = _expect(data.get("rules", []), list, origin, "rules", "an array of [[rules]] tables")
+    for i, spec in enumerate(raw_rules):
+        where = f"rules[{i + 1}]"
+        _expect(spec, dict, origin, where, "a table")
+        kinds = [k for k in _RULE_KINDS if k in spec]
+        if len(kinds) != 1:
+            raise ConfigError(
+                origin, where, f"needs exactly one of {', '.join(_RULE_KINDS)} (found {len(kinds)})"
+            )
+        kind = kinds[0]
+        allowed = {kind, "roles"} | ({"equals"} if kind == "attribute" else set())
+        for key in spec:
+            if key not in allowed:
+                raise ConfigError(origin, f"{where}.{key}", f"unknown key for a {kind} rule")
+        value = _expect(spec[kind], str, origin, f"{where}.{kind}", "a string")
+        if "roles" not in spec:
+            raise ConfigError(origin, f"{where}.roles", "missing: which roles does this rule grant?")
+        role_ids = _string_list(spec["roles"], origin, f"{where}.roles")
+        for role_id in role_ids:
+            if role_id not in roles:
+                raise ConfigError(origin, f"{where}.roles", f'role "{role_id}" is not defined in [roles]')
+        pattern = None
+        equals: tuple[str, ...] = ()
+        if kind == "group_pattern":
+            try:
+                pattern = re.compile(value, re.IGNORECASE)
+            except re.error as exc:
+                raise ConfigError(origin, f"{where}.group_pattern", f"invalid regular expression: {exc}") from None
+        elif kind == "attribute":
+            if "equals" not in spec:
+                raise ConfigError(origin, f"{where}.equals", "missing: the value the attribute must have")
+            equals = _string_list(spec["equals"], origin, f"{where}.equals")
+            value = value.lower()
+        elif kind == "group":
+            value = normalize_dn(value)
+        rules.append(Rule(index=i + 1, kind=kind, value=value, roles=role_ids, equals=equals, pattern=pattern))
+
+    user_type = _expect(data.get("user_type", {}), dict, origin, "user_type", "a table")
+    for key in user_type:
+        if key not in _USER_TYPE_KEYS:
+            raise ConfigError(origin, f"user_type.{key}", "unknown key")
+    external_groups = tuple(
+        normalize_dn(g) if "=" in g else g.lower()
+        for g in _string_list(user_type.get("external_groups", []), origin, "user_type.external_groups")
+    )
+    external_attribute = None
+    if "external_attribute" in user_type:
+        spec = _expect(user_type["external_attribute"], dict, origin, "user_type.external_attribute", "a table")
+        for key in spec:
+            if key not in {"attribute", "equals"}:
+                raise ConfigError(origin, f"user_type.external_attribute.{key}", "unknown key")
+        if "attribute" not in spec or "equals" not in spec:
+            raise ConfigError(origin, "user_type.external_attribute", "needs attribute and equals")
+        external_attribute = ExternalAttribute(
+            attribute=_expect(spec["attribute"], str, origin, "user_type.external_attribute.attribute", "a string").lower(),
+            equals=_string_list(spec["equals"], origin, "user_type.external_attribute.equals"),
+        )
+    expires = user_type.get("external_expires_after_days")
+    if expires is not None:
+        _expect(expires, int, origin, "user_type.external_expires_after_days", "a whole number of days")
+        if expires <= 0:
+            raise ConfigError(origin, "user_type.external_expires_after_days", "must be at least 1")
+    return RoleMapping(
+        roles=roles,
+        rules=tuple(rules),
+        external_groups=external_groups,
+        external_attribute=external_attribute,
+        external_expires_after_days=expires,
+        origin=origin,
+    )
+
+
+def load_mapping(path: Path) -> RoleMapping:
+    origin = str(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(origin, None, f"cannot read mapping file: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(origin, None, f"invalid TOML: {exc}") from None
+    return parse_mapping(data, origin)
+
+
+def _attribute_values(user: SourceUser, name: str) -> tuple[str, ...]:
+    # SCIM paths such as `urn:...:enterprise:2.0:User:department` mean the same as `department`.
+    key = name.lower()
+    values = user.attributes.get(key)
+    if values is None and ":" in key:
+        values = user.attributes.get(key.rsplit(":", 1)[1])
+    return values or ()
+
+
+def _matches_any(values: tuple[str, ...], wanted: tuple[str, ...]) -> bool:
+    wanted_folded = {w.casefold() for w in wanted}
+    return any(v.casefold() in wanted_folded for v in values)
+
+
+def _group_matches(rule: Rule, group: GroupRef) -> bool:
+    if rule.kind == "group":
+        return group.dn is not None and normalize_dn(group.dn) == rule.value
+    if rule.kind == "group_name":
+        return group.name.casefold() == rule.value.casefold()
+    assert rule.pattern is not None
+    return rule.pattern.search(group.name) is not None
+
+
+def decide_user_type(user: SourceUser, groups: tuple[GroupRef, ...], mapping: RoleMapping) -> Literal["internal", "external"]:
+    if mapping.external_groups:
+        for group in groups:
+            if (group.dn and normalize_dn(group.dn) in mapping.external_groups) or (
+                group.name.lower() in mapping.external_groups
+            ):
+                return "external"
+    attr = mapping.external_attribute
+    if attr and _matches_any(_attribute_values(user, attr.attribute), attr.equals):
+        return "external"
+    return "internal"
+
+
+def rule_matches(rule: Rule, user: SourceUser, groups: tuple[GroupRef, ...]) -> str | None:
+    """Why `rule` applies to this person (for explanations), or None when it does not."""
+    if rule.kind in ("group", "group_name", "group_pattern"):
+        hit = next((g for g in groups if _group_matches(rule, g)), None)
+        return None if hit is None else f"{rule.describe()} (member of {hit.dn or hit.name})"
+    if rule.kind == "attribute":
+        return rule.describe() if _matches_any(_attribute_values(user, rule.value), rule.equals) else None
+    return rule.describe() if _matches_any(user.scim_roles, (rule.value,)) else None
+
+
+def decide_roles(user: SourceUser, groups: tuple[GroupRef, ...], mapping: RoleMapping) -> RoleDecision:
+    """Roles the rules grant this person, minus those their user type may not hold."""
+    user_type = decide_user_type(user, groups, mapping)
+    granted: dict[str, str] = {}
+    for rule in mapping.rules:
+        because = rule_matches(rule, user, groups)
+        if because is None:
+            continue
+        for role_id in rule.roles:
+            granted.setdefault(role_id, because)
+    denied: dict[str, str] = {}
+    if user_type == "external":
+        for role_id in list(granted):
+            if not mapping.roles[role_id].external_allowed:
+                denied[role_id] = "external_not_allowed"
+                del granted[role_id]
+    return RoleDecision(user_type=user_type, granted=granted, denied=denied)

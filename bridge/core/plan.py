@@ -1,0 +1,428 @@
+"""The planner: desired state (what sources say, through the mapping) vs current accounts.
+
+The result is a `Plan`: typed changes per account, each with its reason. Printing, JSON,
+seat counting and the deletion threshold all read the same plan, and `provision.apply`
+carries it out. Nothing here does I/O or reads a clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from bridge.core.lifecycle import Event, Status, apply_event, is_seat
+from bridge.core.mapping import RoleMapping, decide_roles
+from bridge.core.model import GroupRef, SourceUser
+
+
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    """An existing account as the planner needs to see it."""
+
+    id: str
+    anchor: str
+    source: str
+    user_name: str
+    email: str | None
+    given_name: str | None
+    family_name: str | None
+    display_name: str | None
+    status: Status
+    status_before_suspend: Status | None
+    roles: frozenset[str]
+    user_type: str
+    identity_digest: str | None = None
+    expires_at: datetime | None = None
+    admin_hold: bool = False  # archived by an administrator: stays archived until reactivated by hand
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """A person in scope: what the source says, with groups already expanded (nested included)."""
+
+    user: SourceUser
+    groups: tuple[GroupRef, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Seats and limited-role holders among accounts *outside* the plan; they keep what they hold."""
+
+    seats: int = 0
+    holders: Mapping[str, int] = field(default_factory=dict)
+
+
+# ---- changes -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Create:
+    user_type: str
+    expires_at: datetime | None
+    reason: str = "new in source"
+    kind: str = "create"
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateAttributes:
+    fields: Mapping[str, tuple[object, object]]  # name -> (before, after)
+    reason: str = "changed in source"
+    kind: str = "update"
+
+
+@dataclass(frozen=True, slots=True)
+class GrantRoles:
+    roles: Mapping[str, str]  # role id -> rule that granted it
+    event: Event | None  # GRANT_ROLES when the account gains its first roles
+    reason: str = "mapping rules"
+    kind: str = "grant_roles"
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeRoles:
+    roles: tuple[str, ...]
+    event: Event | None  # REVOKE_ALL_ROLES when none are left
+    reason: str = "no rule grants them any more"
+    kind: str = "revoke_roles"
+
+
+@dataclass(frozen=True, slots=True)
+class Suspend:
+    reason: str = "disabled in source"
+    event: Event = Event.SUSPEND
+    kind: str = "suspend"
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    target: Status  # the state it had before suspension, adjusted for roles lost meanwhile
+    reason: str = "enabled in source"
+    event: Event = Event.RESUME
+    kind: str = "resume"
+
+
+@dataclass(frozen=True, slots=True)
+class Archive:
+    reason: str = "no longer in source"
+    event: Event = Event.ARCHIVE
+    kind: str = "archive"
+
+
+@dataclass(frozen=True, slots=True)
+class Reactivate:
+    reason: str = "back in source"
+    event: Event = Event.REACTIVATE
+    kind: str = "reactivate"
+
+
+@dataclass(frozen=True, slots=True)
+class ResendActivation:
+    reason: str = "email changed while pending"
+    event: Event = Event.RESEND_ACTIVATION
+    kind: str = "resend_activation"
+
+
+Change = (
+    Create | UpdateAttributes | GrantRoles | RevokeRoles | Suspend | Resume | Archive | Reactivate | ResendActivation
+)
+
+
+@dataclass(slots=True)
+class AccountPlan:
+    anchor: str
+    source: str
+    account_id: str | None  # None: the account is created by this plan
+    user_name: str
+    before: Status | None
+    after: Status
+    status_before_suspend: Status | None  # after the plan
+    roles_after: frozenset[str]
+    changes: list[Change]
+    granted: Mapping[str, str]  # role -> rule, for explanations (after limits)
+    denied: Mapping[str, str]  # role -> reason it was left out
+    user: SourceUser | None  # what to store as the identity; None when the person left
+    identity_changed: bool
+    seat_before: bool
+    seat_after: bool
+    user_type: str
+
+
+@dataclass(slots=True)
+class Plan:
+    source: str
+    accounts: list[AccountPlan]  # accounts with changes or a changed identity
+    unchanged: int
+    active_before: int  # accounts of this source that were not archived, for the threshold
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(
+            ("created", "updated", "rolesChanged", "suspended", "archived", "reactivated"), 0
+        )
+        key_of = {
+            "create": "created",
+            "update": "updated",
+            "grant_roles": "rolesChanged",
+            "revoke_roles": "rolesChanged",
+            "suspend": "suspended",
+            "archive": "archived",
+            "reactivate": "reactivated",
+        }
+        unchanged = self.unchanged
+        for account in self.accounts:
+            if not account.changes:
+                unchanged += 1
+            for key in {key_of[c.kind] for c in account.changes if c.kind in key_of}:
+                counts[key] += 1
+        counts["unchanged"] = unchanged
+        return counts
+
+    @property
+    def seat_delta(self) -> int:
+        return sum(int(a.seat_after) - int(a.seat_before) for a in self.accounts)
+
+    @property
+    def archives(self) -> int:
+        return sum(1 for a in self.accounts if any(c.kind == "archive" for c in a.changes))
+
+    def denials(self) -> list[tuple[str, str, str]]:
+        return [(a.user_name, role, why) for a in self.accounts for role, why in sorted(a.denied.items())]
+
+
+def identity_digest(user: SourceUser) -> str:
+    """A fingerprint of everything a source said about a person, to skip unchanged rows cheaply."""
+    payload = [
+        user.user_name,
+        user.email,
+        user.given_name,
+        user.family_name,
+        user.display_name,
+        user.active,
+        user.dn,
+        sorted((k, list(v)) for k, v in user.attributes.items()),
+        sorted(user.groups),
+        sorted(user.scim_roles),
+        user.preferred_language,
+    ]
+    return hashlib.blake2b(json.dumps(payload, separators=(",", ":")).encode(), digest_size=16).hexdigest()
+
+
+# ---- planning ------------------------------------------------------------------------------
+
+
+def _admit(
+    candidates: list[tuple[str, str, bool]], capacity: int | None
+) -> tuple[set[str], set[str]]:
+    """Split (anchor, user_name, already_holds) candidates into admitted and refused.
+
+    Holders keep what they hold; newcomers are admitted in order of userName (the contract's
+    rule), so the outcome does not depend on the order a source returned its entries in.
+    """
+    if capacity is None:
+        return {a for a, _, _ in candidates}, set()
+    keepers = [a for a, _, holds in candidates if holds]
+    newcomers = sorted(((n.casefold(), a) for a, n, holds in candidates if not holds))
+    room = max(capacity - len(keepers), 0)
+    admitted = set(keepers) | {a for _, a in newcomers[:room]}
+    refused = {a for _, a in newcomers[room:]}
+    return admitted, refused
+
+
+def _account_fields(user: SourceUser, user_type: str) -> dict[str, object]:
+    return {
+        "user_name": user.user_name,
+        "email": user.email,
+        "given_name": user.given_name,
+        "family_name": user.family_name,
+        "display_name": user.display_name,
+        "user_type": user_type,
+    }
+
+
+def build_plan(
+    source: str,
+    subjects: Iterable[Subject],
+    accounts: Mapping[str, AccountState],
+    mapping: RoleMapping,
+    *,
+    now: datetime,
+    seat_limit: int | None,
+    usage: Usage = Usage(),
+    complete_scope: bool,
+    suspended_counts_as_seat: bool = True,
+) -> Plan:
+    """Plan the changes for `subjects` against `accounts` (this source's accounts, by anchor).
+
+    With `complete_scope` (a full read), accounts of this source missing from `subjects` are
+    leavers and get archived. `usage` counts seats and limited roles held by accounts outside
+    this plan; they are never taken away to make room.
+    """
+    subject_list = []
+    held = 0
+    for subject in subjects:
+        account = accounts.get(subject.user.anchor)
+        if account is not None and account.admin_hold and account.status is Status.ARCHIVED:
+            held += 1  # present in the source, but an administrator archived it: leave it be
+            continue
+        subject_list.append(subject)
+    decisions = {s.user.anchor: decide_roles(s.user, s.groups, mapping) for s in subject_list}
+    names = {s.user.anchor: s.user.user_name for s in subject_list}
+    granted: dict[str, dict[str, str]] = {a: dict(d.granted) for a, d in decisions.items()}
+    denied: dict[str, dict[str, str]] = {a: dict(d.denied) for a, d in decisions.items()}
+
+    def holds(anchor: str, role: str) -> bool:
+        account = accounts.get(anchor)
+        return account is not None and account.status is not Status.ARCHIVED and role in account.roles
+
+    # Roles with max_holders, in file order so the outcome is stable.
+    for role in mapping.roles.values():
+        if role.max_holders is None:
+            continue
+        wanting = [(a, names[a], holds(a, role.id)) for a, g in granted.items() if role.id in g]
+        capacity = role.max_holders - usage.holders.get(role.id, 0)
+        _, refused = _admit(wanting, max(capacity, 0))
+        for anchor in refused:
+            del granted[anchor][role.id]
+            denied[anchor][role.id] = "max_holders"
+
+    def billable(roles: Iterable[str]) -> bool:
+        return any(mapping.roles[r].billable for r in roles if r in mapping.roles)
+
+    def seat_now(account: AccountState | None) -> bool:
+        return account is not None and is_seat(account.status, billable(account.roles), suspended_counts_as_seat)
+
+    if seat_limit is not None:
+        wanting = [(a, names[a], seat_now(accounts.get(a))) for a, g in granted.items() if billable(g)]
+        _, refused = _admit(wanting, max(seat_limit - usage.seats, 0))
+        for anchor in refused:
+            for role_id in [r for r in granted[anchor] if mapping.roles[r].billable]:
+                del granted[anchor][role_id]
+                denied[anchor][role_id] = "seat_limit"
+
+    plans: list[AccountPlan] = []
+    unchanged = held
+    for subject in subject_list:
+        user = subject.user
+        decision = decisions[user.anchor]
+
+        plan = _plan_one(
+            source, user, accounts.get(user.anchor), decision.user_type, granted[user.anchor],
+            denied[user.anchor], mapping, now,
+        )
+        plan.seat_before = seat_now(accounts.get(user.anchor))
+        plan.seat_after = is_seat(plan.after, billable(plan.roles_after), suspended_counts_as_seat)
+        if plan.changes or plan.identity_changed:
+            plans.append(plan)
+        else:
+            unchanged += 1
+
+    if complete_scope:
+        present = {s.user.anchor for s in subject_list}
+        for anchor, account in accounts.items():
+            if anchor in present or account.status is Status.ARCHIVED:
+                continue
+            changes: list[Change] = []
+            if account.roles:
+                changes.append(RevokeRoles(roles=tuple(sorted(account.roles)), event=None, reason="left"))
+            changes.append(Archive())
+            after, _ = apply_event(account.status, Event.ARCHIVE)
+            plans.append(
+                AccountPlan(
+                    anchor=anchor, source=source, account_id=account.id, user_name=account.user_name,
+                    before=account.status, after=after, status_before_suspend=None,
+                    roles_after=frozenset(), changes=changes, granted={}, denied={}, user=None,
+                    identity_changed=False, seat_before=seat_now(account), seat_after=False,
+                    user_type=account.user_type,
+                )
+            )
+    active_before = sum(1 for a in accounts.values() if a.status is not Status.ARCHIVED)
+    return Plan(source=source, accounts=plans, unchanged=unchanged, active_before=active_before)
+
+
+def _plan_one(
+    source: str,
+    user: SourceUser,
+    account: AccountState | None,
+    user_type: str,
+    granted: dict[str, str],
+    denied: dict[str, str],
+    mapping: RoleMapping,
+    now: datetime,
+) -> AccountPlan:
+    changes: list[Change] = []
+    desired = frozenset(granted)
+    if account is None:
+        expires = None
+        if user_type == "external" and mapping.external_expires_after_days:
+            expires = now + timedelta(days=mapping.external_expires_after_days)
+        changes.append(Create(user_type=user_type, expires_at=expires))
+        status, previous, roles = Status.NO_ACCESS, None, frozenset[str]()
+        before_fields: dict[str, object] = {}
+    else:
+        status, previous, roles = account.status, account.status_before_suspend, account.roles
+        if status is Status.ARCHIVED:
+            changes.append(Reactivate())
+            status, _ = apply_event(status, Event.REACTIVATE)
+            roles = frozenset()
+        before_fields = {
+            "user_name": account.user_name,
+            "email": account.email,
+            "given_name": account.given_name,
+            "family_name": account.family_name,
+            "display_name": account.display_name,
+            "user_type": account.user_type,
+        }
+        after_fields = _account_fields(user, user_type)
+        diff = {k: (before_fields[k], v) for k, v in after_fields.items() if before_fields[k] != v}
+        if diff:
+            changes.append(UpdateAttributes(fields=diff))
+
+    if not user.active:
+        if status is not Status.SUSPENDED:
+            changes.append(Suspend())
+            previous = status
+            status, _ = apply_event(status, Event.SUSPEND)
+        # Roles follow the rules while suspended; the state to resume to follows the roles.
+        added, removed = desired - roles, roles - desired
+        if added:
+            changes.append(GrantRoles(roles={r: granted[r] for r in sorted(added)}, event=None))
+        if removed:
+            changes.append(RevokeRoles(roles=tuple(sorted(removed)), event=None))
+        if not desired and previous in (Status.PENDING, Status.ACTIVE):
+            previous = Status.NO_ACCESS
+        roles = desired
+    else:
+        if status is Status.SUSPENDED:
+            status, _ = apply_event(status, Event.RESUME, previous)
+            changes.append(Resume(target=status))
+            previous = None
+        added, removed = desired - roles, roles - desired
+        if status is Status.NO_ACCESS and desired:
+            changes.append(GrantRoles(roles={r: granted[r] for r in sorted(added)}, event=Event.GRANT_ROLES))
+            if removed:
+                changes.append(RevokeRoles(roles=tuple(sorted(removed)), event=None))
+            status, _ = apply_event(status, Event.GRANT_ROLES)
+        elif status in (Status.PENDING, Status.ACTIVE) and not desired:
+            changes.append(RevokeRoles(roles=tuple(sorted(removed)), event=Event.REVOKE_ALL_ROLES))
+            status, _ = apply_event(status, Event.REVOKE_ALL_ROLES)
+        else:
+            if added:
+                changes.append(GrantRoles(roles={r: granted[r] for r in sorted(added)}, event=None))
+            if removed:
+                changes.append(RevokeRoles(roles=tuple(sorted(removed)), event=None))
+            email_changed = account is not None and before_fields.get("email") != user.email
+            if status is Status.PENDING and email_changed and not any(c.kind == "grant_roles" and c.event for c in changes):
+                changes.append(ResendActivation())
+        roles = desired
+
+    digest = identity_digest(user)
+    return AccountPlan(
+        anchor=user.anchor, source=source, account_id=account.id if account else None,
+        user_name=user.user_name, before=account.status if account else None, after=status,
+        status_before_suspend=previous if status is Status.SUSPENDED else None, roles_after=roles,
+        changes=changes, granted=dict(granted), denied=dict(denied), user=user,
+        identity_changed=account is None or account.identity_digest != digest,
+        seat_before=False, seat_after=False, user_type=user_type,
+    )

@@ -1,0 +1,87 @@
+"""`bridge explain`: every rule of the tenant's mapping against one person, and the outcome."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bridge.core.lifecycle import Status
+from bridge.core.mapping import decide_roles, decide_user_type, rule_matches
+from bridge.errors import BridgeError
+from bridge.runtime import Runtime
+from bridge.store.db import transaction
+from bridge.store.identities import load_subjects
+from bridge.store.repo import account_roles, find_account, get_tenant
+
+_DENIAL_TEXT = {
+    "external_not_allowed": "left out: external users may not hold this role",
+    "max_holders": "left out: the role's max_holders is reached (holders keep it; newcomers wait in userName order)",
+    "seat_limit": "left out: the tenant's seat limit is reached",
+}
+
+_STATUS_TEXT = {
+    Status.NO_ACCESS: "no_access: known person without roles (not a paid seat)",
+    Status.PENDING: "pending: roles granted, waiting for the person to activate via the emailed link",
+    Status.ACTIVE: "active: activated and allowed in",
+    Status.SUSPENDED: "suspended: disabled in the source; resumes when enabled again",
+    Status.ARCHIVED: "archived: left the source's scope or archived by an administrator; roles revoked",
+}
+
+
+def explain_account(runtime: Runtime, tenant_name: str, user: str) -> dict[str, Any]:
+    tenant_cfg = runtime.config.tenant(tenant_name)
+    if tenant_cfg is None:
+        raise BridgeError(f'tenant "{tenant_name}" is not in the config; its mapping is unknown')
+    mapping = tenant_cfg.mapping()
+    with transaction(runtime.engine, write=False) as conn:
+        tenant = get_tenant(conn, tenant_name)
+        account = find_account(conn, tenant.id, user)
+        subjects = load_subjects(conn, tenant.id, account.source, [account.anchor])
+        held = dict(account_roles(conn, [account.id]).get(account.id, []))
+    if not subjects:
+        raise BridgeError(f"{account.user_name}: the source's record of this person is missing")
+    subject = subjects[0]
+    groups = subject.groups
+    decision = decide_roles(subject.user, groups, mapping)
+
+    rules = []
+    for rule in mapping.rules:
+        because = rule_matches(rule, subject.user, groups)
+        via = because.split(" (", 1)[1].rstrip(")") if because and " (member of " in because else None
+        rules.append({"rule": rule.describe(), "roles": list(rule.roles), "matched": because is not None, "via": via})
+
+    user_type = decide_user_type(subject.user, groups, mapping)
+    if user_type == "external":
+        type_reason = "external: member of an external group or matching user_type.external_attribute"
+    else:
+        type_reason = "internal: no user_type rule marks this person external"
+
+    role_rows = []
+    denied = dict(account.denied or {})
+    for role_id in sorted(set(decision.granted) | set(decision.denied) | set(held) | set(denied)):
+        if role_id in held and Status(account.status) is not Status.ARCHIVED:
+            role_rows.append({"role": role_id, "outcome": "held", "detail": held[role_id]})
+        elif role_id in denied:
+            role_rows.append({"role": role_id, "outcome": _DENIAL_TEXT.get(denied[role_id], denied[role_id])})
+        elif role_id in decision.denied:
+            role_rows.append({"role": role_id, "outcome": _DENIAL_TEXT.get(decision.denied[role_id], decision.denied[role_id])})
+        else:
+            role_rows.append({"role": role_id, "outcome": "granted by the rules; applied at the next sync", "detail": decision.granted.get(role_id)})
+
+    status = Status(account.status)
+    reason = _STATUS_TEXT[status]
+    if status is Status.NO_ACCESS and denied:
+        reason += f" — roles left out: {', '.join(f'{r} ({w})' for r, w in sorted(denied.items()))}"
+    if status is Status.ARCHIVED and account.admin_hold:
+        reason += " (by an administrator: `bridge users reactivate` brings it back)"
+    return {
+        "id": account.id,
+        "userName": account.user_name,
+        "source": account.source,
+        "status": account.status,
+        "statusReason": reason,
+        "userType": user_type,
+        "userTypeReason": type_reason,
+        "groups": [{"name": g.name, "dn": g.dn} for g in groups],
+        "rules": rules,
+        "roles": role_rows,
+    }

@@ -1,0 +1,1 @@
+"""Carrying out plans: account changes with their audit events and outbox messages."""

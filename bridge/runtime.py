@@ -1,0 +1,36 @@
+"""Opening a deployment: config, database (migrated on start-up) and the tenants it declares."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from bridge.config import Config, load_config
+from bridge.store.db import make_engine, transaction, upgrade
+from bridge.store.repo import ensure_tenant
+
+
+def config_path(explicit: str | None) -> Path:
+    return Path(explicit or os.environ.get("BRIDGE_CONFIG") or "bridge.toml")
+
+
+@dataclass
+class Runtime:
+    config: Config
+    engine: Engine
+
+
+def open_runtime(path: Path, *, migrate: bool = True) -> Runtime:
+    config = load_config(path)
+    engine = make_engine(config.database_url, origin=config.origin, echo=bool(False))
+    if migrate:
+        upgrade(engine)
+        now = datetime.now(UTC)
+        with transaction(engine) as conn:
+            for tenant in config.tenants.values():
+                ensure_tenant(conn, tenant.name, tenant.seat_limit, now, update_limit=tenant.seat_limit is not None)
+    return Runtime(config=config, engine=engine)

@@ -1,0 +1,228 @@
+"""Identities (what sources said) and their memberships: writing groups, reading subjects back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, insert, select, update
+
+from bridge.core.model import GroupRef, SourceGroup, SourceUser
+from bridge.core.plan import Subject, identity_digest
+from bridge.store.tables import AuditEvent, Identity, Membership
+
+identities = Identity.__table__
+memberships = Membership.__table__
+audit = AuditEvent.__table__
+
+
+def _group_digest(group: SourceGroup, members: Iterable[str]) -> str:
+    import hashlib
+    import json
+
+    payload = [group.name, group.dn, sorted(set(members))]
+    return hashlib.blake2b(json.dumps(payload).encode(), digest_size=16).hexdigest()
+
+
+def identity_values(user: SourceUser) -> dict[str, Any]:
+    return {
+        "dn": user.dn,
+        "name": user.user_name,
+        "name_norm": user.user_name.casefold(),
+        "email": user.email,
+        "email_norm": user.email.casefold() if user.email else None,
+        "given_name": user.given_name,
+        "family_name": user.family_name,
+        "display_name": user.display_name,
+        "active": user.active,
+        "attributes": {k: list(v) for k, v in user.attributes.items()},
+        "scim_roles": list(user.scim_roles),
+        "preferred_language": user.preferred_language,
+        "digest": identity_digest(user),
+    }
+
+
+def write_groups(
+    conn: Connection,
+    tenant_id: int,
+    source: str,
+    groups: Mapping[str, SourceGroup],
+    users: Mapping[str, SourceUser],
+    now: datetime,
+    *,
+    complete_scope: bool,
+    actor: str,
+    correlation_id: str | None,
+) -> int:
+    """Store the source's groups and their direct members; returns how many groups changed.
+
+    Membership comes from both sides (group `members`, user `groups`) since some directories
+    fill only one. Unchanged groups (same digest) are not rewritten, so a no-change sync is cheap.
+    """
+    members: dict[str, set[str]] = {a: set(g.members) for a, g in groups.items()}
+    for user in users.values():
+        for group_anchor in user.groups:
+            if group_anchor in members:
+                members[group_anchor].add(user.anchor)
+    existing = {
+        r.anchor: r
+        for r in conn.execute(
+            select(identities.c.id, identities.c.anchor, identities.c.digest).where(
+                identities.c.tenant_id == tenant_id, identities.c.source == source, identities.c.kind == "group"
+            )
+        )
+    }
+    changed = 0
+    for anchor, group in groups.items():
+        digest = _group_digest(group, members[anchor])
+        row = existing.get(anchor)
+        if row is not None and row.digest == digest:
+            continue
+        changed += 1
+        values = {
+            "dn": group.dn, "name": group.name, "name_norm": group.name.casefold(), "display_name": group.name,
+            "digest": digest, "updated_at": now,
+        }
+        if row is None:
+            from bridge.store.repo import new_id
+
+            conn.execute(
+                insert(identities).values(
+                    id=new_id(), tenant_id=tenant_id, source=source, kind="group", anchor=anchor,
+                    active=True, attributes={}, scim_roles=[], created_at=now, version=1, **values,
+                )
+            )
+        else:
+            conn.execute(
+                update(identities).where(identities.c.id == row.id).values(version=identities.c.version + 1, **values)
+            )
+        conn.execute(
+            delete(memberships).where(
+                and_(memberships.c.tenant_id == tenant_id, memberships.c.source == source,
+                     memberships.c.group_anchor == anchor)
+            )
+        )
+        if members[anchor]:
+            conn.execute(
+                insert(memberships),
+                [
+                    {"tenant_id": tenant_id, "source": source, "group_anchor": anchor, "member_anchor": m}
+                    for m in sorted(members[anchor])
+                ],
+            )
+    if complete_scope:
+        for anchor, row in existing.items():
+            if anchor in groups:
+                continue
+            changed += 1
+            conn.execute(
+                delete(memberships).where(
+                    and_(memberships.c.tenant_id == tenant_id, memberships.c.source == source,
+                         memberships.c.group_anchor == anchor)
+                )
+            )
+            conn.execute(delete(identities).where(identities.c.id == row.id))
+            conn.execute(
+                insert(audit).values(
+                    tenant_id=tenant_id, account_id=None, actor=actor, action="group_removed",
+                    before={"group": anchor, "source": source}, after=None,
+                    reason="no longer in source", correlation_id=correlation_id, occurred_at=now,
+                )
+            )
+    return changed
+
+
+def effective_groups(
+    conn: Connection, tenant_id: int, source: str, member_anchors: Sequence[str]
+) -> dict[str, tuple[GroupRef, ...]]:
+    """Each member's groups, direct and nested, read from stored memberships (cycle-safe)."""
+    parents: dict[str, set[str]] = {}
+    frontier = set(member_anchors)
+    seen: set[str] = set()
+    while frontier:
+        seen |= frontier
+        batch = list(frontier)
+        frontier = set()
+        for start in range(0, len(batch), 500):
+            chunk = batch[start : start + 500]
+            for group_anchor, member_anchor in conn.execute(
+                select(memberships.c.group_anchor, memberships.c.member_anchor).where(
+                    memberships.c.tenant_id == tenant_id,
+                    memberships.c.source == source,
+                    memberships.c.member_anchor.in_(chunk),
+                )
+            ):
+                parents.setdefault(member_anchor, set()).add(group_anchor)
+                if group_anchor not in seen:
+                    frontier.add(group_anchor)
+    all_groups = {g for gs in parents.values() for g in gs}
+    refs: dict[str, GroupRef] = {}
+    group_list = list(all_groups)
+    for start in range(0, len(group_list), 500):
+        chunk = group_list[start : start + 500]
+        for row in conn.execute(
+            select(identities.c.anchor, identities.c.name, identities.c.dn).where(
+                identities.c.tenant_id == tenant_id, identities.c.source == source,
+                identities.c.kind == "group", identities.c.anchor.in_(chunk),
+            )
+        ):
+            refs[row.anchor] = GroupRef(anchor=row.anchor, name=row.name, dn=row.dn)
+
+    out: dict[str, tuple[GroupRef, ...]] = {}
+    for member in member_anchors:
+        found: set[str] = set()
+        stack = list(parents.get(member, ()))
+        while stack:
+            current = stack.pop()
+            if current in found:
+                continue
+            found.add(current)
+            stack.extend(parents.get(current, ()))
+        out[member] = tuple(refs[a] for a in sorted(found) if a in refs)
+    return out
+
+
+def effective_group_names(
+    conn: Connection, tenant_id: int, members: Sequence[tuple[str, str, str]]
+) -> dict[str, list[str]]:
+    """(account id, source, anchor) -> sorted group names."""
+    by_source: dict[str, list[tuple[str, str]]] = {}
+    for account_id, source, anchor in members:
+        by_source.setdefault(source, []).append((account_id, anchor))
+    out: dict[str, list[str]] = {}
+    for source, pairs in by_source.items():
+        groups = effective_groups(conn, tenant_id, source, [a for _, a in pairs])
+        for account_id, anchor in pairs:
+            out[account_id] = sorted({g.name for g in groups.get(anchor, ())}, key=str.casefold)
+    return out
+
+
+def load_subjects(conn: Connection, tenant_id: int, source: str, anchors: Sequence[str]) -> list[Subject]:
+    """Subjects rebuilt from stored identities, for re-planning a few people (SCIM, CLI)."""
+    rows = conn.execute(
+        select(identities).where(
+            identities.c.tenant_id == tenant_id, identities.c.source == source,
+            identities.c.kind == "user", identities.c.anchor.in_(list(anchors)),
+        )
+    ).all()
+    groups = effective_groups(conn, tenant_id, source, [r.anchor for r in rows])
+    direct: dict[str, list[str]] = {}
+    for group_anchor, member_anchor in conn.execute(
+        select(memberships.c.group_anchor, memberships.c.member_anchor).where(
+            memberships.c.tenant_id == tenant_id, memberships.c.source == source,
+            memberships.c.member_anchor.in_([r.anchor for r in rows]),
+        )
+    ):
+        direct.setdefault(member_anchor, []).append(group_anchor)
+    subjects = []
+    for r in rows:
+        user = SourceUser(
+            anchor=r.anchor, user_name=r.name, email=r.email, given_name=r.given_name,
+            family_name=r.family_name, display_name=r.display_name, active=r.active, dn=r.dn,
+            attributes={k: tuple(v) for k, v in (r.attributes or {}).items()},
+            groups=tuple(sorted(direct.get(r.anchor, ()))), scim_roles=tuple(r.scim_roles or ()),
+            preferred_language=r.preferred_language,
+        )
+        subjects.append(Subject(user=user, groups=groups.get(r.anchor, ())))
+    return subjects

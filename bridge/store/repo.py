@@ -1,0 +1,265 @@
+"""Queries shared by the sync engine, the CLI and the HTTP layer. Every one takes a tenant id."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+
+from bridge.core.lifecycle import SEAT_STATES, Status
+from bridge.core.mapping import RoleMapping
+from bridge.core.plan import AccountState, Usage
+from bridge.errors import Ambiguous, NotFound
+from bridge.store.tables import Account, AuditEvent, Identity, RoleGrant, ScimToken, SyncRun, Tenant
+
+accounts = Account.__table__
+identities = Identity.__table__
+role_grants = RoleGrant.__table__
+tenants = Tenant.__table__
+tokens = ScimToken.__table__
+audit = AuditEvent.__table__
+sync_runs = SyncRun.__table__
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def fold(value: str | None) -> str | None:
+    """The normalised form used for case-insensitive lookups and uniqueness (userName, email)."""
+    return value.casefold() if value is not None else None
+
+
+# ---- tenants -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TenantRow:
+    id: int
+    name: str
+    seat_limit: int | None
+    created_at: datetime
+
+
+def ensure_tenant(conn: Connection, name: str, seat_limit: int | None, now: datetime, *, update_limit: bool) -> TenantRow:
+    """Create the tenant if missing (idempotent); `update_limit` makes the given limit authoritative."""
+    row = conn.execute(select(tenants).where(tenants.c.name == name)).first()
+    if row is None:
+        conn.execute(insert(tenants).values(name=name, seat_limit=seat_limit, created_at=now))
+    elif update_limit and row.seat_limit != seat_limit:
+        conn.execute(update(tenants).where(tenants.c.id == row.id).values(seat_limit=seat_limit))
+    return get_tenant(conn, name)
+
+
+def get_tenant(conn: Connection, name: str) -> TenantRow:
+    row = conn.execute(select(tenants).where(tenants.c.name == name)).first()
+    if row is None:
+        raise NotFound(f'no tenant named "{name}"')
+    return TenantRow(row.id, row.name, row.seat_limit, row.created_at)
+
+
+def list_tenants(conn: Connection) -> list[TenantRow]:
+    rows = conn.execute(select(tenants).order_by(tenants.c.name)).all()
+    return [TenantRow(r.id, r.name, r.seat_limit, r.created_at) for r in rows]
+
+
+# ---- tokens --------------------------------------------------------------------------------
+
+
+def hash_token(token: str) -> str:
+    # Tokens are 256-bit random values, so a fast hash is enough: there is nothing to brute-force.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(conn: Connection, tenant_id: int, label: str | None, read_only: bool, now: datetime) -> tuple[str, str]:
+    token = "brg_" + secrets.token_urlsafe(32)
+    token_id = new_id()
+    conn.execute(
+        insert(tokens).values(
+            id=token_id, tenant_id=tenant_id, label=label, token_hash=hash_token(token),
+            read_only=read_only, created_at=now,
+        )
+    )
+    return token_id, token
+
+
+def list_tokens(conn: Connection, tenant_id: int) -> list[dict[str, Any]]:
+    rows = conn.execute(select(tokens).where(tokens.c.tenant_id == tenant_id).order_by(tokens.c.created_at)).all()
+    return [
+        {
+            "id": r.id, "label": r.label, "readOnly": r.read_only, "created": r.created_at.isoformat(),
+            "revoked": r.revoked_at.isoformat() if r.revoked_at else None,
+            "lastUsed": r.last_used_at.isoformat() if r.last_used_at else None,
+        }
+        for r in rows
+    ]
+
+
+def revoke_token(conn: Connection, token_id: str, now: datetime) -> bool:
+    result = conn.execute(
+        update(tokens).where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None)).values(revoked_at=now)
+    )
+    return result.rowcount == 1
+
+
+def tenant_for_token(conn: Connection, token: str) -> tuple[int, bool] | None:
+    """(tenant id, read_only) for a valid token. The lookup is by hash, so timing reveals nothing
+    about the stored tokens' characters."""
+    row = conn.execute(
+        select(tokens.c.tenant_id, tokens.c.read_only, tokens.c.token_hash).where(
+            tokens.c.token_hash == hash_token(token), tokens.c.revoked_at.is_(None)
+        )
+    ).first()
+    if row is None or not secrets.compare_digest(row.token_hash, hash_token(token)):
+        return None
+    return row.tenant_id, row.read_only
+
+
+# ---- accounts ------------------------------------------------------------------------------
+
+
+def load_account_states(
+    conn: Connection, tenant_id: int, source: str, anchors: Sequence[str] | None = None
+) -> dict[str, AccountState]:
+    """The source's accounts keyed by anchor (all of them, or only `anchors`)."""
+    query = (
+        select(accounts, identities.c.digest)
+        .join(identities, identities.c.id == accounts.c.identity_id)
+        .where(accounts.c.tenant_id == tenant_id, accounts.c.source == source)
+    )
+    if anchors is not None:
+        query = query.where(accounts.c.anchor.in_(list(anchors)))
+    rows = conn.execute(query).all()
+    roles: dict[str, set[str]] = {}
+    grant_query = (
+        select(role_grants.c.account_id, role_grants.c.role)
+        .join(accounts, accounts.c.id == role_grants.c.account_id)
+        .where(role_grants.c.tenant_id == tenant_id, accounts.c.source == source)
+    )
+    if anchors is not None:
+        grant_query = grant_query.where(accounts.c.anchor.in_(list(anchors)))
+    for account_id, role in conn.execute(grant_query):
+        roles.setdefault(account_id, set()).add(role)
+    return {
+        r.anchor: AccountState(
+            id=r.id, anchor=r.anchor, source=r.source, user_name=r.user_name, email=r.email,
+            given_name=r.given_name, family_name=r.family_name, display_name=r.display_name,
+            status=Status(r.status),
+            status_before_suspend=Status(r.status_before_suspend) if r.status_before_suspend else None,
+            roles=frozenset(roles.get(r.id, ())), user_type=r.user_type, identity_digest=r.digest,
+            expires_at=r.expires_at, admin_hold=r.admin_hold,
+        )
+        for r in rows
+    }
+
+
+def usage_outside(
+    conn: Connection,
+    tenant_id: int,
+    mapping: RoleMapping,
+    *,
+    exclude_source: str | None = None,
+    exclude_ids: Iterable[str] = (),
+    suspended_counts_as_seat: bool = True,
+) -> Usage:
+    """Seats and limited-role holders among accounts that a plan will not touch."""
+    excluded = list(exclude_ids)
+    conditions = [accounts.c.tenant_id == tenant_id]
+    if exclude_source is not None:
+        conditions.append(accounts.c.source != exclude_source)
+    if excluded:
+        conditions.append(accounts.c.id.not_in(excluded))
+    seat_states = [s.value for s in SEAT_STATES if suspended_counts_as_seat or s is not Status.SUSPENDED]
+    billable = [r.id for r in mapping.roles.values() if r.billable]
+    seats = 0
+    if billable:
+        seats = conn.execute(
+            select(func.count(func.distinct(accounts.c.id)))
+            .join(role_grants, role_grants.c.account_id == accounts.c.id)
+            .where(*conditions, accounts.c.status.in_(seat_states), role_grants.c.role.in_(billable))
+        ).scalar_one()
+    limited = [r.id for r in mapping.roles.values() if r.max_holders is not None]
+    holders: dict[str, int] = {}
+    if limited:
+        for role, count in conn.execute(
+            select(role_grants.c.role, func.count())
+            .join(accounts, accounts.c.id == role_grants.c.account_id)
+            .where(*conditions, accounts.c.status != Status.ARCHIVED.value, role_grants.c.role.in_(limited))
+            .group_by(role_grants.c.role)
+        ):
+            holders[role] = count
+    return Usage(seats=seats, holders=holders)
+
+
+def find_account(conn: Connection, tenant_id: int, user: str) -> Any:
+    """An account by id, userName or email (case-insensitive); ambiguity is an error, not a guess."""
+    folded = fold(user)
+    rows = conn.execute(
+        select(accounts).where(
+            accounts.c.tenant_id == tenant_id,
+            or_(accounts.c.id == user, accounts.c.user_name_norm == folded, accounts.c.email_norm == folded),
+        )
+    ).all()
+    if not rows:
+        raise NotFound(f'no account "{user}"')
+    exact = [r for r in rows if r.id == user] or [r for r in rows if r.user_name_norm == folded]
+    if len(exact) == 1:
+        return exact[0]
+    if len(rows) > 1:
+        raise Ambiguous(f'"{user}" matches {len(rows)} accounts; use the account id')
+    return rows[0]
+
+
+def account_roles(conn: Connection, account_ids: Sequence[str]) -> dict[str, list[tuple[str, str | None]]]:
+    out: dict[str, list[tuple[str, str | None]]] = {}
+    if not account_ids:
+        return out
+    for chunk_start in range(0, len(account_ids), 500):
+        chunk = list(account_ids[chunk_start : chunk_start + 500])
+        for row in conn.execute(
+            select(role_grants.c.account_id, role_grants.c.role, role_grants.c.rule)
+            .where(role_grants.c.account_id.in_(chunk))
+            .order_by(role_grants.c.role)
+        ):
+            out.setdefault(row.account_id, []).append((row.role, row.rule))
+    return out
+
+
+def account_groups(conn: Connection, tenant_id: int, accounts_rows: Sequence[Any]) -> dict[str, list[str]]:
+    """Display names of each account's groups, nested membership included."""
+    from bridge.store.identities import effective_group_names
+
+    return effective_group_names(conn, tenant_id, [(r.id, r.source, r.anchor) for r in accounts_rows])
+
+
+def list_audit(
+    conn: Connection, tenant_id: int, account_id: str | None = None, since: datetime | None = None, limit: int = 1000
+) -> list[Any]:
+    query = select(audit).where(audit.c.tenant_id == tenant_id)
+    if account_id:
+        query = query.where(audit.c.account_id == account_id)
+    if since:
+        query = query.where(audit.c.occurred_at >= since)
+    return list(conn.execute(query.order_by(audit.c.id.desc()).limit(limit)).all())[::-1]
+
+
+def recent_sync_runs(conn: Connection, tenant_id: int | None = None, source: str | None = None, limit: int = 20) -> list[Any]:
+    query = select(sync_runs, tenants.c.name.label("tenant")).join(tenants, tenants.c.id == sync_runs.c.tenant_id)
+    if tenant_id is not None:
+        query = query.where(sync_runs.c.tenant_id == tenant_id)
+    if source:
+        query = query.where(sync_runs.c.source == source)
+    return list(conn.execute(query.order_by(sync_runs.c.id.desc()).limit(limit)).all())
+
+
+def delete_memberships_of(conn: Connection, tenant_id: int, source: str, group_anchor: str) -> None:
+    from bridge.store.tables import Membership
+
+    m = Membership.__table__
+    conn.execute(delete(m).where(and_(m.c.tenant_id == tenant_id, m.c.source == source, m.c.group_anchor == group_anchor)))

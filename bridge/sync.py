@@ -1,0 +1,211 @@
+"""The source-agnostic sync engine: fetch a complete snapshot, plan, check, apply.
+
+Safety checks look at the whole plan before anything is written: an incomplete or empty read
+and a plan archiving more than the deletion threshold abort the run with nothing written
+(the run itself is recorded in `sync_runs`, which is history, not account data).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sqlalchemy import Engine, insert, update
+
+from bridge.config import Config, SourceConfig
+from bridge.core.model import Snapshot, expand_groups
+from bridge.core.plan import Plan, Subject, build_plan
+from bridge.errors import ConfigError, SourceUnavailable
+from bridge.provision.apply import ApplyContext, apply_plan
+from bridge.store.db import transaction
+from bridge.store.identities import write_groups
+from bridge.store.repo import get_tenant, load_account_states, usage_outside
+from bridge.store.tables import SyncRun
+
+log = logging.getLogger(__name__)
+sync_runs = SyncRun.__table__
+
+
+class Source(Protocol):
+    name: str
+
+    def fetch(self, now: datetime) -> tuple[Snapshot, Any]:
+        """A complete read of the scope, and a report whose `errors` lists entries left out."""
+        ...
+
+
+def make_source(source: SourceConfig) -> Source:
+    from bridge.directory.normalize import DirectorySettings
+
+    settings = DirectorySettings(
+        flavor=source.get("flavor"),
+        user_base=source.get("user_base"),
+        group_base=source.get("group_base"),
+        user_name_attribute=(source.get("user_name_attribute") or None),
+        email_attribute=source.get("email_attribute") or "mail",
+        anchor_attribute=source.get("anchor_attribute") or None,
+        attribute_map=dict(source.get("attributes") or {}),
+    )
+    if source.kind == "ldif":
+        from pathlib import Path
+
+        from bridge.directory.ldif_source import LdifSource
+
+        return LdifSource(source.name, Path(source.get("path")), settings)
+    try:
+        from bridge.directory.ldap_source import LdapSource  # type: ignore[import-not-found]
+    except ImportError:
+        raise ConfigError(source.origin, f"sources.{source.name}.kind", '"ldap" sources are not available yet') from None
+    return LdapSource(source, settings)  # type: ignore[no-any-return]
+
+
+@dataclass
+class SyncResult:
+    source: str
+    tenant: str
+    dry_run: bool
+    aborted: bool = False
+    reason: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    duration: float = 0.0
+    plan: Plan | None = None
+    run_id: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        keys = ("created", "updated", "rolesChanged", "suspended", "archived", "reactivated", "unchanged")
+        return {
+            "source": self.source,
+            "tenant": self.tenant,
+            "dryRun": self.dry_run,
+            "aborted": self.aborted,
+            "reason": self.reason,
+            **{k: int(self.counts.get(k, 0)) for k in keys},
+            "seatDelta": self.plan.seat_delta if self.plan else 0,
+            "errors": list(self.errors),
+            "durationSeconds": round(self.duration, 3),
+        }
+
+
+def run_sync(
+    config: Config,
+    engine: Engine,
+    source_name: str,
+    *,
+    dry_run: bool = False,
+    force: bool = False,
+    now: datetime | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    fetch: Callable[[SourceConfig, datetime], tuple[Snapshot, Any]] | None = None,
+) -> SyncResult:
+    """Run one full sync of one source. `fetch` replaces the source's own read (tests, benches)."""
+    started = time.monotonic()
+    now = now or datetime.now(UTC)
+    source_cfg = config.source(source_name)
+    tenant_cfg = config.tenants[source_cfg.tenant]
+    mapping = tenant_cfg.mapping()
+    correlation_id = f"sync-{uuid.uuid4().hex[:16]}"
+    result = SyncResult(source=source_name, tenant=tenant_cfg.name, dry_run=dry_run, run_id=correlation_id)
+
+    with transaction(engine, write=False) as conn:
+        tenant = get_tenant(conn, tenant_cfg.name)
+    run_row_id = None
+    if not dry_run:
+        with transaction(engine) as conn:
+            run_row_id = conn.execute(
+                insert(sync_runs).values(
+                    tenant_id=tenant.id, source=source_name, mode="full", correlation_id=correlation_id,
+                    started_at=now, outcome="running",
+                )
+            ).inserted_primary_key[0]
+
+    def finish(outcome: str) -> SyncResult:
+        result.duration = time.monotonic() - started
+        if run_row_id is not None:
+            with transaction(engine) as conn:
+                conn.execute(
+                    update(sync_runs).where(sync_runs.c.id == run_row_id).values(
+                        finished_at=datetime.now(UTC), outcome=outcome, reason=result.reason,
+                        counts=result.counts, errors=result.errors[:100],
+                    )
+                )
+        log.info("sync %s: %s %s", source_name, outcome, result.counts, extra={"correlation_id": correlation_id})
+        return result
+
+    def abort(reason: str) -> SyncResult:
+        result.aborted = True
+        result.reason = reason
+        return finish("aborted")
+
+    try:
+        if fetch is not None:
+            snapshot, report = fetch(source_cfg, now)
+        else:
+            snapshot, report = make_source(source_cfg).fetch(now)
+    except SourceUnavailable as exc:
+        return abort(f"source unavailable: {exc}")
+    result.errors.extend(getattr(report, "errors", []) or [])
+    if not snapshot.complete:
+        return abort("the source returned an incomplete read")
+
+    with transaction(engine, write=False) as conn:
+        accounts = load_account_states(conn, tenant.id, source_name)
+        usage = usage_outside(
+            conn, tenant.id, mapping, exclude_source=source_name,
+            suspended_counts_as_seat=tenant_cfg.suspended_counts_as_seat,
+        )
+    live = sum(1 for a in accounts.values() if a.status.value != "archived")
+    if not snapshot.users and live and not force:
+        return abort(f"the source returned no users while {live} accounts exist; use --force if that is right")
+
+    groups = expand_groups(snapshot)
+    subjects = [Subject(user=u, groups=groups.get(u.anchor, ())) for u in snapshot.users.values()]
+    plan = build_plan(
+        source_name, subjects, accounts, mapping, now=now, seat_limit=_seat_limit(tenant.seat_limit, tenant_cfg),
+        usage=usage, complete_scope=True, suspended_counts_as_seat=tenant_cfg.suspended_counts_as_seat,
+    )
+    result.plan = plan
+    result.counts = plan.counts()
+
+    threshold = float(source_cfg.get("deletion_threshold"))
+    minimum = int(source_cfg.get("deletion_threshold_min"))
+    archives = plan.archives
+    if archives > minimum and archives > threshold * plan.active_before and not force:
+        return abort(
+            f"deletion threshold: the run would archive {archives} of {plan.active_before} accounts "
+            f"(more than {threshold:.0%}); nothing was written. Check the source, or use --force"
+        )
+    if dry_run:
+        return finish("dry-run")
+
+    with transaction(engine) as conn:
+        write_groups(
+            conn, tenant.id, source_name, snapshot.groups, snapshot.users, now,
+            complete_scope=True, actor=f"sync:{source_name}", correlation_id=correlation_id,
+        )
+    ctx = ApplyContext(
+        tenant_id=tenant.id, tenant_name=tenant.name, actor=f"sync:{source_name}", correlation_id=correlation_id,
+        now=now, webhooks=bool(config.webhook.get("url")), default_language=tenant_cfg.default_language,
+    )
+    total = len(plan.accounts)
+    done = 0
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress("apply", done, total)
+
+    applied = apply_plan(engine, plan, ctx, progress=step)
+    result.errors.extend(applied.errors)
+    return finish("ok" if not applied.errors else "partial")
+
+
+def _seat_limit(stored: int | None, tenant_cfg: Any) -> int | None:
+    # The config is authoritative for tenants it declares; `tenants add --seat-limit` for others.
+    return tenant_cfg.seat_limit if tenant_cfg.seat_limit is not None else stored

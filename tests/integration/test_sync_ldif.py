@@ -1,0 +1,179 @@
+"""The sync engine end to end on a real store (SQLite and PostgreSQL), driven through the CLI."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from click.testing import CliRunner, Result
+from sqlalchemy import func, select
+
+from bridge.cli import main
+from bridge.store.db import make_engine
+from bridge.store.tables import Account, AuditEvent, Identity, OutboxMessage, RoleGrant, SyncRun
+from tests.conftest import Deployment
+
+
+def bridge(d: Deployment, *args: str) -> Result:
+    return CliRunner().invoke(main, ["--config", str(d.config), *args], catch_exceptions=False)
+
+
+def sync_json(d: Deployment, *args: str) -> dict[str, Any]:
+    result = bridge(d, "sync", "--json", *args)
+    return {"exit": result.exit_code, **json.loads(result.output.strip().splitlines()[-1])}
+
+
+def users(d: Deployment) -> dict[str, dict[str, Any]]:
+    result = bridge(d, "users", "list", "--json")
+    assert result.exit_code == 0, result.output
+    return {u["userName"]: u for u in json.loads(result.output)}
+
+
+def table_counts(d: Deployment) -> dict[str, int]:
+    engine = make_engine(d.db_url)
+    try:
+        with engine.connect() as conn:
+            return {
+                t.__tablename__: conn.execute(select(func.count()).select_from(t)).scalar_one()
+                for t in (Account, AuditEvent, Identity, OutboxMessage, RoleGrant)
+            }
+    finally:
+        engine.dispose()
+
+
+def activation_mails(d: Deployment, user_name: str) -> list[tuple[str, str]]:
+    engine = make_engine(d.db_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(OutboxMessage.status, OutboxMessage.payload)
+                .join(Account, Account.id == OutboxMessage.account_id)
+                .where(Account.user_name == user_name, OutboxMessage.topic == "activation")
+                .order_by(OutboxMessage.id)
+            ).all()
+            return [(status, payload["to"]) for status, payload in rows]
+    finally:
+        engine.dispose()
+
+
+def test_first_sync_creates_pending_accounts_and_collaborators(deployment: Deployment) -> None:
+    out = sync_json(deployment)
+    assert out["exit"] == 0 and not out["aborted"]
+    people = deployment.people()
+    assert out["created"] == len(people) == len(users(deployment))
+    accounts = users(deployment)
+    assert accounts["zbrun"]["status"] == "no_access" and accounts["zbrun"]["roles"] == []
+    admin = next(u for u in accounts.values() if "administration" in u["roles"])
+    assert admin["status"] == "pending"
+    # Nested: admins is a member of managers, so administrators get the managers' role too.
+    assert "financial_reports" in admin["roles"] and "managers" in admin["groups"]
+    contractors = [u for u in accounts.values() if u["userType"] == "external"]
+    assert contractors and all(u["roles"] == ["external_technician"] for u in contractors)
+    assert all(u["expires"] for u in contractors)
+    locked = [u for u in accounts.values() if u["status"] == "suspended"]
+    assert len(locked) == 1
+    # One activation mail for each pending account, none for the others.
+    counts = table_counts(deployment)
+    pending = [u for u in accounts.values() if u["status"] == "pending"]
+    assert counts["outbox"] == len(pending)
+
+
+def test_second_sync_with_no_change_writes_nothing(deployment: Deployment) -> None:
+    assert sync_json(deployment)["exit"] == 0
+    before = table_counts(deployment)
+    again = sync_json(deployment)
+    assert again["unchanged"] == len(deployment.people())
+    assert all(again[k] == 0 for k in ("created", "updated", "rolesChanged", "suspended", "archived", "reactivated"))
+    assert table_counts(deployment) == before
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(deployment: Deployment) -> None:
+    result = bridge(deployment, "sync", "--dry-run")
+    assert result.exit_code == 0
+    assert "would change: created" in result.output and "seat delta +" in result.output
+    assert "create, grant_roles" in result.output
+    assert table_counts(deployment)["accounts"] == 0
+
+
+def test_leaver_is_archived_and_returns_as_no_access_then_pending_with_a_new_mail(deployment: Deployment) -> None:
+    sync_json(deployment)
+    person = next(u for u in users(deployment).values() if u["status"] == "pending")["userName"]
+    records = deployment.records()
+    deployment.remove_people([person])
+    out = sync_json(deployment)
+    assert out["archived"] == 1
+    gone = users(deployment)[person]
+    assert gone["status"] == "archived" and gone["roles"] == []
+    deployment.write_records(records)
+    out = sync_json(deployment)
+    assert out["reactivated"] == 1
+    back = users(deployment)[person]
+    assert back["status"] == "pending" and back["roles"]
+    assert len(activation_mails(deployment, person)) == 2
+    history = json.loads(bridge(deployment, "users", "show", person, "--json").output)["history"]
+    assert [h["action"] for h in history][-2:] == ["reactivate", "grant_roles"]
+    assert history[-2]["to"] == "no_access" and history[-1]["to"] == "pending"
+
+
+def test_changed_email_while_pending_supersedes_the_old_activation_mail(deployment: Deployment) -> None:
+    sync_json(deployment)
+    account = next(u for u in users(deployment).values() if u["status"] == "pending")
+    person, old_email = account["userName"], account["email"]
+    deployment.edit_person(person, "mail", f"{person}.new@example.org")
+    out = sync_json(deployment)
+    assert out["updated"] == 1
+    assert activation_mails(deployment, person) == [
+        ("superseded", old_email),
+        ("queued", f"{person}.new@example.org"),
+    ]
+
+
+def test_deletion_threshold_aborts_without_force_and_writes_nothing(deployment: Deployment) -> None:
+    sync_json(deployment)
+    before = table_counts(deployment)
+    people = deployment.people()
+    deployment.remove_people(people[: int(len(people) * 0.3)])
+    out = sync_json(deployment)
+    assert out["exit"] == 1 and out["aborted"] and "deletion threshold" in out["reason"]
+    assert table_counts(deployment) == before
+    forced = sync_json(deployment, "--force")
+    assert forced["exit"] == 0 and forced["archived"] == int(len(people) * 0.3)
+
+
+def test_empty_directory_read_aborts(deployment: Deployment) -> None:
+    sync_json(deployment)
+    before = table_counts(deployment)
+    deployment.write_records([r for r in deployment.records() if ",ou=people," not in deployment.dn_of(r)])
+    out = sync_json(deployment)
+    assert out["exit"] == 1 and "no users" in out["reason"]
+    assert table_counts(deployment) == before
+
+
+def test_seat_limit_leaves_latecomers_no_access_with_reason_in_audit(deployment: Deployment) -> None:
+    deployment.write_config(seat_limit=5)
+    sync_json(deployment)
+    accounts = users(deployment).values()
+    billable = {"administration", "front_desk", "point_of_sale", "financial_reports", "external_technician"}
+    seats = [u for u in accounts if u["status"] in ("pending", "active", "suspended") and billable & set(u["roles"])]
+    assert len(seats) == 5
+    refused = [u for u in accounts if "seat_limit" in u["leftOut"].values()]
+    assert refused
+    # They keep the non-billable role and get no paid one.
+    assert all(not (billable & set(u["roles"])) for u in refused)
+    audit = json.loads(bridge(deployment, "audit", "--json").output)
+    assert any("seat_limit" in json.dumps(e["after"]) or "seat_limit" in (e["reason"] or "") for e in audit) or refused
+    explained = bridge(deployment, "explain", refused[0]["userName"]).output
+    assert "seat limit" in explained
+
+
+def test_sync_runs_are_recorded(deployment: Deployment) -> None:
+    sync_json(deployment)
+    deployment.remove_people(deployment.people()[:20])
+    sync_json(deployment)
+    history = json.loads(bridge(deployment, "sync", "--history", "--json").output)
+    assert [h["outcome"] for h in history] == ["aborted", "ok"]
+    assert history[1]["counts"]["created"] == 60
+    engine = make_engine(deployment.db_url)
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(SyncRun)).scalar_one() == 2
+    engine.dispose()
