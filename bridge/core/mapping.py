@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any, Literal
 
+from bridge.core.dn import normalize_dn
 from bridge.core.model import GroupRef, SourceUser
 from bridge.errors import ConfigError
 
@@ -68,19 +69,6 @@ class RoleDecision:
     user_type: Literal["internal", "external"]
     granted: Mapping[str, str]  # role id -> description of the first rule that granted it
     denied: Mapping[str, str] = field(default_factory=dict)  # role id -> reason
-
-
-def normalize_dn(dn: str) -> str:
-    """Case- and spacing-insensitive form of a DN for comparisons (RFC 4514 escapes kept)."""
-    parts = re.split(r"(?<!\\),", dn)
-    out = []
-    for part in parts:
-        if "=" in part:
-            key, _, value = part.partition("=")
-            out.append(f"{key.strip().lower()}={value.strip().lower()}")
-        else:
-            out.append(part.strip().lower())
-    return ",".join(out)
 
 
 _ROLE_KEYS = {"title", "billable", "external_allowed", "max_holders"}
@@ -144,9 +132,7 @@ def parse_mapping(data: Mapping[str, Any], origin: str) -> RoleMapping:
         _expect(spec, dict, origin, where, "a table")
         kinds = [k for k in _RULE_KINDS if k in spec]
         if len(kinds) != 1:
-            raise ConfigError(
-                origin, where, f"needs exactly one of {', '.join(_RULE_KINDS)} (found {len(kinds)})"
-            )
+            raise ConfigError(origin, where, f"needs exactly one of {', '.join(_RULE_KINDS)} (found {len(kinds)})")
         kind = kinds[0]
         allowed = {kind, "roles"} | ({"equals"} if kind == "attribute" else set())
         for key in spec:
@@ -172,17 +158,24 @@ def parse_mapping(data: Mapping[str, Any], origin: str) -> RoleMapping:
             equals = _string_list(spec["equals"], origin, f"{where}.equals")
             value = value.lower()
         elif kind == "group":
-            value = normalize_dn(value)
+            try:
+                value = normalize_dn(value)
+            except ValueError:
+                raise ConfigError(origin, f"{where}.group", f"not a distinguished name: {value!r}") from None
         rules.append(Rule(index=i + 1, kind=kind, value=value, roles=role_ids, equals=equals, pattern=pattern))
 
     user_type = _expect(data.get("user_type", {}), dict, origin, "user_type", "a table")
     for key in user_type:
         if key not in _USER_TYPE_KEYS:
             raise ConfigError(origin, f"user_type.{key}", "unknown key")
-    external_groups = tuple(
-        normalize_dn(g) if "=" in g else g.lower()
-        for g in _string_list(user_type.get("external_groups", []), origin, "user_type.external_groups")
-    )
+    external_groups = []
+    for i, group in enumerate(_string_list(user_type.get("external_groups", []), origin, "user_type.external_groups")):
+        try:
+            external_groups.append(normalize_dn(group) if "=" in group else group.lower())
+        except ValueError:
+            raise ConfigError(
+                origin, f"user_type.external_groups[{i}]", f"not a distinguished name: {group!r}"
+            ) from None
     external_attribute = None
     if "external_attribute" in user_type:
         spec = _expect(user_type["external_attribute"], dict, origin, "user_type.external_attribute", "a table")
@@ -192,7 +185,9 @@ def parse_mapping(data: Mapping[str, Any], origin: str) -> RoleMapping:
         if "attribute" not in spec or "equals" not in spec:
             raise ConfigError(origin, "user_type.external_attribute", "needs attribute and equals")
         external_attribute = ExternalAttribute(
-            attribute=_expect(spec["attribute"], str, origin, "user_type.external_attribute.attribute", "a string").lower(),
+            attribute=_expect(
+                spec["attribute"], str, origin, "user_type.external_attribute.attribute", "a string"
+            ).lower(),
             equals=_string_list(spec["equals"], origin, "user_type.external_attribute.equals"),
         )
     expires = user_type.get("external_expires_after_days")
@@ -203,7 +198,7 @@ def parse_mapping(data: Mapping[str, Any], origin: str) -> RoleMapping:
     return RoleMapping(
         roles=roles,
         rules=tuple(rules),
-        external_groups=external_groups,
+        external_groups=tuple(external_groups),
         external_attribute=external_attribute,
         external_expires_after_days=expires,
         origin=origin,
@@ -244,7 +239,9 @@ def _group_matches(rule: Rule, group: GroupRef) -> bool:
     return rule.pattern.search(group.name) is not None
 
 
-def decide_user_type(user: SourceUser, groups: tuple[GroupRef, ...], mapping: RoleMapping) -> Literal["internal", "external"]:
+def decide_user_type(
+    user: SourceUser, groups: tuple[GroupRef, ...], mapping: RoleMapping
+) -> Literal["internal", "external"]:
     if mapping.external_groups:
         for group in groups:
             if (group.dn and normalize_dn(group.dn) in mapping.external_groups) or (

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Literal
 
+from bridge.core.dn import normalize_dn
 from bridge.core.model import Snapshot, SourceGroup, SourceUser
 
 __all__ = [
@@ -70,6 +71,7 @@ _UAC_TRUST_ACCOUNTS = 0x800 | 0x1000 | 0x2000
 _SAM_NORMAL_USER_ACCOUNT = 805306368
 _FILETIME_NEVER = 0x7FFFFFFFFFFFFFFF
 _FILETIME_EPOCH = datetime(1601, 1, 1, tzinfo=UTC)
+_SID_TEXT = re.compile(r"S-\d+-\d+(?:-\d+)*")
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -126,127 +128,6 @@ class NormalizeReport:
 
 
 # ---------------------------------------------------------------------------------------------
-# DNs
-
-
-_NEEDS_SLOW_PATH = re.compile(r'[\\"+;<>]')
-# Most DNs need nothing but lower-casing: no escapes, no spaces around `,` or `=`.
-_PLAIN_VALUE = r'(?:[^\s,=\\"+;<>](?:[^,=\\"+;<>]*[^\s,=\\"+;<>])?)?'
-_PLAIN_DN = re.compile(rf"[A-Za-z0-9.-]+={_PLAIN_VALUE}(?:,[A-Za-z0-9.-]+={_PLAIN_VALUE})*")
-_ESCAPE_ANYWHERE = frozenset('"+,;<>\\')
-_HEX = frozenset("0123456789abcdefABCDEF")
-
-
-def normalize_dn(dn: str) -> str:
-    """A DN's comparison form: lower-case, no spaces around `,` `=` `+`, canonical escapes.
-
-    DNs are case-insensitive and the same DN can be spelled `CN=Doe\\, John` or `cn=doe\\2c john`
-    (trap 17). Escapes are kept (re-written one canonical way), so the result is still a DN and
-    an escaped `,` is never mistaken for a separator. Multi-valued RDNs are sorted. The empty DN
-    (the root) stays empty. Raises `ValueError` for text that is not a DN.
-    """
-    if _PLAIN_DN.fullmatch(dn):
-        return dn.lower()
-    if _NEEDS_SLOW_PATH.search(dn):
-        return _normalize_escaped_dn(dn)
-    if not dn.strip():
-        return ""
-    parts = []
-    for rdn in dn.lower().split(","):
-        attribute, equals, value = rdn.partition("=")
-        attribute = attribute.strip()
-        if not equals or not attribute:
-            raise ValueError(f"not a DN: {dn!r}")
-        parts.append(f"{attribute}={value.strip()}")
-    return ",".join(parts)
-
-
-def _normalize_escaped_dn(dn: str) -> str:
-    rdns: list[str] = []
-    avas: list[str] = []
-    i, n = 0, len(dn)
-    while True:
-        equals = dn.find("=", i)
-        if equals < 0:
-            raise ValueError(f"not a DN: {dn!r}")
-        attribute = dn[i:equals].strip().lower()
-        if not attribute or any(c in attribute for c in ',+"\\'):
-            raise ValueError(f"not a DN: {dn!r}")
-        i = equals + 1
-        while i < n and dn[i] == " ":
-            i += 1
-        ber = i < n and dn[i] == "#"  # `#04...` is a BER-encoded value (RFC 4514 2.4), compared as written
-        if i < n and dn[i] == '"':
-            # RFC 1779 quoted value, still written by some older tools.
-            value = bytearray()
-            i += 1
-            while i < n and dn[i] != '"':
-                if dn[i] == "\\" and i + 1 < n:
-                    i += 1
-                value += dn[i].encode("utf-8")
-                i += 1
-            if i >= n:
-                raise ValueError(f"unterminated quoted value in DN: {dn!r}")
-            i += 1
-            text = _decode_dn_value(value, dn)
-            while i < n and dn[i] == " ":
-                i += 1
-        else:
-            value = bytearray()
-            significant = 0  # length without unescaped trailing spaces
-            while i < n and dn[i] not in ",+":
-                c = dn[i]
-                if c == "\\":
-                    pair = dn[i + 1 : i + 3]
-                    if len(pair) == 2 and pair[0] in _HEX and pair[1] in _HEX:
-                        value.append(int(pair, 16))
-                        i += 3
-                    elif i + 1 < n:
-                        value += dn[i + 1].encode("utf-8")
-                        i += 2
-                    else:
-                        raise ValueError(f"DN ends with a lone backslash: {dn!r}")
-                    significant = len(value)
-                    continue
-                value += c.encode("utf-8")
-                if c != " ":
-                    significant = len(value)
-                i += 1
-            del value[significant:]
-            text = _decode_dn_value(value, dn)
-        if ber:
-            avas.append(f"{attribute}={text.lower()}")
-        else:
-            avas.append(f"{attribute}={_escape_dn_value(text).lower()}")
-        if i >= n:
-            rdns.append("+".join(sorted(avas)))
-            return ",".join(rdns)
-        if dn[i] == ",":
-            rdns.append("+".join(sorted(avas)))
-            avas = []
-        i += 1
-
-
-def _decode_dn_value(value: bytearray, dn: str) -> str:
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValueError(f"DN escapes are not UTF-8: {dn!r}") from None
-
-
-def _escape_dn_value(text: str) -> str:
-    out = []
-    last = len(text) - 1
-    for position, c in enumerate(text):
-        if c in _ESCAPE_ANYWHERE or (position == 0 and c in " #") or (position == last and c == " "):
-            out.append("\\" + c)
-        elif c == "\0":
-            out.append("\\00")
-        else:
-            out.append(c)
-    return "".join(out)
-
-
 def is_within(normalized_dn: str, normalized_base: str) -> bool:
     """Whether a DN is the base or below it; both already through `normalize_dn`."""
     if not normalized_base or normalized_dn == normalized_base:
@@ -289,7 +170,15 @@ def _first(attributes: Mapping[str, Sequence[str | bytes]], name: str) -> str | 
 
 
 def _texts(values: Sequence[str | bytes]) -> tuple[str, ...]:
-    return tuple(v if type(v) is str else _text(v) for v in values)
+    if isinstance(values, (str, bytes)):
+        return (_text(values),)  # a scalar from a schema-aware ldap3 read (trap 15)
+    try:
+        # Raises TypeError if any value is bytes: the all-str case is checked in C, since this
+        # runs for every kept attribute of every user.
+        "".join(values)  # type: ignore[arg-type]
+    except TypeError:
+        return tuple(_text(v) for v in values)
+    return tuple(values)  # type: ignore[arg-type]
 
 
 def decode_object_guid(value: str | bytes) -> str:
@@ -319,8 +208,9 @@ def decode_sid(value: str | bytes) -> str:
     then the sub-authorities as 32-bit little-endian integers; the last one is the RID.
     """
     if isinstance(value, str):
-        if value[:2].upper() == "S-":
-            return value.strip().upper()
+        text = value.strip().upper()
+        if _SID_TEXT.fullmatch(text):
+            return text
         value = value.encode("utf-8")  # binary that a reader decoded as text by chance
     if len(value) < 8 or len(value) != 8 + 4 * value[1]:
         raise ValueError(f"not a SID: {value!r}")
@@ -336,9 +226,9 @@ def _anchor(value: str | bytes, attribute: str, flavor: Flavor) -> str:
         return decode_object_guid(value)
     # entryUUID (RFC 4530) is a string; other anchors (nsUniqueId, an employee number) are kept
     # as written, lower-cased because directory string matching is case-insensitive.
+    if type(value) is str and _CANONICAL_UUID.fullmatch(value):
+        return value  # slapcat and ldap3 write entryUUID this way
     text = _text(value).strip().lower()
-    if _CANONICAL_UUID.fullmatch(text):
-        return text
     try:
         return str(uuid.UUID(text))
     except ValueError:
@@ -350,12 +240,14 @@ def _int(attributes: Mapping[str, Sequence[str | bytes]], name: str) -> int | No
     return None if text is None else int(text)
 
 
-def _merge_ranges(dn: str, attributes: Mapping[str, Sequence[str | bytes]], report: NormalizeReport) -> dict[str, list[str | bytes]]:
+def _merge_ranges(
+    dn: str, attributes: Mapping[str, Sequence[str | bytes]], report: NormalizeReport
+) -> dict[str, list[str | bytes]]:
     # AD answers a large `member` with an empty `member` plus `member;range=0-1499` (trap 7). The
     # live source fetches the other ranges; here every range present is merged into the plain name.
     merged: dict[str, list[str | bytes]] = {}
     ranges: dict[str, list[tuple[int, str, Sequence[str | bytes]]]] = {}
-    for key, values in attributes.items():
+    for key in attributes:
         base, _, options = key.partition(";")
         option = next((o for o in options.split(";") if o.startswith("range=")), None)
         if option is None:
@@ -385,25 +277,25 @@ def classify(attributes: Mapping[str, Sequence[str | bytes]], flavor: Flavor) ->
     the account type: computers, managed service accounts and trust accounts are `user` objects
     but not people, trap 16)."""
     values = _values(attributes, "objectclass")
-    try:
-        classes = set(map(str.lower, values))  # type: ignore[arg-type]
-    except TypeError:  # bytes values (ldap3 raw_attributes)
-        classes = {_text(c).lower() for c in values}
-    if flavor == "ad":
-        if "user" in classes and "computer" not in classes:
-            account_type = _first(attributes, "samaccounttype")
-            if account_type is not None and account_type != str(_SAM_NORMAL_USER_ACCOUNT):
-                return "other"
-            uac = _first(attributes, "useraccountcontrol")
-            if uac is not None and uac.isdigit() and int(uac) & _UAC_TRUST_ACCOUNTS:
-                return "other"
-            return "user"
-        return "group" if "group" in classes else "other"
-    if classes & _OPENLDAP_USER_CLASSES:
+    if flavor == "openldap":
+        kind: EntryKind = "other"
+        for value in values:
+            name = (value if type(value) is str else _text(value)).lower()
+            if name in _OPENLDAP_USER_CLASSES:
+                return "user"  # a person first: some schemas let a person entry be a posixGroup too
+            if name in _OPENLDAP_GROUP_CLASSES:
+                kind = "group"
+        return kind
+    classes = {_text(c).lower() for c in values}
+    if "user" in classes and "computer" not in classes:
+        account_type = _first(attributes, "samaccounttype")
+        if account_type is not None and account_type != str(_SAM_NORMAL_USER_ACCOUNT):
+            return "other"
+        uac = _first(attributes, "useraccountcontrol")
+        if uac is not None and uac.isdigit() and int(uac) & _UAC_TRUST_ACCOUNTS:
+            return "other"
         return "user"
-    if classes & _OPENLDAP_GROUP_CLASSES:
-        return "group"
-    return "other"
+    return "group" if "group" in classes else "other"
 
 
 def _filetime(now: datetime) -> int:
@@ -412,26 +304,28 @@ def _filetime(now: datetime) -> int:
     return (now - _FILETIME_EPOCH) // timedelta(microseconds=1) * 10
 
 
-def _is_disabled(dn: str, attributes: Mapping[str, Sequence[str | bytes]], now_filetime: int, report: NormalizeReport) -> bool:
+def _is_disabled(
+    dn: str, attributes: Mapping[str, Sequence[str | bytes]], flavor: Flavor, now_filetime: int, report: NormalizeReport
+) -> bool:
+    if flavor == "openldap":
+        # ppolicy (trap 11): 000001010000Z is a permanent administrative lock, any other value an
+        # intruder lockout that may lapse after pwdLockoutDuration. The entry alone cannot tell
+        # when, so any value counts as disabled: the account is suspended, which is reversible,
+        # and the first sync after the lock is cleared reactivates it.
+        if _values(attributes, "pwdaccountlockedtime"):
+            return True
+        lock = _first(attributes, "nsaccountlock")  # 389-DS/FreeIPA: a string, not a boolean (trap 11)
+        return lock is not None and lock.lower() == "true"
     try:
         uac = _int(attributes, "useraccountcontrol")
         expires = _int(attributes, "accountexpires")
     except ValueError:
         report.warnings.append(f"{dn}: userAccountControl or accountExpires is not a number; ignored")
-        uac = expires = None
+        return False
     if uac is not None and uac & _UAC_ACCOUNTDISABLE:
         return True
     # Both 0 and 2**63-1 mean "never" (trap 3).
-    if expires is not None and 0 < expires < _FILETIME_NEVER and expires <= now_filetime:
-        return True
-    # ppolicy (trap 11): 000001010000Z is a permanent administrative lock, any other value an
-    # intruder lockout that may lapse after pwdLockoutDuration. The entry alone cannot tell when, so
-    # any value counts as disabled: the account is suspended, which is reversible, and the next
-    # sync after the lock is cleared reactivates it.
-    if _values(attributes, "pwdaccountlockedtime"):
-        return True
-    lock = _first(attributes, "nsaccountlock")  # 389-DS/FreeIPA: a string, not a boolean (trap 11)
-    return lock is not None and lock.lower() == "true"
+    return expires is not None and 0 < expires < _FILETIME_NEVER and expires <= now_filetime
 
 
 def _strip_unique_member_uid(value: str) -> str:
@@ -444,35 +338,33 @@ def _strip_unique_member_uid(value: str) -> str:
 
 
 @dataclass(slots=True)
-class _User:
-    anchor: str
-    user_name: str
-    uid: str | None
-    email: str | None
-    given_name: str | None
-    family_name: str | None
-    display_name: str | None
-    active: bool
-    dn: str
-    normalized_dn: str
-    attributes: Mapping[str, tuple[str, ...]]
-    member_of: list[str]
-    primary_group_id: int | None
-    domain_sid: str | None
-    preferred_language: str | None
-
-
-@dataclass(slots=True)
 class _Group:
     anchor: str
     name: str
     dn: str
-    normalized_dn: str
     member_dns: list[str]
     member_uids: list[str]
     member_of: list[str]
     token: int | None
     sid: str | None
+
+
+@dataclass(slots=True)
+class _UserLinks:
+    """What a user entry says about its own memberships (AD mostly); absent for most OpenLDAP users."""
+
+    dn: str
+    member_of: tuple[str, ...]
+    primary_group_id: int | None
+    domain_sid: str | None
+
+
+# The SourceUser fields known before memberships are resolved: user_name, email, given_name,
+# family_name, display_name, active, dn, attributes, preferred_language. A plain tuple, because
+# 100k of them are held and a tuple is the cheapest thing to build and hold.
+_PendingUser = tuple[
+    str, str | None, str | None, str | None, str | None, bool, str, Mapping[str, tuple[str, ...]], str | None
+]
 
 
 def build_snapshot(
@@ -483,244 +375,287 @@ def build_snapshot(
     Users are entries classified as users at or below `user_base`, groups likewise below
     `group_base`. Group members are anchors of users or groups in the snapshot (nested groups stay
     groups; `expand_groups` resolves nesting), read from `member`, `uniqueMember`, `memberUid`,
-    both sides' `memberOf` and AD's `primaryGroupID`; each user's `groups` lists the same direct
-    memberships from the other side. References to anything outside the snapshot are dropped.
+    AD's `primaryGroupID`, and `memberOf` for groups that list nobody themselves; each user's
+    `groups` lists the same direct memberships from the other side. References to anything
+    outside the snapshot are dropped.
     `now` (timezone-aware) decides whether `accountExpires` has passed. The snapshot is always
     `complete`: what the report's errors are worth is for the caller to judge.
     """
-    report = NormalizeReport()
-    now_filetime = _filetime(now)
-    user_base = normalize_dn(settings.user_base)
-    group_base = normalize_dn(settings.group_base)
-    anchor_attribute = settings.anchor_attribute or ""
-    user_name_attribute = settings.user_name_attribute or ""
-    email_attribute = settings.email_attribute
-    renames = settings.attribute_map
-    kept = [(name, renames.get(name, name)) for name in settings.keep_attributes]
-    flavor = settings.flavor
-    ranged = flavor == "ad"  # range retrieval is AD's (trap 7); OpenLDAP returns whole lists
-
-    users: dict[str, _User] = {}
-    groups: dict[str, _Group] = {}
-    dn_of_anchor: dict[str, str] = {}
-    duplicates: set[str] = set()
-
+    collector = _Collector(settings, now)
     for dn, attributes in entries:
+        collector.add(dn, attributes)
+    return collector.finish()
+
+
+class _Collector:
+    """One pass over the entries: keeps normalised users and groups and the DNs to resolve."""
+
+    def __init__(self, settings: DirectorySettings, now: datetime) -> None:
+        self.report = NormalizeReport()
+        self.now_filetime = _filetime(now)
+        self.flavor = settings.flavor
+        self.ranged = settings.flavor == "ad"  # range retrieval is AD's (trap 7); OpenLDAP sends whole lists
+        self.user_base = normalize_dn(settings.user_base)
+        self.group_base = normalize_dn(settings.group_base)
+        self.anchor_attribute = settings.anchor_attribute or ""
+        self.user_name_attribute = settings.user_name_attribute or ""
+        self.email_attribute = settings.email_attribute
+        self.kept = tuple((name, settings.attribute_map.get(name, name)) for name in settings.keep_attributes)
+        self.users: dict[str, _PendingUser] = {}
+        self.user_links: dict[str, _UserLinks] = {}
+        self.uids: dict[str, str] = {}  # anchor -> uid, when userName is another attribute
+        self.groups: dict[str, _Group] = {}
+        self.dn_of_anchor: dict[str, tuple[str, str]] = {}  # anchor -> (DN, normalised DN)
+        self.anchor_by_dn: dict[str, str | None] = {}  # DN as written -> anchor; None: outside the snapshot
+        self.anchor_by_normalized_dn: dict[str, str] = {}
+        self.duplicates: set[str] = set()
+
+    def add(self, dn: str, attributes: Mapping[str, Sequence[str | bytes]]) -> None:
+        report = self.report
         report.entries += 1
-        if ranged and any(";" in key for key in attributes):
+        if self.ranged and any(";" in key for key in attributes):
             attributes = _merge_ranges(dn, attributes, report)
-        kind = classify(attributes, flavor)
+        kind = classify(attributes, self.flavor)
         if kind == "other":
             report.other += 1
-            continue
+            return
         try:
             normalized = normalize_dn(dn)
         except ValueError as exc:
             report.errors.append(f"{dn}: left out, {exc}")
-            continue
-        if not is_within(normalized, user_base if kind == "user" else group_base):
+            return
+        if not is_within(normalized, self.user_base if kind == "user" else self.group_base):
             report.out_of_scope += 1
-            continue
-        raw_anchor = next(iter(_values(attributes, anchor_attribute)), None)
-        if raw_anchor is None:
-            report.errors.append(f"{dn}: left out, it has no {anchor_attribute} to identify it by")
-            continue
+            return
+        anchor = self._anchor(dn, attributes)
+        if anchor is None:
+            return
+        add = self._add_user if kind == "user" else self._add_group
+        if add(anchor, dn, attributes):
+            self.dn_of_anchor[anchor] = (dn, normalized)
+            self.anchor_by_dn[dn] = anchor
+            self.anchor_by_normalized_dn[normalized] = anchor
+
+    def _anchor(self, dn: str, attributes: Mapping[str, Sequence[str | bytes]]) -> str | None:
+        name = self.anchor_attribute
+        values = _values(attributes, name)
+        if not values:
+            self.report.errors.append(f"{dn}: left out, it has no {name} to identify it by")
+            return None
         try:
-            anchor = _anchor(raw_anchor, anchor_attribute, flavor)
+            anchor = _anchor(values[0], name, self.flavor)
         except ValueError as exc:
-            report.errors.append(f"{dn}: left out, its {anchor_attribute} is unreadable ({exc})")
-            continue
-        if anchor in dn_of_anchor:
+            self.report.errors.append(f"{dn}: left out, its {name} is unreadable ({exc})")
+            return None
+        if anchor in self.dn_of_anchor or anchor in self.duplicates:
             # Which of the two is the real one cannot be told; taking either could hand one
             # person's roles to the other, so both stay out until the directory is fixed.
-            duplicates.add(anchor)
-            report.errors.append(
-                f"{dn}: left out, with {dn_of_anchor[anchor]}: both have {anchor_attribute} {anchor}"
-            )
-            continue
+            self.duplicates.add(anchor)
+            first = self.dn_of_anchor.get(anchor, ("an earlier entry",))[0]
+            self.report.errors.append(f"{dn}: left out, with {first}: both have {name} {anchor}")
+            return None
+        return anchor
 
-        if kind == "group":
-            name = _first(attributes, "cn") or (_first(attributes, "samaccountname") if flavor == "ad" else None)
-            if name is None:
-                report.errors.append(f"{dn}: left out, the group has no cn")
-                continue
-            sid = None
-            for raw_sid in _values(attributes, "objectsid"):
-                try:
-                    sid = decode_sid(raw_sid)
-                except ValueError:
-                    report.warnings.append(f"{dn}: objectSid is unreadable; primary group members not matched")
-            try:
-                token = _int(attributes, "primarygrouptoken")
-            except ValueError:
-                token = None
-            dn_of_anchor[anchor] = dn
-            groups[anchor] = _Group(
-                anchor=anchor,
-                name=name,
-                dn=dn,
-                normalized_dn=normalized,
-                member_dns=[
-                    *_texts(_values(attributes, "member")),
-                    *(_strip_unique_member_uid(_text(v)) for v in _values(attributes, "uniquemember")),
-                ],
-                member_uids=[_text(v).strip().lower() for v in _values(attributes, "memberuid")],
-                member_of=list(_texts(_values(attributes, "memberof"))),
-                token=token,
-                sid=sid,
-            )
-            continue
-
-        user_name = _first(attributes, user_name_attribute)
+    def _add_user(self, anchor: str, dn: str, attributes: Mapping[str, Sequence[str | bytes]]) -> bool:
+        report = self.report
+        user_name = _first(attributes, self.user_name_attribute)
         if user_name is None:
-            report.errors.append(f"{dn}: left out, it has no {user_name_attribute} to use as userName")
-            continue
-        domain_sid = None
-        primary_group_id = None
-        if flavor == "ad":
+            report.errors.append(f"{dn}: left out, it has no {self.user_name_attribute} to use as userName")
+            return False
+        kept: dict[str, tuple[str, ...]] = {}
+        for source_name, target_name in self.kept:
+            values = attributes.get(source_name)
+            if values:
+                kept[target_name] = _texts(values)
+        self.users[anchor] = (
+            user_name,
+            _first(attributes, self.email_attribute),
+            _first(attributes, "givenname"),
+            _first(attributes, "sn"),
+            _first(attributes, "displayname") or _first(attributes, "cn"),
+            not _is_disabled(dn, attributes, self.flavor, self.now_filetime, report),
+            dn,
+            # Already read-only, so SourceUser keeps it instead of copying it.
+            MappingProxyType(kept),
+            _first(attributes, "preferredlanguage"),
+        )
+        if self.user_name_attribute != "uid":
+            uid = _first(attributes, "uid")
+            if uid is not None:
+                self.uids[anchor] = uid
+        member_of = attributes.get("memberof")
+        primary_group_id = domain_sid = None
+        if self.flavor == "ad":
             try:
                 primary_group_id = _int(attributes, "primarygroupid")
-                own_sid = next(iter(_values(attributes, "objectsid")), None)
-                if own_sid is not None:
-                    domain_sid = decode_sid(own_sid).rpartition("-")[0]
+                own_sid = _values(attributes, "objectsid")
+                if own_sid:
+                    domain_sid = decode_sid(own_sid[0]).rpartition("-")[0]
             except ValueError:
                 report.warnings.append(f"{dn}: primaryGroupID or objectSid is unreadable; primary group not matched")
-        kept_values: dict[str, tuple[str, ...]] = {}
-        for source_name, target_name in kept:
-            values = _values(attributes, source_name)
-            if values:
-                kept_values[target_name] = _texts(values)
-        dn_of_anchor[anchor] = dn
-        users[anchor] = _User(
+        if member_of or primary_group_id is not None:
+            self.user_links[anchor] = _UserLinks(dn, _texts(member_of or ()), primary_group_id, domain_sid)
+        return True
+
+    def _add_group(self, anchor: str, dn: str, attributes: Mapping[str, Sequence[str | bytes]]) -> bool:
+        report = self.report
+        name = _first(attributes, "cn") or (_first(attributes, "samaccountname") if self.flavor == "ad" else None)
+        if name is None:
+            report.errors.append(f"{dn}: left out, the group has no cn")
+            return False
+        sid = None
+        for raw_sid in _values(attributes, "objectsid"):
+            try:
+                sid = decode_sid(raw_sid)
+            except ValueError:
+                report.warnings.append(f"{dn}: objectSid is unreadable; primary group members not matched")
+        try:
+            token = _int(attributes, "primarygrouptoken")
+        except ValueError:
+            token = None
+        self.groups[anchor] = _Group(
             anchor=anchor,
-            user_name=user_name,
-            uid=_first(attributes, "uid") if user_name_attribute != "uid" else None,
-            email=_first(attributes, email_attribute),
-            given_name=_first(attributes, "givenname"),
-            family_name=_first(attributes, "sn"),
-            display_name=_first(attributes, "displayname") or _first(attributes, "cn"),
-            active=not _is_disabled(dn, attributes, now_filetime, report),
+            name=name,
             dn=dn,
-            normalized_dn=normalized,
-            # Already read-only, so SourceUser keeps it instead of copying it (100k copies).
-            attributes=MappingProxyType(kept_values),
+            member_dns=[
+                *_texts(_values(attributes, "member")),
+                *(_strip_unique_member_uid(_text(v)) for v in _values(attributes, "uniquemember")),
+            ],
+            member_uids=[_text(v).strip().lower() for v in _values(attributes, "memberuid")],
             member_of=list(_texts(_values(attributes, "memberof"))),
-            primary_group_id=primary_group_id,
-            domain_sid=domain_sid,
-            preferred_language=_first(attributes, "preferredlanguage"),
+            token=token,
+            sid=sid,
         )
+        return True
 
-    for anchor in duplicates:
-        users.pop(anchor, None)
-        groups.pop(anchor, None)
-    report.users = len(users)
-    report.groups = len(groups)
-    members = _resolve_memberships(users, groups, report)
-
-    groups_of_user: dict[str, list[str]] = {}
-    for group_anchor, member_anchors in members.items():
-        for member in member_anchors:
-            if member in users:
-                groups_of_user.setdefault(member, []).append(group_anchor)
-    snapshot = Snapshot(
-        users={
-            u.anchor: SourceUser(
-                anchor=u.anchor,
-                user_name=u.user_name,
-                email=u.email,
-                given_name=u.given_name,
-                family_name=u.family_name,
-                display_name=u.display_name,
-                active=u.active,
-                dn=u.dn,
-                attributes=u.attributes,
-                groups=tuple(sorted(groups_of_user.get(u.anchor, ()))),
-                preferred_language=u.preferred_language,
+    def finish(self) -> tuple[Snapshot, NormalizeReport]:
+        users, groups = self.users, self.groups
+        for anchor in self.duplicates:
+            users.pop(anchor, None)
+            self.user_links.pop(anchor, None)
+            groups.pop(anchor, None)
+            dn, normalized = self.dn_of_anchor.pop(anchor)
+            del self.anchor_by_dn[dn]
+            del self.anchor_by_normalized_dn[normalized]
+        self.report.users = len(users)
+        self.report.groups = len(groups)
+        members = self._memberships()
+        groups_of_user: dict[str, list[str]] = {}
+        for group_anchor, member_anchors in members.items():
+            for member in member_anchors:
+                if member in users:
+                    groups_of_user.setdefault(member, []).append(group_anchor)
+        snapshot = Snapshot(complete=True)
+        for anchor, (user_name, email, given, family, display, active, dn, attributes, language) in users.items():
+            snapshot.users[anchor] = SourceUser(
+                anchor=anchor,
+                user_name=user_name,
+                email=email,
+                given_name=given,
+                family_name=family,
+                display_name=display,
+                active=active,
+                dn=dn,
+                attributes=attributes,
+                groups=tuple(sorted(groups_of_user.get(anchor, ()))),
+                preferred_language=language,
             )
-            for u in users.values()
-        },
-        groups={
-            g.anchor: SourceGroup(anchor=g.anchor, name=g.name, dn=g.dn, members=tuple(sorted(members.get(g.anchor, ()))))
-            for g in groups.values()
-        },
-        complete=True,
-    )
-    return snapshot, report
+        for g in groups.values():
+            snapshot.groups[g.anchor] = SourceGroup(
+                anchor=g.anchor, name=g.name, dn=g.dn, members=tuple(sorted(members[g.anchor]))
+            )
+        return snapshot, self.report
 
-
-def _resolve_memberships(users: dict[str, _User], groups: dict[str, _Group], report: NormalizeReport) -> dict[str, set[str]]:
-    """Direct memberships as group anchor -> member anchors, gathered from both sides."""
-    anchor_by_dn: dict[str, str | None] = {}  # raw and normalised DN -> anchor, None if outside
-    anchor_by_normalized: dict[str, str] = {}
-    for entry in (*users.values(), *groups.values()):
-        anchor_by_dn[entry.dn] = entry.anchor
-        anchor_by_normalized[entry.normalized_dn] = entry.anchor
-
-    def resolve(dn: str) -> str | None:
-        try:
+    def _resolve(self, dn: str) -> str | None:
+        anchor_by_dn = self.anchor_by_dn
+        if dn in anchor_by_dn:
             return anchor_by_dn[dn]
-        except KeyError:
-            pass
         try:
-            found = anchor_by_normalized.get(normalize_dn(dn))
+            found = self.anchor_by_normalized_dn.get(normalize_dn(dn))
         except ValueError:
             found = None
-        anchor_by_dn[dn] = found
+        anchor_by_dn[dn] = found  # each spelling is normalised once, however many groups cite it
         return found
 
-    by_login: dict[str, str | None] = {}
-    for user in users.values():
-        for login in {user.user_name.lower(), (user.uid or user.user_name).lower()}:
-            # Two people with one login: neither gets a memberUid membership by guesswork.
-            by_login[login] = None if login in by_login else user.anchor
-    seen_names: dict[str, str] = {}
-    for user in users.values():
-        other = seen_names.setdefault(user.user_name.lower(), user.dn)
-        if other != user.dn:
-            report.warnings.append(f"{user.dn}: userName {user.user_name!r} is also the userName of {other}")
+    def _memberships(self) -> dict[str, set[str]]:
+        """Direct memberships as group anchor -> member anchors.
 
-    members: dict[str, set[str]] = {anchor: set() for anchor in groups}
+        A group's own list (member, uniqueMember, memberUid) is the truth; `memberOf` only fills
+        groups whose entries list nobody, as in exports that carry one side only. `memberOf` is
+        derived and can lag: the OpenLDAP memberof overlay is unreliable under replication (trap
+        13), and trusting a stale value would keep someone in a group they were removed from.
+        """
+        users, groups, report, resolve = self.users, self.groups, self.report, self._resolve
+        members: dict[str, set[str]] = {anchor: set() for anchor in groups}
+        listing = {g.anchor for g in groups.values() if g.member_dns or g.member_uids}
+        stale = 0
 
-    def link(parent: str | None, child: str | None) -> None:
-        if parent is None or child is None or parent not in groups or parent == child:
-            report.unresolved_references += 1
-            return
-        members[parent].add(child)
+        def link(parent: str | None, child: str | None) -> None:
+            if parent is None or child is None or parent not in members or parent == child:
+                report.unresolved_references += 1
+            else:
+                members[parent].add(child)
 
-    for group in groups.values():
-        for dn in group.member_dns:
-            link(group.anchor, resolve(dn))
-        for login in group.member_uids:
-            link(group.anchor, by_login.get(login))
-        for dn in group.member_of:
-            link(resolve(dn), group.anchor)
+        def link_from_member_of(parent: str | None, child: str) -> None:
+            nonlocal stale
+            if parent in listing:
+                stale += child not in members[parent]
+            else:
+                link(parent, child)
 
-    # memberOf and member omit the primary group (trap 5): match primaryGroupID to the group whose
-    # SID is the user's domain SID plus that RID, else to a unique primaryGroupToken or RID.
-    by_sid = {g.sid: g.anchor for g in groups.values() if g.sid}
-    by_rid: dict[int, list[str]] = {}
-    by_token: dict[int, list[str]] = {}
-    for group in groups.values():
-        if group.token is not None:
-            by_token.setdefault(group.token, []).append(group.anchor)
-        if group.sid:
-            by_rid.setdefault(int(group.sid.rpartition("-")[2]), []).append(group.anchor)
-
-    for user in users.values():
-        for dn in user.member_of:
-            link(resolve(dn), user.anchor)
-        rid = user.primary_group_id
-        if rid is None:
-            continue
-        primary = by_sid.get(f"{user.domain_sid}-{rid}") if user.domain_sid else None
-        if primary is None:
-            candidates = by_token.get(rid) or by_rid.get(rid) or []
-            if len(candidates) > 1:
+        logins: dict[str, str | None] = {}
+        user_names: dict[str, str] = {}
+        for anchor, pending in users.items():
+            user_name = pending[0].lower()
+            other = user_names.setdefault(user_name, anchor)
+            if other != anchor:
                 report.warnings.append(
-                    f"{user.dn}: primaryGroupID {rid} matches {len(candidates)} groups; primary group not matched"
+                    f"{pending[6]}: userName {pending[0]!r} is also the userName of {users[other][6]}"
                 )
+            for login in {user_name, self.uids.get(anchor, user_name).lower()}:
+                # Two people with one login: neither gets a memberUid membership by guesswork.
+                logins[login] = None if login in logins else anchor
+
+        for group in groups.values():
+            for dn in group.member_dns:
+                link(group.anchor, resolve(dn))
+            for login in group.member_uids:
+                link(group.anchor, logins.get(login))
+        for group in groups.values():
+            for dn in group.member_of:
+                link_from_member_of(resolve(dn), group.anchor)
+
+        # memberOf and member omit the primary group (trap 5): match primaryGroupID to the group whose
+        # SID is the user's domain SID plus that RID, else to a unique primaryGroupToken or RID.
+        by_sid = {g.sid: g.anchor for g in groups.values() if g.sid}
+        by_rid: dict[int, list[str]] = {}
+        by_token: dict[int, list[str]] = {}
+        for group in groups.values():
+            if group.token is not None:
+                by_token.setdefault(group.token, []).append(group.anchor)
+            if group.sid:
+                by_rid.setdefault(int(group.sid.rpartition("-")[2]), []).append(group.anchor)
+
+        for anchor, links in self.user_links.items():
+            for dn in links.member_of:
+                link_from_member_of(resolve(dn), anchor)
+            rid = links.primary_group_id
+            if rid is None:
                 continue
-            primary = candidates[0] if candidates else None
-        if primary is not None:
-            members[primary].add(user.anchor)
-    return members
+            primary = by_sid.get(f"{links.domain_sid}-{rid}") if links.domain_sid else None
+            if primary is None:
+                candidates = by_token.get(rid) or by_rid.get(rid) or []
+                if len(candidates) > 1:
+                    report.warnings.append(
+                        f"{links.dn}: primaryGroupID {rid} matches {len(candidates)} groups; primary group not matched"
+                    )
+                    continue
+                primary = candidates[0] if candidates else None
+            if primary is not None:
+                members[primary].add(anchor)
+        if stale:
+            report.warnings.append(
+                f"{stale} memberOf values name a group whose member list does not include the member; "
+                "the groups' lists were followed"
+            )
+        return members
