@@ -1,0 +1,1 @@
+"""Pages and small APIs for people and the product: activation links, password checks."""

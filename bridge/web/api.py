@@ -1,0 +1,90 @@
+"""`POST /api/v1/verify-password`: the product checks a login against the password set on
+activation. Read-only product tokens only; the answer is valid or invalid, nothing more."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from sqlalchemy import or_, select, update
+
+from bridge.core.lifecycle import Status
+from bridge.runtime import Runtime
+from bridge.store.db import transaction
+from bridge.store.repo import fold, hash_token, tenant_for_token
+from bridge.store.tables import Account, Credential
+from bridge.web.passwords import MAX_LENGTH, check_password, hash_password, needs_rehash
+from bridge.web.ratelimit import RateLimiter
+
+accounts = Account.__table__
+credentials = Credential.__table__
+
+blueprint = Blueprint("verify_password", __name__)
+
+
+def register(app: Flask, runtime: Runtime) -> None:
+    # Per user: online guessing against one account. Per token: the product's whole login flow,
+    # so generous; it bounds a leaked product token used to guess across many accounts.
+    app.extensions["bridge.verify_limits"] = (RateLimiter(10, 60), RateLimiter(1200, 60))
+    app.register_blueprint(blueprint)
+
+
+def _error(status: int, message: str) -> Response:
+    response = jsonify(error=message)
+    response.status_code = status
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="bridge"'
+    return response
+
+
+@blueprint.post("/api/v1/verify-password")
+def verify_password() -> Response:
+    runtime: Runtime = current_app.extensions["bridge"]
+    per_user, per_token = current_app.extensions["bridge.verify_limits"]
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return _error(401, "a read-only product token is required")
+    with transaction(runtime.engine, write=False) as conn:
+        found = tenant_for_token(conn, token.strip())
+    if found is None:
+        return _error(401, "invalid token")
+    tenant_id, read_only = found
+    if not read_only:
+        # An identity provider's SCIM token has no business checking passwords.
+        return _error(403, "use a read-only product token (bridge tokens create --read-only)")
+    body: Any = request.get_json(silent=True)
+    user = body.get("userName") if isinstance(body, dict) else None
+    password = body.get("password") if isinstance(body, dict) else None
+    if not isinstance(user, str) or not isinstance(password, str) or not user or len(user) > 320:
+        return _error(400, 'expected JSON {"userName": "...", "password": "..."}')
+    if len(password) > MAX_LENGTH:
+        password = password[: MAX_LENGTH + 1]  # still verified (and wrong): same work, same answer
+    # Keyed on what was asked, known user or not, so a 429 reveals nothing about existence.
+    if not per_token.allow(hash_token(token)) or not per_user.allow((tenant_id, fold(user))):
+        response = _error(429, "too many attempts")
+        response.headers["Retry-After"] = "60"
+        return response
+
+    with transaction(runtime.engine, write=False) as conn:
+        rows = conn.execute(
+            select(accounts.c.id, accounts.c.status, credentials.c.password_hash)
+            .join(credentials, credentials.c.account_id == accounts.c.id, isouter=True)
+            .where(
+                accounts.c.tenant_id == tenant_id,
+                or_(accounts.c.user_name_norm == fold(user), accounts.c.email_norm == fold(user)),
+            )
+        ).all()
+    # One argon2 verification on every path (unknown user, inactive, no password, ambiguous),
+    # so the answer takes as long whether or not the user exists.
+    row = rows[0] if len(rows) == 1 else None
+    stored = row.password_hash if row is not None and row.status == Status.ACTIVE.value else None
+    valid = check_password(stored, password)
+    if valid and stored is not None and row is not None and needs_rehash(stored):
+        with transaction(runtime.engine) as conn:
+            conn.execute(
+                update(credentials)
+                .where(credentials.c.account_id == row.id)
+                .values(password_hash=hash_password(password), updated_at=datetime.now(UTC))
+            )
+    return jsonify(valid=valid)
