@@ -1,0 +1,113 @@
+"""Prometheus metrics. Counters and histograms are updated where things happen; account, seat
+and outbox figures are read from the database at scrape time, so every process reports the
+same truth whichever one Prometheus happens to scrape.
+
+With several gunicorn workers, set PROMETHEUS_MULTIPROC_DIR (an empty directory) before
+start-up and the per-process counters are aggregated (prometheus_client's multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+
+from bridge.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+HTTP_REQUESTS = Counter(
+    "bridge_http_requests_total", "HTTP requests by route, method and status", ["route", "method", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "bridge_http_request_duration_seconds",
+    "HTTP request latency by route and method",
+    ["route", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+SYNC_RUNS = Counter("bridge_sync_runs_total", "Sync runs by source, mode and outcome", ["source", "mode", "outcome"])
+SYNC_DURATION = Histogram(
+    "bridge_sync_duration_seconds",
+    "Sync run duration by source",
+    ["source", "mode"],
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+)
+SYNC_CHANGES = Counter("bridge_sync_changes_total", "Account changes applied by syncs", ["source", "change"])
+JOB_RUNS = Counter("bridge_job_runs_total", "Scheduled job runs by job and outcome", ["job", "outcome"])
+
+
+class StoreCollector(Collector):
+    """Gauges read from the database on each scrape."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from bridge.store.tables import Account, OutboxMessage, RoleGrant, Tenant
+
+        accounts = GaugeMetricFamily("bridge_accounts", "Accounts by tenant and status", labels=["tenant", "status"])
+        seats = GaugeMetricFamily("bridge_seats_used", "Paid seats in use by tenant", labels=["tenant"])
+        limits = GaugeMetricFamily("bridge_seat_limit", "Seat limit by tenant (absent: no limit)", labels=["tenant"])
+        outbox = GaugeMetricFamily(
+            "bridge_outbox_messages", "Outbox rows by channel and status", labels=["channel", "status"]
+        )
+        try:
+            with self.runtime.engine.connect() as conn:
+                names = dict(conn.execute(select(Tenant.id, Tenant.name)).all())
+                stored_limits = dict(conn.execute(select(Tenant.name, Tenant.seat_limit)).all())
+                for tenant_id, status, count in conn.execute(
+                    select(Account.tenant_id, Account.status, func.count()).group_by(Account.tenant_id, Account.status)
+                ):
+                    accounts.add_metric([names.get(tenant_id, str(tenant_id)), status], count)
+                for name in names.values():
+                    cfg = self.runtime.config.tenant(name)
+                    limit = cfg.seat_limit if cfg and cfg.seat_limit is not None else stored_limits.get(name)
+                    if limit is not None:
+                        limits.add_metric([name], limit)
+                    seats.add_metric([name], self._seats(conn, name, cfg))
+                for channel, status, count in conn.execute(
+                    select(OutboxMessage.channel, OutboxMessage.status, func.count())
+                    .where(OutboxMessage.status.in_(["queued", "dead"]))
+                    .group_by(OutboxMessage.channel, OutboxMessage.status)
+                ):
+                    outbox.add_metric([channel, status], count)
+        except Exception:  # a scrape must not fail because the database is briefly away
+            log.exception("metrics: database figures unavailable")
+        del RoleGrant
+        yield from (accounts, seats, limits, outbox)
+
+    @staticmethod
+    def _seats(conn: Any, tenant: str, cfg: Any) -> int:
+        from bridge.store.repo import get_tenant, usage_outside
+
+        if cfg is None:
+            return 0
+        try:
+            mapping = cfg.mapping()
+        except Exception:
+            return 0
+        return usage_outside(
+            conn, get_tenant(conn, tenant).id, mapping, suspended_counts_as_seat=cfg.suspended_counts_as_seat
+        ).seats
+
+
+def render(runtime: Runtime) -> tuple[bytes, str]:
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        from prometheus_client import REGISTRY
+
+        for collector in (HTTP_REQUESTS, HTTP_LATENCY, SYNC_RUNS, SYNC_DURATION, SYNC_CHANGES, JOB_RUNS):
+            registry.register(collector)
+        del REGISTRY
+    registry.register(StoreCollector(runtime))
+    return generate_latest(registry), CONTENT_TYPE_LATEST

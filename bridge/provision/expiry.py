@@ -1,0 +1,70 @@
+"""Expiry of temporary external accounts: archived at `expires_at`, audited, held archived."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import select, update
+
+from bridge.core.lifecycle import Status
+from bridge.provision.apply import ApplyContext
+from bridge.provision.replan import archive_account
+from bridge.runtime import Runtime
+from bridge.store.db import transaction
+from bridge.store.repo import account_roles, get_tenant
+from bridge.store.tables import Account
+
+accounts = Account.__table__
+
+
+def expire_external_accounts(runtime: Runtime, now: datetime) -> int:
+    """Archive every external account past its expiry date; returns how many were archived.
+
+    The archive carries an administrator's hold so that the next sync, which still sees the
+    contractor in the directory, does not bring the account straight back; renewing it is a
+    deliberate `bridge users reactivate`, which also starts a new expiry period.
+    """
+    archived = 0
+    correlation_id = f"expire-{uuid.uuid4().hex[:16]}"
+    with transaction(runtime.engine, write=False) as conn:
+        tenants = {t: get_tenant(conn, t) for t in runtime.config.tenants}
+    for name, tenant in tenants.items():
+        with transaction(runtime.engine, write=False) as conn:
+            due = (
+                conn.execute(
+                    select(accounts.c.id).where(
+                        accounts.c.tenant_id == tenant.id,
+                        accounts.c.user_type == "external",
+                        accounts.c.status != Status.ARCHIVED.value,
+                        accounts.c.expires_at.is_not(None),
+                        accounts.c.expires_at <= now,
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        for account_id in due:
+            # One transaction per account: a failure leaves the others archived and this one
+            # due again at the next run.
+            with transaction(runtime.engine) as conn:
+                row = conn.execute(
+                    select(accounts).where(accounts.c.id == account_id, accounts.c.tenant_id == tenant.id)
+                ).one()
+                if row.status == Status.ARCHIVED.value:
+                    continue
+                ctx = ApplyContext(
+                    tenant_id=tenant.id,
+                    tenant_name=name,
+                    actor="job:expire_external",
+                    correlation_id=correlation_id,
+                    now=now,
+                    webhooks=bool(runtime.config.webhook.get("url")),
+                )
+                roles = [r for r, _ in account_roles(conn, [row.id]).get(row.id, [])]
+                archive_account(
+                    conn, row, roles, ctx, reason=f"external account expired on {row.expires_at.isoformat()}"
+                )
+                conn.execute(update(accounts).where(accounts.c.id == row.id).values(admin_hold=True))
+                archived += 1
+    return archived

@@ -1,0 +1,388 @@
+"""Scheduled jobs from `schedules/*.toml`, run by APScheduler 3 inside `bridge serve` or
+`bridge scheduler`.
+
+Several processes (gunicorn workers, machines) may run the same schedule against one database.
+Each tick is identified by its *nominal* fire time, which every process computes alike, and
+runs once: the runner takes the job's lease (one run at a time, even a long one) and records the
+tick in `job_runs`, whose unique (job, scheduled_for) refuses a second run of the same tick.
+A process that loses either race logs that it skipped the tick.
+
+APScheduler's own jitter would give each process a different fire time, so jitter is applied
+here, after the tick is claimed, as a random delay.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import threading
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from apscheduler.executors.base import run_job
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from bridge.errors import BridgeError, ConfigError
+from bridge.runtime import Runtime
+from bridge.store.db import transaction
+from bridge.store.lease import HOLDER, try_lease
+from bridge.store.tables import JobRun
+
+log = logging.getLogger(__name__)
+job_runs = JobRun.__table__
+
+TARGETS = ("sync_delta", "sync_full", "expire_external", "activation_reminders", "outbox_drain", "purge")
+_JOB_KEYS = {"target", "source", "cron", "every", "timezone", "jitter", "misfire_grace", "enabled", "lease_seconds"}
+_EVERY = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# Interval ticks are counted from this instant, so every process puts them at the same times.
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    target: str
+    origin: str
+    source: str | None = None
+    cron: str | None = None
+    every_seconds: int | None = None
+    timezone: str = "UTC"
+    jitter: float = 0.0
+    misfire_grace: int = 300
+    enabled: bool = True
+    lease_seconds: float = 120.0
+
+    def trigger(self) -> BaseTrigger:
+        if self.cron:
+            return CronTrigger.from_crontab(self.cron, timezone=ZoneInfo(self.timezone))
+        assert self.every_seconds
+        return IntervalTrigger(seconds=self.every_seconds, start_date=_EPOCH, timezone=UTC)
+
+    def describe(self) -> str:
+        when = f"cron {self.cron} {self.timezone}" if self.cron else f"every {self.every_seconds}s"
+        return f"{self.target}{' ' + self.source if self.source else ''} ({when})"
+
+
+def _parse_job(name: str, spec: Any, origin: str, default_tz: str) -> JobSpec:
+    where = f"jobs.{name}"
+    if not isinstance(spec, dict):
+        raise ConfigError(origin, where, "must be a table")
+    for key in spec:
+        if key not in _JOB_KEYS:
+            raise ConfigError(origin, f"{where}.{key}", f"unknown key (known: {', '.join(sorted(_JOB_KEYS))})")
+    target = spec.get("target")
+    if target not in TARGETS:
+        raise ConfigError(origin, f"{where}.target", f"must be one of {', '.join(TARGETS)}")
+    if ("cron" in spec) == ("every" in spec):
+        raise ConfigError(origin, where, "needs exactly one of cron or every")
+    tz = spec.get("timezone", default_tz)
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(origin, f"{where}.timezone", f"unknown time zone {tz!r}") from None
+    every_seconds = None
+    if "every" in spec:
+        match = _EVERY.match(str(spec["every"]))
+        if not match or int(match.group(1)) == 0:
+            raise ConfigError(origin, f"{where}.every", 'must look like "30s", "15m", "1h" or "1d"')
+        every_seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    cron = spec.get("cron")
+    if cron is not None:
+        try:
+            CronTrigger.from_crontab(cron, timezone=ZoneInfo(tz))
+        except ValueError as exc:
+            raise ConfigError(origin, f"{where}.cron", f"invalid cron expression: {exc}") from None
+    for key in ("jitter", "misfire_grace", "lease_seconds"):
+        value = spec.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
+            raise ConfigError(origin, f"{where}.{key}", "must be a number of seconds")
+    source = spec.get("source")
+    if source is not None and target not in ("sync_delta", "sync_full"):
+        raise ConfigError(origin, f"{where}.source", "only sync jobs take a source")
+    return JobSpec(
+        name=name,
+        target=target,
+        origin=origin,
+        source=source,
+        cron=cron,
+        every_seconds=every_seconds,
+        timezone=tz,
+        jitter=float(spec.get("jitter", 0)),
+        misfire_grace=int(spec.get("misfire_grace", 300)),
+        enabled=bool(spec.get("enabled", True)),
+        lease_seconds=float(spec.get("lease_seconds", 120)),
+    )
+
+
+def load_jobs(runtime: Runtime) -> list[JobSpec]:
+    """Every job of every `*.toml` in the schedules directory; names must be unique."""
+    directory: Path = runtime.config.schedules_dir
+    default_tz = runtime.config.schedules_timezone or "UTC"
+    jobs: dict[str, JobSpec] = {}
+    if not directory.is_dir():
+        return []
+    for path in sorted(directory.glob("*.toml")):
+        origin = str(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(origin, None, f"cannot read: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(origin, None, f"invalid TOML: {exc}") from None
+        for key in data:
+            if key != "jobs":
+                raise ConfigError(origin, key, "unknown key (jobs are [jobs.NAME] tables)")
+        for name, spec in (data.get("jobs") or {}).items():
+            if name in jobs:
+                raise ConfigError(origin, f"jobs.{name}", f"job name already used in {jobs[name].origin}")
+            job = _parse_job(name, spec, origin, default_tz)
+            if job.source is not None and job.source not in runtime.config.sources:
+                raise ConfigError(origin, f"jobs.{name}.source", f'no source named "{job.source}" in the config')
+            jobs[name] = job
+    return list(jobs.values())
+
+
+# ---- targets -------------------------------------------------------------------------------
+
+
+def _sync(runtime: Runtime, job: JobSpec, mode: str) -> str:
+    from bridge.sync import run_sync
+
+    names = [job.source] if job.source else list(runtime.config.sources)
+    outcomes = []
+    for name in names:
+        result = run_sync(runtime.config, runtime.engine, name, mode=mode)
+        outcomes.append(f"{name}: {'aborted: ' + (result.reason or '') if result.aborted else result.counts}")
+        if result.aborted:
+            raise JobAborted("; ".join(outcomes))
+    return "; ".join(outcomes) or "no sources"
+
+
+def _expire(runtime: Runtime, job: JobSpec) -> str:
+    from bridge.provision.expiry import expire_external_accounts
+
+    return f"{expire_external_accounts(runtime, datetime.now(UTC))} archived"
+
+
+def _optional(module: str, function: str) -> Callable[[Runtime, datetime], Any]:
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
+    except (ImportError, AttributeError):
+        raise BridgeError(f"{module}.{function} is not available in this build") from None
+
+
+def _reminders(runtime: Runtime, job: JobSpec) -> str:
+    return str(_optional("bridge.notify.activation", "send_activation_reminders")(runtime, datetime.now(UTC)))
+
+
+def _drain(runtime: Runtime, job: JobSpec) -> str:
+    return str(_optional("bridge.notify.worker", "drain_outbox")(runtime, datetime.now(UTC)))
+
+
+def _purge(runtime: Runtime, job: JobSpec) -> str:
+    from bridge.store.tables import SyncRun
+
+    cutoff = datetime.now(UTC) - timedelta(days=90)
+    with transaction(runtime.engine) as conn:
+        runs = conn.execute(SyncRun.__table__.delete().where(SyncRun.__table__.c.finished_at < cutoff)).rowcount
+        jobs = conn.execute(job_runs.delete().where(job_runs.c.finished_at < cutoff)).rowcount
+    tokens = _optional("bridge.notify.activation", "purge_activation_tokens")(runtime, datetime.now(UTC))
+    return f"purged {runs} sync runs, {jobs} job runs older than 90 days; tokens: {tokens}"
+
+
+_RUNNERS: dict[str, Callable[[Runtime, JobSpec], str]] = {
+    "sync_delta": lambda r, j: _sync(r, j, "delta"),
+    "sync_full": lambda r, j: _sync(r, j, "full"),
+    "expire_external": _expire,
+    "activation_reminders": _reminders,
+    "outbox_drain": _drain,
+    "purge": _purge,
+}
+
+
+class JobAborted(BridgeError):
+    pass
+
+
+# ---- running one tick ----------------------------------------------------------------------
+
+
+def run_tick(runtime: Runtime, job: JobSpec, scheduled_for: datetime, *, holder: str = HOLDER) -> str:
+    """Run `job` for the tick `scheduled_for` unless another process runs or ran it.
+
+    Returns the outcome: ok / failed / aborted, or skipped-lease / skipped-done.
+    """
+    lease = try_lease(runtime.engine, f"job:{job.name}", ttl=job.lease_seconds, holder=holder)
+    if lease is None:
+        log.info("job %s: tick %s skipped: another process holds the lease", job.name, scheduled_for.isoformat())
+        return "skipped-lease"
+    with lease:
+        now = datetime.now(UTC)
+        try:
+            with transaction(runtime.engine) as conn:
+                # Holding the lease means no run of this job is alive anywhere: a row still
+                # "running" belongs to a holder that crashed.
+                conn.execute(
+                    update(job_runs)
+                    .where(job_runs.c.job == job.name, job_runs.c.outcome == "running")
+                    .values(outcome="abandoned", finished_at=now, detail="the process running it stopped")
+                )
+                run_id = conn.execute(
+                    insert(job_runs).values(
+                        tenant_id=0,
+                        job=job.name,
+                        scheduled_for=scheduled_for,
+                        holder=holder,
+                        started_at=now,
+                        outcome="running",
+                    )
+                ).inserted_primary_key[0]
+        except IntegrityError:
+            log.info("job %s: tick %s skipped: already run by another process", job.name, scheduled_for.isoformat())
+            return "skipped-done"
+        if job.jitter:
+            time.sleep(random.uniform(0, job.jitter))
+        outcome, detail = "ok", ""
+        try:
+            detail = _RUNNERS[job.target](runtime, job)
+        except JobAborted as exc:
+            outcome, detail = "aborted", str(exc)
+        except Exception as exc:  # the job's failure is recorded; the scheduler keeps going
+            log.exception("job %s failed", job.name)
+            outcome, detail = "failed", f"{type(exc).__name__}: {exc}"
+        with transaction(runtime.engine) as conn:
+            conn.execute(
+                update(job_runs)
+                .where(job_runs.c.id == run_id)
+                .values(finished_at=datetime.now(UTC), outcome=outcome, detail=detail[:4000])
+            )
+        _observe(job, outcome)
+        log.info("job %s: tick %s %s: %s", job.name, scheduled_for.isoformat(), outcome, detail)
+        return outcome
+
+
+def _observe(job: JobSpec, outcome: str) -> None:
+    try:
+        from bridge.metrics import JOB_RUNS
+    except ImportError:
+        return
+    JOB_RUNS.labels(job=job.name, outcome=outcome).inc()
+
+
+# ---- APScheduler wiring --------------------------------------------------------------------
+
+_tick = threading.local()
+
+
+class _TickExecutor(ThreadPoolExecutor):  # type: ignore[misc]
+    """Hands each nominal fire time to the job; APScheduler 3 calls jobs without it."""
+
+    def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:
+        def run_each(job: Any, alias: str, times: list[datetime], logger_name: str) -> list[Any]:
+            events: list[Any] = []
+            for run_time in times:
+                _tick.scheduled_for = run_time
+                events.extend(run_job(job, alias, [run_time], logger_name))
+            return events
+
+        def callback(future: Any) -> None:
+            exc = future.exception()
+            if exc:
+                self._run_job_error(job.id, exc, getattr(exc, "__traceback__", None))
+            else:
+                self._run_job_success(job.id, future.result())
+
+        self._pool.submit(run_each, job, job._jobstore_alias, run_times, self._logger.name).add_done_callback(callback)
+
+
+def _job_entry(runtime: Runtime, spec: JobSpec) -> Callable[[], None]:
+    def entry() -> None:
+        scheduled = getattr(_tick, "scheduled_for", None) or datetime.now(UTC)
+        run_tick(runtime, spec, scheduled.astimezone(UTC))
+
+    return entry
+
+
+def build_scheduler(runtime: Runtime, jobs: list[JobSpec] | None = None) -> BackgroundScheduler:
+    scheduler = BackgroundScheduler(executors={"default": _TickExecutor(max_workers=4)}, timezone=UTC)
+    for spec in jobs if jobs is not None else load_jobs(runtime):
+        if not spec.enabled:
+            continue
+        scheduler.add_job(
+            _job_entry(runtime, spec),
+            spec.trigger(),
+            id=spec.name,
+            name=spec.name,
+            misfire_grace_time=spec.misfire_grace,
+            coalesce=True,
+            max_instances=1,
+        )
+    return scheduler
+
+
+def start_scheduler_service(runtime: Runtime, enabled: bool) -> Callable[[], None] | None:
+    """The SERVICES hook of `bridge serve`."""
+    if not enabled:
+        return None
+    from bridge.store.db import guard_fork, make_engine
+
+    engine = make_engine(runtime.config.database_url, origin=runtime.config.origin)
+    if engine.dialect.name == "sqlite":
+        guard_fork(engine)
+    scheduler = build_scheduler(Runtime(config=runtime.config, engine=engine))
+    scheduler.start()
+    log.info("scheduler started with %d jobs", len(scheduler.get_jobs()))
+
+    def stop() -> None:
+        scheduler.shutdown(wait=False)
+        engine.dispose()
+
+    return stop
+
+
+def job_status(runtime: Runtime, now: datetime | None = None) -> list[dict[str, Any]]:
+    now = now or datetime.now(UTC)
+    jobs = load_jobs(runtime)
+    out = []
+    with transaction(runtime.engine, write=False) as conn:
+        latest = {
+            row.job: row
+            for row in conn.execute(
+                select(job_runs).where(
+                    job_runs.c.id.in_(select(func.max(job_runs.c.id)).group_by(job_runs.c.job).scalar_subquery())
+                )
+            )
+        }
+    for spec in jobs:
+        last = latest.get(spec.name)
+        next_run = spec.trigger().get_next_fire_time(None, now) if spec.enabled else None
+        out.append(
+            {
+                "name": spec.name,
+                "target": spec.target,
+                "source": spec.source,
+                "schedule": spec.describe(),
+                "enabled": spec.enabled,
+                "lastRun": last.started_at.isoformat() if last else None,
+                "lastOutcome": last.outcome if last else None,
+                "lastDetail": last.detail if last else None,
+                "nextRun": next_run.astimezone(UTC).isoformat() if next_run else None,
+            }
+        )
+    return out
