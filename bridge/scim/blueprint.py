@@ -1,0 +1,861 @@
+"""The SCIM HTTP adapter: parse the request, run one transaction, render. Mounted at /scim/v2.
+
+Every write is one transaction: the identity rows change, then the affected people are re-planned
+through the core (`replan`), whose account changes, audit events and outbox rows commit with it.
+Any error rolls the whole request back, so a failed request leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from flask import Blueprint, Flask, Response, g, request
+from sqlalchemy import Connection
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from bridge.config import TenantConfig
+from bridge.core.lifecycle import Status
+from bridge.core.mapping import RoleMapping
+from bridge.core.plan import AccountPlan, Archive, Change, RevokeRoles
+from bridge.errors import BridgeError
+from bridge.provision.apply import ApplyContext, apply_account
+from bridge.provision.replan import TenantView, replan, tenant_view
+from bridge.runtime import Runtime
+from bridge.scim import discovery, quirks, storage
+from bridge.scim.auth import Caller, authenticate, require_write
+from bridge.scim.errors import ScimError, invalid_filter, invalid_syntax, invalid_value, not_found, uniqueness
+from bridge.scim.filter import MAX_FILTER_LENGTH, to_sql, translate
+from bridge.scim.patch import MemberOp, apply_patch, check_immutable, matches
+from bridge.scim.resources import (
+    Projection,
+    canonical,
+    check_schemas,
+    etag,
+    list_response,
+    render_group,
+    render_user,
+    require,
+)
+from bridge.scim.schema import GROUP_TYPE, SCHEMAS, SEARCH_REQUEST, USER_TYPE, ResourceType
+from bridge.store.db import transaction
+from bridge.store.repo import new_id
+from bridge.store.tables import Account, RoleGrant
+
+log = logging.getLogger(__name__)
+accounts = Account.__table__
+role_grants = RoleGrant.__table__
+T = TypeVar("T")
+SCIM_JSON = "application/scim+json"
+REPLAN_CHUNK = 500
+
+
+class ScimApi:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.base_url = runtime.config.server["public_url"].rstrip("/") + "/scim/v2"
+
+    # ---- plumbing ------------------------------------------------------------------------
+    @property
+    def caller(self) -> Caller:
+        caller: Caller | None = g.get("scim_caller")
+        if caller is None:
+            shared = g.get("scim_read")
+            if shared is not None:
+                caller = authenticate(shared, request.headers.get("Authorization"))
+            else:
+                with self.runtime.engine.connect() as conn:
+                    caller = authenticate(conn, request.headers.get("Authorization"))
+            g.scim_caller = caller
+        return caller
+
+    def open_read(self) -> None:
+        """GETs authenticate and read in one read transaction (one pool checkout, one BEGIN):
+        the lookup path is what identity providers call most."""
+        stack = ExitStack()
+        g.scim_read = stack.enter_context(transaction(self.runtime.engine, write=False))
+        g.scim_read_stack = stack
+
+    @staticmethod
+    def close_read(error: BaseException | None) -> None:
+        stack: ExitStack | None = g.pop("scim_read_stack", None)
+        g.pop("scim_read", None)
+        if stack is not None:
+            if error is None:
+                stack.close()
+            else:
+                stack.__exit__(type(error), error, error.__traceback__)
+
+    def tenant_config(self, name: str) -> TenantConfig:
+        config = self.runtime.config.tenants.get(name)
+        if config is not None and config.mappings_path is not None:
+            return config
+        # A tenant without a mapping (added with `bridge tenants add`, or declared without
+        # `mappings`) still accepts SCIM writes: identities are stored and accounts exist as
+        # no_access (no rule grants anything) until a mapping is configured.
+        return TenantConfig(
+            name=name,
+            mappings_path=None,
+            seat_limit=config.seat_limit if config else None,
+            default_language=config.default_language if config else "en",
+            activation=config.activation if config else "password",
+            login_url=config.login_url if config else None,
+            activation_expires_days=config.activation_expires_days if config else 7,
+            suspended_counts_as_seat=config.suspended_counts_as_seat if config else True,
+            support_contact=config.support_contact if config else None,
+            _mapping=[RoleMapping(roles={}, rules=(), origin="<no mapping>")],
+        )
+
+    def read(self, work: Callable[[Connection, Caller], T]) -> T:
+        caller = self.caller
+        shared = g.get("scim_read")
+        if shared is not None:
+            return work(shared, caller)
+        with transaction(self.runtime.engine, write=False) as conn:
+            return work(conn, caller)
+
+    def write(self, work: Callable[[Connection, Caller, ApplyContext, TenantView], T]) -> T:
+        caller = self.caller
+        require_write(caller)
+        config = self.tenant_config(caller.tenant_name)
+        correlation = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        for attempt in (1, 2):
+            try:
+                with transaction(self.runtime.engine) as conn:
+                    ctx = ApplyContext(
+                        tenant_id=caller.tenant_id,
+                        tenant_name=caller.tenant_name,
+                        actor=caller.actor,
+                        correlation_id=correlation[:64],
+                        now=datetime.now(UTC),
+                        webhooks=bool(self.runtime.config.webhook.get("url")),
+                        default_language=config.default_language,
+                    )
+                    return work(conn, caller, ctx, tenant_view(conn, config))
+            except IntegrityError as exc:
+                if not unique_violation(exc):
+                    raise
+                # A concurrent writer got there first (same userName, same membership): the
+                # retry sees its commit and answers from it; a second clash is a real conflict.
+                log.info("SCIM write conflict (attempt %d): %s", attempt, exc.orig)
+                if attempt == 2:
+                    raise uniqueness("conflicting concurrent change; retry") from None
+        raise AssertionError("unreachable")
+
+    def body(self) -> Any:
+        data = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
+        try:
+            return json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            raise invalid_syntax("the request body is not valid JSON") from None
+
+    def if_match(self, current: str) -> None:
+        wanted = request.headers.get("If-Match")
+        if wanted is None:
+            return
+        tags = {t.strip() for t in wanted.split(",")}
+        if "*" not in tags and current not in tags and current.removeprefix("W/") not in tags:
+            raise ScimError(412, "the resource changed since the version in If-Match")
+
+    # ---- users ---------------------------------------------------------------------------
+    def render_users(
+        self, conn: Connection, rows: Sequence[Any], projection: Projection, *, new: bool = False
+    ) -> list[dict[str, Any]]:
+        caller = self.caller
+        anchors = [r.anchor for r in rows]
+        groups = (
+            storage.groups_of(conn, caller.tenant_id, anchors, self.base_url)
+            if (rows and not new and projection.wants("groups"))
+            else {}
+        )
+        from bridge.scim.schema import ACCOUNT
+
+        # Product state (the Account extension) is the product's view: read-only tokens get it by
+        # default; an identity provider's token gets what it provisioned, plus the extension
+        # only when it asks for it with `attributes` (it never writes it).
+        wanted = projection.wants(ACCOUNT) if caller.read_only else projection.names(ACCOUNT)
+        roles = storage.roles_of(conn, [r.id for r in rows]) if rows and wanted else None
+        return [
+            render_user(
+                r, self.base_url, groups.get(r.anchor), roles.get(r.id, []) if roles is not None else None, projection
+            )
+            for r in rows
+        ]
+
+    def user(
+        self, conn: Connection, anchor: str, projection: Projection, *, new: bool = False
+    ) -> tuple[dict[str, Any], str]:
+        row = storage.get(conn, self.caller.tenant_id, "user", anchor)
+        if row is None:
+            raise not_found("User", anchor)
+        return self.render_users(conn, [row], projection, new=new)[0], row_etag(row)
+
+    def replan(self, conn: Connection, view: TenantView, ctx: ApplyContext, anchors: Sequence[str]) -> None:
+        for start in range(0, len(anchors), REPLAN_CHUNK):
+            replan(conn, view, storage.SOURCE, list(anchors[start : start + REPLAN_CHUNK]), ctx)
+
+    def create_user(self) -> Response:
+        body = self.body()
+        check_schemas(body, USER_TYPE)
+        doc = canonical(body, USER_TYPE)
+        require(doc, USER_TYPE)
+        projection = self.projection(USER_TYPE)
+
+        def work(conn: Connection, caller: Caller, ctx: ApplyContext, view: TenantView) -> Any:
+            storage.ensure_unique_name(conn, caller.tenant_id, "user", doc["userName"], None)
+            anchor = new_id()
+            storage.write_user(conn, caller.tenant_id, anchor, doc, ctx.now, create=True)
+            self.replan(conn, view, ctx, [anchor])
+            return self.user(conn, anchor, projection, new=True)
+
+        resource, tag = self.write(work)
+        return respond(resource, 201, {"Location": resource["meta"]["location"], "ETag": tag})
+
+    def replace_user(self, anchor: str) -> Response:
+        body = self.body()
+        check_schemas(body, USER_TYPE)
+        doc = canonical(body, USER_TYPE)
+        require(doc, USER_TYPE)
+        if isinstance(body.get("id"), str) and body["id"] != anchor:
+            raise ScimError(400, '"id" is read-only and differs from the URL', "mutability")
+        projection = self.projection(USER_TYPE)
+
+        def work(conn: Connection, caller: Caller, ctx: ApplyContext, view: TenantView) -> Any:
+            row = storage.get(conn, caller.tenant_id, "user", anchor, lock=True)
+            if row is None:
+                raise not_found("User", anchor)
+            self.if_match(row_etag(row))
+            check_immutable(USER_TYPE, row.resource or {}, doc)
+            self.save_user(conn, caller, ctx, view, row, doc)
+            return self.user(conn, anchor, projection)
+
+        resource, tag = self.write(work)
+        return respond(resource, 200, {"ETag": tag})
+
+    def save_user(
+        self, conn: Connection, caller: Caller, ctx: ApplyContext, view: TenantView, row: Any, doc: dict[str, Any]
+    ) -> None:
+        if doc == (row.resource or {}):
+            return  # nothing changed: no new version, no re-plan
+        storage.ensure_unique_name(conn, caller.tenant_id, "user", doc["userName"], row.anchor)
+        storage.write_user(conn, caller.tenant_id, row.anchor, doc, ctx.now, create=False)
+        self.replan(conn, view, ctx, [row.anchor])
+
+    def patch_user(self, anchor: str) -> Response:
+        body = self.body()
+        projection = self.projection(USER_TYPE)
+
+        def work(conn: Connection, caller: Caller, ctx: ApplyContext, view: TenantView) -> Any:
+            row = storage.get(conn, caller.tenant_id, "user", anchor, lock=True)
+            if row is None:
+                raise not_found("User", anchor)
+            self.if_match(row_etag(row))
+            result = apply_patch(USER_TYPE, row.resource or {}, body)
+            require(result.doc, USER_TYPE)
+            self.save_user(conn, caller, ctx, view, row, result.doc)
+            return self.user(conn, anchor, projection)
+
+        resource, tag = self.write(work)
+        return respond(resource, 200, {"ETag": tag})
+
+    def delete_user(self, anchor: str) -> Response:
+        def work(conn: Connection, caller: Caller, ctx: ApplyContext, view: TenantView) -> None:
+            row = storage.get(conn, caller.tenant_id, "user", anchor, lock=True)
+            if row is None:
+                raise not_found("User", anchor)
+            self.if_match(row_etag(row))
+            archive(conn, caller.tenant_id, anchor, ctx)
+            storage.mark_deleted(conn, caller.tenant_id, anchor, ctx.now)
+
+        self.write(work)
+        return Response(status=204)
+
+    # ---- groups --------------------------------------------------------------------------
+    def render_groups(self, conn: Connection, rows: Sequence[Any], projection: Projection) -> list[dict[str, Any]]:
+        want_members = projection.wants("members")
+        return [
+            render_group(
+                r,
+                self.base_url,
+                storage.members_of(conn, self.caller.tenant_id, r.anchor, self.base_url) if want_members else None,
+                projection,
+            )
+            for r in rows
+        ]
+
+    def group(self, conn: Connection, anchor: str, projection: Projection) -> tuple[dict[str, Any], str]:
+        row = storage.get(conn, self.caller.tenant_id, "group", anchor)
+        if row is None:
+            raise not_found("Group", anchor)
+        return self.render_groups(conn, [row], projection)[0], row_etag(row)
+
+    def name_rules_apply(self, view: TenantView) -> bool:
+        mapping = view.config.mapping()
+        return bool(mapping.external_groups) or any(r.kind in ("group_name", "group_pattern") for r in mapping.rules)
+
+    def check_members(self, conn: Connection, caller: Caller, ids: Sequence[str], group_anchor: str) -> None:
+        found = storage.kinds(conn, caller.tenant_id, ids)
+        missing = [i for i in ids if i not in found]
+        if missing:
+            # Another tenant's ids are unknown here, exactly like ids that never existed.
+            raise invalid_value(f"no User or Group with id {missing[0]} in this tenant")
+        if group_anchor in ids:
+            raise invalid_value("a group cannot be a member of itself")
+
+    def apply_members(self, conn: Connection, caller: Caller, anchor: str, ops: Sequence[MemberOp]) -> set[str]:
+        """Carry out member operations row by row; returns the ids whose membership changed."""
+        changed: set[str] = set()
+        for op in ops:
+            if op.kind == "add":
+                self.check_members(conn, caller, op.ids, anchor)
+                changed |= set(storage.add_members(conn, caller.tenant_id, anchor, op.ids))
+            elif op.kind == "remove":
+                changed |= set(storage.remove_members(conn, caller.tenant_id, anchor, op.ids))
+            elif op.kind == "remove_all":
+                changed |= set(storage.remove_members(conn, caller.tenant_id, anchor, None))
+            elif op.kind == "replace":
+                self.check_members(conn, caller, op.ids, anchor)
+                current = storage.member_anchors(conn, caller.tenant_id, anchor)
+                wanted = set(op.ids)
+                changed |= set(storage.remove_members(conn, caller.tenant_id, anchor, sorted(current - wanted)))
+                changed |= set(
+                    storage.add_members(conn, caller.tenant_id, anchor, [i for i in op.ids if i not in current])
+                )
+            elif op.kind == "remove_filter":
+                from bridge.scim.schema import GROUP_SCHEMA
+
+                members_attr = GROUP_SCHEMA.attr("members")
+                assert members_attr is not None and op.filter is not None
+                hits = [
+                    m["value"]
+                    for m in storage.members_of(conn, caller.tenant_id, anchor, self.base_url)
+                    if matches(op.filter, m, members_attr)
+                ]
+                changed |= set(storage.remove_members(conn, caller.tenant_id, anchor, hits))
+        return changed
+
+    def create_group(self) -> Response:
+        body = self.body()
+        check_schemas(body, GROUP_TYPE)
+        doc = canonical(body, GROUP_TYPE)
+        require(doc, GROUP_TYPE)
+        ids = members_in(body)
+        projection = self.projection(GROUP_TYPE)
+
+        def work(conn: Connection, caller: Caller, ctx: ApplyContext, view: TenantView) -> Any:
+            storage.ensure_unique_name(conn, caller.tenant_id, "group", doc["displayName"], None)
+            anchor = new_id()
+            storage.write_group(conn, caller.tenant_id, anchor, doc, ctx.now, create=True)
+            if ids:
+                self.check_members(conn, caller, ids, anchor)
+                added = storage.add_members(conn, caller.tenant_id, anchor, ids)
+                self.replan(conn, view, ctx, storage.users_under(conn, caller.tenant_id, added))
+            return self.group(conn, anchor, projection)
+
+        resource, tag = self.write(work)
+        return respond(resource, 201, {"Location": resource["meta"]["location"], "ETag": tag})
+
+    def save_group(
+        self,
+        conn: Connection,
+        caller: Caller,
+        ctx: ApplyContext,
+        view: TenantView,
+        row: Any,
+        doc: dict[str, Any],
+        ops: Sequence[MemberOp],
+    ) -> bool:
+        """Returns whether the group got a new version."""
+        renamed = doc["displayName"] != row.name
+        if renamed:
+            storage.ensure_unique_name(conn, caller.tenant_id, "group", doc["displayName"], row.anchor)
+        changed = self.apply_members(conn, caller, row.anchor, ops)
+        wrote = doc != (row.resource or {}) or bool(changed)
+        if doc != (row.resource or {}):
+            storage.write_group(conn, caller.tenant_id, row.anchor, doc, ctx.now, create=False)
+        elif changed:
+            storage.touch(conn, caller.tenant_id, row.anchor, ctx.now)
+        affected = set(storage.users_under(conn, caller.tenant_id, changed)) if changed else set()
+        if renamed and self.name_rules_apply(view):
+            affected |= set(storage.users_under(conn, caller.tenant_id, [row.anchor]))
+        self.replan(conn, view, ctx, sorted(affected))
+        return wrote
+
+    def patch_group(self, anchor: str) -> Response:
+        body = self.body()
+        projection = self.projection(GROUP_TYPE)
+        explicit = bool(request.args.get("attributes") or request.args.get("excludedAttributes"))
+
+        def work(conn: Connection, caller: Caller, ctx: ApplyContext, view: TenantView) -> Any:
+            row = storage.get(conn, caller.tenant_id, "group", anchor, lock=True)
+            if row is None:
+                raise not_found("Group", anchor)
+            self.if_match(row_etag(row))
+            result = apply_patch(GROUP_TYPE, row.resource or {}, body)
+            require(result.doc, GROUP_TYPE)
+            wrote = self.save_group(conn, caller, ctx, view, row, result.doc, result.members)
+            if explicit:
+                return self.group(conn, anchor, projection)
+            # The row is locked by this transaction: its new version is known without a re-read.
+            return None, etag(row.version + 1 if wrote else row.version)
+
+        resource, tag = self.write(work)
+        if resource is None:
+            # Entra: group PATCH "should return 204" rather than every member (use-scim
+            # "/Groups"); RFC 7644 3.5.2 allows it. Asking for attributes gets the body.
+            return Response(status=204, headers={"ETag": tag})
+        return respond(resource, 200, {"ETag": tag})
+
+    def replace_group(self, anchor: str) -> Response:
+        body = self.body()
+        check_schemas(body, GROUP_TYPE)
+        doc = canonical(body, GROUP_TYPE)
+        require(doc, GROUP_TYPE)
+        ids = members_in(body)
+        projection = self.projection(GROUP_TYPE)
+
+        def work(conn: Connection, caller: Caller, ctx: ApplyContext, view: TenantView) -> Any:
+            row = storage.get(conn, caller.tenant_id, "group", anchor, lock=True)
+            if row is None:
+                raise not_found("Group", anchor)
+            self.if_match(row_etag(row))
+            self.save_group(conn, caller, ctx, view, row, doc, [MemberOp("replace", tuple(ids))])
+            return self.group(conn, anchor, projection)
+
+        resource, tag = self.write(work)
+        return respond(resource, 200, {"ETag": tag})
+
+    def delete_group(self, anchor: str) -> Response:
+        def work(conn: Connection, caller: Caller, ctx: ApplyContext, view: TenantView) -> None:
+            row = storage.get(conn, caller.tenant_id, "group", anchor, lock=True)
+            if row is None:
+                raise not_found("Group", anchor)
+            self.if_match(row_etag(row))
+            affected = storage.users_under(conn, caller.tenant_id, [anchor])
+            storage.delete_group(conn, caller.tenant_id, anchor, caller.actor, ctx.correlation_id, ctx.now)
+            self.replan(conn, view, ctx, affected)
+
+        self.write(work)
+        return Response(status=204)
+
+    # ---- queries -------------------------------------------------------------------------
+    def projection(self, rt: ResourceType, params: dict[str, Any] | None = None) -> Projection:
+        params = params if params is not None else request.args
+        return Projection.parse(rt, _text(params.get("attributes")), _text(params.get("excludedAttributes")))
+
+    def search(self, rt: ResourceType, params: dict[str, Any]) -> dict[str, Any]:
+        query = Query.parse(rt, params, self)
+        kind = "user" if rt is USER_TYPE else "group"
+
+        def work(conn: Connection, caller: Caller) -> dict[str, Any]:
+            rows, total = query.run(conn, caller.tenant_id, kind)
+            render = self.render_users if kind == "user" else self.render_groups
+            return list_response(render(conn, rows, query.projection), total, query.start)
+
+        return self.read(work)
+
+    def search_all(self, params: dict[str, Any]) -> dict[str, Any]:
+        """POST /.search at the root: Users then Groups (RFC 7644 3.4.3)."""
+        queries: list[tuple[ResourceType, Query]] = []
+        errors: list[ScimError] = []
+        for rt in (USER_TYPE, GROUP_TYPE):
+            try:
+                queries.append((rt, Query.parse(rt, params, self)))
+            except ScimError as exc:
+                if exc.scim_type != "invalidFilter":
+                    raise
+                errors.append(exc)
+        if not queries:
+            raise errors[0]
+
+        def work(conn: Connection, caller: Caller) -> dict[str, Any]:
+            resources: list[dict[str, Any]] = []
+            total = 0
+            start, count = queries[0][1].start, queries[0][1].count
+            skip = start - 1
+            for rt, query in queries:
+                kind = "user" if rt is USER_TYPE else "group"
+                n = conn.execute(
+                    storage.count_query(
+                        caller.tenant_id,
+                        kind,
+                        query.where,
+                        driven_by_subquery=conn.dialect.name == "sqlite" and query.driven_by_subquery,
+                    )
+                ).scalar_one()
+                total += n
+                room = count - len(resources)
+                if room > 0 and skip < n:
+                    rows, _ = query.run(conn, caller.tenant_id, kind, offset=skip, limit=room)
+                    render = self.render_users if kind == "user" else self.render_groups
+                    resources.extend(render(conn, rows, query.projection))
+                skip = max(skip - n, 0)
+            return list_response(resources, total, start)
+
+        return self.read(work)
+
+
+# `userName eq "x"`: what Entra and Okta send before every create; answered without the parser.
+_SIMPLE_EQ = re.compile(r'^\s*(userName|externalId|id|displayName)\s+eq\s+"((?:[^"\\]|\\.)*)"\s*$', re.I)
+
+
+class Query:
+    """filter, sortBy/sortOrder, startIndex/count and the projection of one list request."""
+
+    def __init__(self) -> None:
+        self.where: Any = None
+        self.lookup: tuple[str, str] | None = None  # (attribute, value) of a plain `attr eq "value"`
+        self.tenant_id = 0
+        self.driven_by_subquery = False
+        self.order: list[Any] = []
+        self.start = 1
+        self.count = discovery.DEFAULT_COUNT
+        self.projection = Projection()
+
+    @classmethod
+    def parse(cls, rt: ResourceType, params: Any, api: ScimApi) -> Query:
+        tenant_id = api.caller.tenant_id
+        from bridge.scim.filter import GROUP_TARGETS, USER_TARGETS, Column
+        from bridge.store.tables import Identity
+
+        q = cls()
+        text = _text(params.get("filter"))
+        if text and len(text) > MAX_FILTER_LENGTH:
+            raise invalid_filter(f"filter longer than {MAX_FILTER_LENGTH} characters")
+        simple = _SIMPLE_EQ.match(text) if text else None
+        kind = "user" if rt is USER_TYPE else "group"
+        if simple and (kind, simple.group(1).casefold()) in storage.LOOKUP_ATTRIBUTES:
+            q.lookup = (simple.group(1).casefold(), json.loads(f'"{simple.group(2)}"'))
+        elif text:
+            q.where, q.driven_by_subquery = translate(rt.name, text, tenant_id)
+        q.tenant_id = tenant_id
+        q.start = max(_integer(params.get("startIndex"), "startIndex", 1), 1)
+        q.count = min(max(_integer(params.get("count"), "count", discovery.DEFAULT_COUNT), 0), discovery.MAX_RESULTS)
+        q.projection = api.projection(rt, params)
+        i = Identity.__table__.c
+        sort_by = _text(params.get("sortBy"))
+        if sort_by:
+            targets = USER_TARGETS if rt is USER_TYPE else GROUP_TARGETS
+            key = sort_by.casefold().removeprefix(rt.schema.id.casefold() + ":")
+            target = targets.get(key)
+            if key in ("emails", "emails.value") and rt is USER_TYPE:
+                column: Any = i.email_norm
+            elif isinstance(target, Column):
+                column = target.column
+            else:
+                raise invalid_value(f'cannot sort by "{sort_by}"')
+            descending = (_text(params.get("sortOrder")) or "ascending").lower() == "descending"
+            q.order.append(column.desc() if descending else column.asc())
+        q.order.extend([i.created_at, i.id])
+        return q
+
+    def run(
+        self, conn: Connection, tenant_id: int, kind: str, *, offset: int | None = None, limit: int | None = None
+    ) -> tuple[list[Any], int]:
+        offset = self.start - 1 if offset is None else offset
+        limit = self.count if limit is None else limit
+        if self.lookup is not None and offset == 0 and len(self.order) == 2 and limit > 0:
+            rows = storage.lookup(conn, tenant_id, kind, *self.lookup, limit)
+            if len(rows) < limit:
+                return rows, len(rows)
+        if self.lookup is not None and self.where is None:
+            name = "User" if kind == "user" else "Group"
+            self.where = to_sql(name, f"{self.lookup[0]} eq {json.dumps(self.lookup[1])}", tenant_id)
+        sqlite = conn.dialect.name == "sqlite"
+        query = storage.base_query(tenant_id, kind, driven_by_subquery=sqlite and self.driven_by_subquery)
+        order = self.order
+        if self.where is not None:
+            query = query.where(self.where)
+            if sqlite:
+                # Without statistics SQLite walks the (tenant, created) index to honour ORDER BY
+                # ... LIMIT and tests the filter on every row; `+column` keeps it on the
+                # filter's index and sorts the (few) matches instead.
+                order = [_unindexed(o) for o in order]
+        rows = list(conn.execute(query.order_by(*order).offset(offset).limit(limit))) if limit > 0 else []
+        if offset == 0 and len(rows) < limit:
+            total = len(rows)  # the whole result fits on this page: no COUNT needed
+        else:
+            total = conn.execute(
+                storage.count_query(tenant_id, kind, self.where, driven_by_subquery=sqlite and self.driven_by_subquery)
+            ).scalar_one()
+        return rows, total
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+
+def _unindexed(clause: Any) -> Any:
+    from sqlalchemy import literal_column
+
+    element = getattr(clause, "element", clause)
+    modifier = getattr(clause, "modifier", None)
+    name = getattr(element, "name", None)
+    table = getattr(getattr(element, "table", None), "name", None)
+    if name is None or table is None:
+        return clause
+    plain = literal_column(f"+{table}.{name}")
+    from sqlalchemy.sql import operators
+
+    return plain.desc() if modifier is operators.desc_op else plain
+
+
+def unique_violation(exc: IntegrityError) -> bool:
+    orig = exc.orig
+    return getattr(orig, "sqlstate", None) == "23505" or str(orig).startswith("UNIQUE constraint failed")
+
+
+def row_etag(row: Any) -> str:
+    # A User's version includes its account's (status and roles change outside SCIM too).
+    return etag(row.version, getattr(row, "account_version", None))
+
+
+def archive(conn: Connection, tenant_id: int, anchor: str, ctx: ApplyContext) -> None:
+    """SCIM DELETE archives the account through the core: revoke roles, then archive.
+
+    Unlike `bridge users archive`, no admin hold is set: the person is gone from the source,
+    which is what a directory leaver is too."""
+    from sqlalchemy import select
+
+    account = conn.execute(
+        select(accounts).where(accounts.c.identity_id == anchor, accounts.c.tenant_id == tenant_id)
+    ).first()
+    if account is None or account.status == Status.ARCHIVED.value:
+        return
+    roles = sorted(conn.execute(select(role_grants.c.role).where(role_grants.c.account_id == account.id)).scalars())
+    reason = "deleted by the SCIM client"
+    changes: list[Change] = []
+    if roles:
+        changes.append(RevokeRoles(roles=tuple(roles), event=None, reason=reason))
+    changes.append(Archive(reason=reason))
+    plan = AccountPlan(
+        anchor=account.anchor,
+        source=account.source,
+        account_id=account.id,
+        user_name=account.user_name,
+        before=Status(account.status),
+        after=Status.ARCHIVED,
+        status_before_suspend=None,
+        roles_after=frozenset(),
+        changes=changes,
+        granted={},
+        denied=account.denied or {},
+        user=None,
+        identity_changed=False,
+        seat_before=False,
+        seat_after=False,
+        user_type=account.user_type,
+    )
+    apply_account(conn, plan, ctx)
+
+
+def members_in(body: dict[str, Any]) -> list[str]:
+    value = next((v for k, v in body.items() if k.casefold() == "members"), None)
+    if value is None:
+        return []
+    ids = quirks.member_values(value)
+    if ids is None:
+        raise invalid_value('"members" must be a list of objects with a "value"')
+    return list(dict.fromkeys(ids))
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, list):
+        value = ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _integer(value: Any, name: str, default: int) -> int:
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        raise invalid_value(f'"{name}" must be an integer')
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise invalid_value(f'"{name}" must be an integer') from None
+
+
+def respond(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(body, separators=(",", ":")), status=status, headers=headers, content_type=SCIM_JSON)
+
+
+def error_response(error: ScimError) -> Response:
+    return respond(error.to_json(), error.status, error.headers)
+
+
+# ---- routes ------------------------------------------------------------------------------------
+
+
+def register(app: Flask, runtime: Runtime) -> None:
+    api = ScimApi(runtime)
+    bp = Blueprint("scim", __name__, url_prefix="/scim/v2")
+    types = {"Users": USER_TYPE, "Groups": GROUP_TYPE}
+
+    discovery_endpoints = {"scim.spc", "scim.resource_types", "scim.resource_type", "scim.schemas", "scim.schema"}
+
+    @bp.before_request
+    def _authenticate() -> None:
+        # Authentication before anything is parsed, so an anonymous client learns nothing
+        # from validation errors; read-only tokens fail on writes before their body is read.
+        if request.endpoint in discovery_endpoints:
+            return
+        if request.method == "GET":
+            api.open_read()
+        caller = api.caller
+        if request.method in ("POST", "PUT", "PATCH", "DELETE") and not request.path.endswith("/.search"):
+            require_write(caller)
+
+    @bp.errorhandler(ScimError)
+    def _scim_error(error: ScimError) -> Response:
+        return error_response(error)
+
+    @bp.errorhandler(RequestEntityTooLarge)
+    def _too_large(_: Exception) -> Response:
+        limit = app.config.get("MAX_CONTENT_LENGTH")
+        # The unread body is still on the socket: close it so the client does not reuse it.
+        return error_response(
+            ScimError(413, f"the request body is larger than {limit} bytes", headers={"Connection": "close"})
+        )
+
+    @bp.errorhandler(HTTPException)
+    def _http(error: HTTPException) -> Response:
+        return error_response(ScimError(error.code or 500, error.description or error.name))
+
+    @bp.errorhandler(DataError)
+    def _data(error: DataError) -> Response:
+        # A value the columns cannot hold slipped past validation: the client's data, not a crash.
+        log.warning("SCIM value refused by the database: %s", error.orig)
+        return error_response(invalid_value("a value is too long or malformed for bridge to store"))
+
+    @bp.errorhandler(OperationalError)
+    def _database(error: OperationalError) -> Response:
+        log.error("SCIM request failed on the database: %s", error.orig)
+        return error_response(ScimError(503, "the database is unavailable; retry later", headers={"Retry-After": "5"}))
+
+    @bp.errorhandler(BridgeError)
+    def _bridge(error: BridgeError) -> Response:
+        log.error("SCIM request failed: %s", error)
+        return error_response(ScimError(500, f"the request could not be carried out: {error}"))
+
+    @bp.errorhandler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        log.exception("unexpected error in a SCIM request")
+        return error_response(ScimError(500, "internal error; the request was not applied"))
+
+    @bp.teardown_request
+    def _close_read(error: BaseException | None) -> None:
+        api.close_read(error)
+
+    @bp.after_request
+    def _no_store(response: Response) -> Response:
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    # -- discovery (no authentication: it describes the server, not a tenant) ---------------
+    def discovery_only_get() -> None:
+        if request.method != "GET":
+            raise ScimError(405, f"{request.method} is not allowed on {request.path}")
+
+    all_methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+    def product_view() -> bool:
+        """Whether the caller is the product (a read-only token): it sees the Account extension."""
+        try:
+            return api.caller.read_only if request.headers.get("Authorization") else False
+        except ScimError:
+            return False
+
+    @bp.route("/ServiceProviderConfig", methods=all_methods)
+    def spc() -> Response:
+        discovery_only_get()
+        return respond(discovery.service_provider_config(api.base_url))
+
+    @bp.route("/ResourceTypes", methods=all_methods)
+    def resource_types() -> Response:
+        discovery_only_get()
+        return respond(discovery.listing(discovery.resource_types(api.base_url, product_view())))
+
+    @bp.route("/ResourceTypes/<name>", methods=all_methods)
+    def resource_type(name: str) -> Response:
+        discovery_only_get()
+        found = next((r for r in discovery.resource_types(api.base_url, product_view()) if r["id"] == name), None)
+        if found is None:
+            raise ScimError(404, f"no resource type {name}")
+        return respond(found)
+
+    @bp.route("/Schemas", methods=all_methods)
+    def schemas() -> Response:
+        discovery_only_get()
+        return respond(discovery.listing(discovery.schemas(api.base_url)))
+
+    @bp.route("/Schemas/<path:urn>", methods=all_methods)
+    def schema(urn: str) -> Response:
+        discovery_only_get()
+        found = SCHEMAS.get(urn)
+        if found is None:
+            raise ScimError(404, f"no schema {urn}")
+        return respond(found.to_json(api.base_url))
+
+    # -- resources ----------------------------------------------------------------------------
+    @bp.route("/<any(Users, Groups):endpoint>", methods=["GET", "POST"])
+    def collection(endpoint: str) -> Response:
+        rt = types[endpoint]
+        if request.method == "POST":
+            return api.create_user() if rt is USER_TYPE else api.create_group()
+        return respond(api.search(rt, request.args))
+
+    @bp.route("/<any(Users, Groups):endpoint>/.search", methods=["POST"])
+    def search(endpoint: str) -> Response:
+        return respond(api.search(types[endpoint], search_params(api.body())))
+
+    @bp.route("/.search", methods=["POST"])
+    def search_root() -> Response:
+        return respond(api.search_all(search_params(api.body())))
+
+    @bp.route("/<any(Users, Groups):endpoint>/<resource_id>", methods=["GET", "PUT", "PATCH", "DELETE"])
+    def resource(endpoint: str, resource_id: str) -> Response:
+        user = endpoint == "Users"
+        method = request.method
+        if method == "GET":
+            rt = USER_TYPE if user else GROUP_TYPE
+            projection = api.projection(rt)
+            body, tag = api.read(lambda conn, _: (api.user if user else api.group)(conn, resource_id, projection))
+            if tag in {t.strip() for t in request.headers.get("If-None-Match", "").split(",")}:
+                return Response(status=304, headers={"ETag": tag})
+            return respond(body, 200, {"ETag": tag})
+        if method == "PUT":
+            return api.replace_user(resource_id) if user else api.replace_group(resource_id)
+        if method == "PATCH":
+            return api.patch_user(resource_id) if user else api.patch_group(resource_id)
+        return api.delete_user(resource_id) if user else api.delete_group(resource_id)
+
+    @bp.route("/", defaults={"rest": ""}, methods=all_methods)
+    @bp.route("/<path:rest>", methods=all_methods)
+    def unknown(rest: str) -> Response:
+        raise ScimError(404, f"no SCIM endpoint at {request.path}")
+
+    app.register_blueprint(bp)
+
+
+def search_params(body: Any) -> dict[str, Any]:
+    """A SearchRequest body (RFC 7644 3.4.3) as the query parameters of a GET."""
+    if not isinstance(body, dict):
+        raise invalid_syntax("the request body must be a JSON object")
+    schemas = body.get("schemas")
+    if not isinstance(schemas, list) or SEARCH_REQUEST not in schemas:
+        raise invalid_syntax(f'"schemas" must be ["{SEARCH_REQUEST}"]')
+    out: dict[str, Any] = {}
+    for key in ("attributes", "excludedAttributes", "filter", "sortBy", "sortOrder", "startIndex", "count"):
+        value = next((v for k, v in body.items() if k.casefold() == key.casefold()), None)
+        if value is not None:
+            out[key] = value
+    return out

@@ -1,0 +1,498 @@
+"""SQL for the SCIM channel: SCIM Users and Groups are identities of the source "scim".
+
+Every query is scoped by tenant, source "scim" and `deleted_at IS NULL`, so another tenant's ids
+(and deleted ones) are simply not found. Writers run inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    update,
+)
+
+from bridge.core.plan import identity_digest
+from bridge.scim.errors import invalid_value, uniqueness
+from bridge.scim.resources import source_user
+from bridge.store.identities import identity_values
+from bridge.store.repo import fold
+from bridge.store.tables import Account, AuditEvent, Identity, Membership, RoleGrant, ScimEmail
+
+SOURCE = "scim"
+identities = Identity.__table__
+accounts = Account.__table__
+memberships = Membership.__table__
+role_grants = RoleGrant.__table__
+emails = ScimEmail.__table__
+audit = AuditEvent.__table__
+CHUNK = 500
+
+_USER_COLUMNS = (
+    identities.c.id,
+    identities.c.anchor,
+    identities.c.resource,
+    identities.c.active,
+    identities.c.created_at,
+    identities.c.updated_at,
+    identities.c.version,
+    accounts.c.status,
+    accounts.c.user_type,
+    accounts.c.version.label("account_version"),
+)
+_GROUP_COLUMNS = (
+    identities.c.id,
+    identities.c.anchor,
+    identities.c.name,
+    identities.c.resource,
+    identities.c.created_at,
+    identities.c.updated_at,
+    identities.c.version,
+)
+
+
+def _live(tenant_id: int, kind: str) -> ColumnElement[bool]:
+    return and_(
+        identities.c.tenant_id == tenant_id,
+        identities.c.source == SOURCE,
+        identities.c.kind == kind,
+        identities.c.deleted_at.is_(None),
+    )
+
+
+def _from(kind: str) -> Any:
+    if kind == "user":
+        return identities.outerjoin(accounts, accounts.c.identity_id == identities.c.id)
+    return identities
+
+
+def base_query(tenant_id: int, kind: str, *, driven_by_subquery: bool = False) -> Select[Any]:
+    columns = _USER_COLUMNS if kind == "user" else _GROUP_COLUMNS
+    live = _live_unindexed(tenant_id, kind) if driven_by_subquery else _live(tenant_id, kind)
+    return select(*columns).select_from(_from(kind)).where(live)
+
+
+def _live_unindexed(tenant_id: int, kind: str) -> ColumnElement[bool]:
+    """The tenant/source/kind terms written `+column = value`, which SQLite will not serve from an
+    index (and PostgreSQL reads as the same comparison). Used when a filter's subquery on emails or
+    memberships is selective: without statistics SQLite otherwise walks every identity of the
+    tenant through the (tenant, source, kind, ...) indexes and tests the subquery per row."""
+    return and_(
+        literal_column("+identities.tenant_id") == tenant_id,
+        literal_column("+identities.source") == SOURCE,
+        literal_column("+identities.kind") == kind,
+        identities.c.deleted_at.is_(None),
+    )
+
+
+_LOOKUP_COLUMNS = {
+    ("user", "username"): identities.c.name_norm,
+    ("user", "externalid"): identities.c.external_id,
+    ("user", "id"): identities.c.anchor,
+    ("group", "displayname"): identities.c.name_norm,
+    ("group", "externalid"): identities.c.external_id,
+    ("group", "id"): identities.c.anchor,
+}
+_USER_FROM = _from("user")
+LOOKUP_ATTRIBUTES = frozenset(_LOOKUP_COLUMNS)
+
+
+def _lookup_statement(kind: str, column: Any) -> Select[Any]:
+    i = identities.c
+    base = select(*_USER_COLUMNS).select_from(_USER_FROM) if kind == "user" else select(*_GROUP_COLUMNS)
+    # No ORDER BY: it tempted SQLite into walking the creation-order index; the few matches
+    # are sorted in Python. `source` is a literal so the partial unique index qualifies.
+    return base.where(
+        i.tenant_id == bindparam("tenant_id"),
+        i.source == literal_column("'scim'"),
+        i.kind == kind,
+        i.deleted_at.is_(None),
+        column == bindparam("value"),
+    ).limit(bindparam("limit"))
+
+
+# Built once: executing a prebuilt statement skips building and cache-keying a new one each time
+# (about half the cost of a lookup in SQLAlchemy Core).
+_LOOKUPS = {key: _lookup_statement(key[0], column) for key, column in _LOOKUP_COLUMNS.items()}
+
+
+def lookup(conn: Connection, tenant_id: int, kind: str, attribute: str, value: str, limit: int) -> list[Any]:
+    """`attribute eq "value"` on an indexed column: the identity providers' hot path (match
+    before create)."""
+    if attribute in ("username", "displayname"):
+        value = value.casefold()
+    params = {"tenant_id": tenant_id, "value": value, "limit": limit}
+    return sorted(conn.execute(_LOOKUPS[(kind, attribute)], params), key=lambda r: (r.created_at, r.id))
+
+
+def count_query(
+    tenant_id: int, kind: str, where: ColumnElement[bool] | None, *, driven_by_subquery: bool = False
+) -> Select[Any]:
+    live = _live_unindexed(tenant_id, kind) if driven_by_subquery else _live(tenant_id, kind)
+    query = select(func.count()).select_from(_from(kind)).where(live)
+    return query.where(where) if where is not None else query
+
+
+def get(conn: Connection, tenant_id: int, kind: str, anchor: str, *, lock: bool = False) -> Any:
+    query = base_query(tenant_id, kind).where(identities.c.anchor == anchor)
+    if lock:
+        # PostgreSQL: serialise writers of one resource (SQLite writers are serial already).
+        query = query.with_for_update(of=identities)
+    return conn.execute(query).first()
+
+
+def ensure_unique_name(conn: Connection, tenant_id: int, kind: str, name: str, anchor: str | None) -> None:
+    query = select(identities.c.anchor).where(_live(tenant_id, kind), identities.c.name_norm == fold(name))
+    if anchor is not None:
+        query = query.where(identities.c.anchor != anchor)
+    if conn.execute(query.limit(1)).first() is not None:
+        what = "userName" if kind == "user" else "displayName"
+        raise uniqueness(f'{what} "{name}" is already taken in this tenant')
+
+
+# ---- users ---------------------------------------------------------------------------------
+
+
+def direct_groups(conn: Connection, tenant_id: int, anchor: str) -> tuple[str, ...]:
+    rows = conn.execute(
+        select(memberships.c.group_anchor).where(
+            memberships.c.tenant_id == tenant_id,
+            memberships.c.source == SOURCE,
+            memberships.c.member_anchor == anchor,
+        )
+    ).scalars()
+    return tuple(sorted(rows))
+
+
+def write_user(
+    conn: Connection, tenant_id: int, anchor: str, doc: dict[str, Any], now: datetime, *, create: bool
+) -> None:
+    """Store a user's resource and the columns the core and the filters read.
+
+    The digest is the one `load_subjects` will compute, so re-planning sees the identity as
+    already stored and does not rewrite it."""
+    groups = () if create else direct_groups(conn, tenant_id, anchor)
+    user = source_user(anchor, doc, groups)
+    values = identity_values(user)
+    values["digest"] = identity_digest(user)
+    values.update(resource=doc, external_id=doc.get("externalId"), updated_at=now)
+    if create:
+        conn.execute(
+            insert(identities).values(
+                id=anchor,
+                tenant_id=tenant_id,
+                source=SOURCE,
+                kind="user",
+                anchor=anchor,
+                created_at=now,
+                version=1,
+                **values,
+            )
+        )
+    else:
+        conn.execute(
+            update(identities)
+            .where(identities.c.id == anchor, identities.c.tenant_id == tenant_id)
+            .values(version=identities.c.version + 1, **values)
+        )
+        conn.execute(delete(emails).where(emails.c.identity_id == anchor))
+    rows = [
+        {
+            "tenant_id": tenant_id,
+            "identity_id": anchor,
+            "value": e["value"],
+            "value_norm": fold(e["value"]),
+            "type_norm": fold(e.get("type")),
+            "primary": e.get("primary") is True,
+        }
+        for e in doc.get("emails") or ()
+        if isinstance(e.get("value"), str)
+    ]
+    for row in rows:
+        if len(row["value"]) > 320:
+            raise invalid_value("an email address is longer than 320 characters")
+    if rows:
+        conn.execute(insert(emails), rows)
+
+
+def mark_deleted(conn: Connection, tenant_id: int, anchor: str, now: datetime) -> None:
+    conn.execute(
+        update(identities)
+        .where(identities.c.id == anchor, identities.c.tenant_id == tenant_id)
+        .values(deleted_at=now, updated_at=now, version=identities.c.version + 1)
+    )
+    conn.execute(delete(emails).where(emails.c.identity_id == anchor))
+    conn.execute(
+        delete(memberships).where(
+            memberships.c.tenant_id == tenant_id,
+            memberships.c.source == SOURCE,
+            memberships.c.member_anchor == anchor,
+        )
+    )
+
+
+def groups_of(
+    conn: Connection, tenant_id: int, anchors: Sequence[str], base_url: str
+) -> dict[str, list[dict[str, Any]]]:
+    """Each user's direct groups, as the read-only `groups` attribute (RFC 7643 4.1.2)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for start in range(0, len(anchors), CHUNK):
+        params = {"tenant_id": tenant_id, "anchors": list(anchors[start : start + CHUNK])}
+        for member, group_anchor, name in conn.execute(_GROUPS_OF, params):
+            out.setdefault(member, []).append(
+                {"value": group_anchor, "$ref": f"{base_url}/Groups/{group_anchor}", "display": name, "type": "direct"}
+            )
+    return out
+
+
+_GROUPS = identities.alias("g")
+# Prebuilt (it runs for every user returned): memberships by member, joined to the group's name.
+_GROUPS_OF = (
+    select(memberships.c.member_anchor, _GROUPS.c.anchor, _GROUPS.c.name)
+    .join(
+        _GROUPS,
+        and_(
+            _GROUPS.c.tenant_id == memberships.c.tenant_id,
+            _GROUPS.c.source == memberships.c.source,
+            _GROUPS.c.kind == "group",
+            _GROUPS.c.anchor == memberships.c.group_anchor,
+        ),
+    )
+    .where(
+        memberships.c.tenant_id == bindparam("tenant_id"),
+        memberships.c.source == SOURCE,
+        memberships.c.member_anchor.in_(bindparam("anchors", expanding=True)),
+        _GROUPS.c.deleted_at.is_(None),
+    )
+    .order_by(_GROUPS.c.name_norm)
+)
+
+
+def roles_of(conn: Connection, ids: Sequence[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {i: [] for i in ids}
+    for start in range(0, len(ids), CHUNK):
+        for account_id, role in conn.execute(
+            select(role_grants.c.account_id, role_grants.c.role)
+            .where(role_grants.c.account_id.in_(list(ids[start : start + CHUNK])))
+            .order_by(role_grants.c.role)
+        ):
+            out[account_id].append(role)
+    return out
+
+
+# ---- groups --------------------------------------------------------------------------------
+
+
+def write_group(
+    conn: Connection, tenant_id: int, anchor: str, doc: dict[str, Any], now: datetime, *, create: bool
+) -> None:
+    name = doc["displayName"]
+    values = {
+        "name": name,
+        "name_norm": fold(name),
+        "display_name": name,
+        "external_id": doc.get("externalId"),
+        "resource": doc,
+    }
+    if create:
+        conn.execute(
+            insert(identities).values(
+                id=anchor,
+                tenant_id=tenant_id,
+                source=SOURCE,
+                kind="group",
+                anchor=anchor,
+                active=True,
+                attributes={},
+                scim_roles=[],
+                created_at=now,
+                updated_at=now,
+                version=1,
+                **values,
+            )
+        )
+    else:
+        touch(conn, tenant_id, anchor, now, **values)
+
+
+def touch(conn: Connection, tenant_id: int, anchor: str, now: datetime, **values: Any) -> None:
+    """A new version of a resource (ETag, meta.lastModified) without rewriting its members."""
+    conn.execute(
+        update(identities)
+        .where(identities.c.id == anchor, identities.c.tenant_id == tenant_id)
+        .values(version=identities.c.version + 1, updated_at=now, **values)
+    )
+
+
+def members_of(conn: Connection, tenant_id: int, group_anchor: str, base_url: str) -> list[dict[str, Any]]:
+    m = identities.alias("m")
+    rows = conn.execute(
+        select(m.c.anchor, m.c.kind)
+        .select_from(memberships)
+        .join(
+            m,
+            and_(
+                m.c.tenant_id == memberships.c.tenant_id,
+                m.c.source == memberships.c.source,
+                m.c.anchor == memberships.c.member_anchor,
+            ),
+        )
+        .where(
+            memberships.c.tenant_id == tenant_id,
+            memberships.c.source == SOURCE,
+            memberships.c.group_anchor == group_anchor,
+            m.c.deleted_at.is_(None),
+        )
+        .order_by(m.c.anchor)
+    )
+    out = []
+    for anchor, kind in rows:
+        endpoint = "Users" if kind == "user" else "Groups"
+        # No "display": it is what the client sent with the member, which is not kept per member
+        # (scim2-tester compares it with what it sent; Entra and Okta never read it back).
+        out.append(
+            {"value": anchor, "$ref": f"{base_url}/{endpoint}/{anchor}", "type": "User" if kind == "user" else "Group"}
+        )
+    return out
+
+
+def member_anchors(conn: Connection, tenant_id: int, group_anchor: str) -> set[str]:
+    return set(
+        conn.execute(
+            select(memberships.c.member_anchor).where(
+                memberships.c.tenant_id == tenant_id,
+                memberships.c.source == SOURCE,
+                memberships.c.group_anchor == group_anchor,
+            )
+        ).scalars()
+    )
+
+
+def kinds(conn: Connection, tenant_id: int, anchors: Iterable[str]) -> dict[str, str]:
+    """user/group of each live SCIM identity among `anchors`; unknown ids are left out."""
+    wanted = list(dict.fromkeys(anchors))
+    out: dict[str, str] = {}
+    for start in range(0, len(wanted), CHUNK):
+        for anchor, kind in conn.execute(
+            select(identities.c.anchor, identities.c.kind).where(
+                # kind IN (...) lets the (tenant, source, kind, anchor) index serve the lookup
+                identities.c.tenant_id == tenant_id,
+                identities.c.source == SOURCE,
+                identities.c.kind.in_(("user", "group")),
+                identities.c.deleted_at.is_(None),
+                identities.c.anchor.in_(wanted[start : start + CHUNK]),
+            )
+        ):
+            out[anchor] = kind
+    return out
+
+
+def add_members(conn: Connection, tenant_id: int, group_anchor: str, ids: Sequence[str]) -> list[str]:
+    """Insert the memberships that are missing; returns the ids actually added."""
+    present: set[str] = set()
+    for start in range(0, len(ids), CHUNK):
+        present |= set(
+            conn.execute(
+                select(memberships.c.member_anchor).where(
+                    memberships.c.tenant_id == tenant_id,
+                    memberships.c.source == SOURCE,
+                    memberships.c.group_anchor == group_anchor,
+                    memberships.c.member_anchor.in_(list(ids[start : start + CHUNK])),
+                )
+            ).scalars()
+        )
+    added = [i for i in dict.fromkeys(ids) if i not in present]
+    if added:
+        conn.execute(
+            insert(memberships),
+            [
+                {"tenant_id": tenant_id, "source": SOURCE, "group_anchor": group_anchor, "member_anchor": i}
+                for i in added
+            ],
+        )
+    return added
+
+
+def remove_members(conn: Connection, tenant_id: int, group_anchor: str, ids: Sequence[str] | None) -> list[str]:
+    """Delete the given memberships (all of them for None); returns the ids actually removed."""
+    scope = and_(
+        memberships.c.tenant_id == tenant_id, memberships.c.source == SOURCE, memberships.c.group_anchor == group_anchor
+    )
+    removed: list[str] = []
+    if ids is None:
+        removed = sorted(member_anchors(conn, tenant_id, group_anchor))
+        conn.execute(delete(memberships).where(scope))
+        return removed
+    for start in range(0, len(ids), CHUNK):
+        chunk = list(ids[start : start + CHUNK])
+        found = list(
+            conn.execute(
+                select(memberships.c.member_anchor).where(scope, memberships.c.member_anchor.in_(chunk))
+            ).scalars()
+        )
+        if found:
+            conn.execute(delete(memberships).where(scope, memberships.c.member_anchor.in_(found)))
+            removed.extend(found)
+    return removed
+
+
+def users_under(conn: Connection, tenant_id: int, anchors: Iterable[str]) -> list[str]:
+    """The users among `anchors` and, for groups among them, every user nested below."""
+    found: set[str] = set()
+    seen: set[str] = set()
+    frontier = set(anchors)
+    while frontier:
+        seen |= frontier
+        kind_of = kinds(conn, tenant_id, frontier)
+        found |= {a for a, k in kind_of.items() if k == "user"}
+        groups = [a for a, k in kind_of.items() if k == "group"]
+        frontier = set()
+        for start in range(0, len(groups), CHUNK):
+            frontier |= set(
+                conn.execute(
+                    select(memberships.c.member_anchor).where(
+                        memberships.c.tenant_id == tenant_id,
+                        memberships.c.source == SOURCE,
+                        memberships.c.group_anchor.in_(groups[start : start + CHUNK]),
+                    )
+                ).scalars()
+            )
+        frontier -= seen
+    return sorted(found)
+
+
+def delete_group(conn: Connection, tenant_id: int, anchor: str, actor: str, correlation_id: str, now: datetime) -> None:
+    conn.execute(
+        delete(memberships).where(
+            memberships.c.tenant_id == tenant_id,
+            memberships.c.source == SOURCE,
+            or_(memberships.c.group_anchor == anchor, memberships.c.member_anchor == anchor),
+        )
+    )
+    conn.execute(delete(identities).where(identities.c.id == anchor, identities.c.tenant_id == tenant_id))
+    conn.execute(
+        insert(audit).values(
+            tenant_id=tenant_id,
+            account_id=None,
+            actor=actor,
+            action="group_removed",
+            before={"group": anchor, "source": SOURCE},
+            after=None,
+            reason="deleted by the SCIM client",
+            correlation_id=correlation_id,
+            occurred_at=now,
+        )
+    )

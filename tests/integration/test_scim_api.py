@@ -1,0 +1,303 @@
+"""The SCIM API's behaviour over HTTP against `bridge serve`: filters, paging, sorting,
+projections, ETags, auth and tenancy, bad input, and the lifecycle the core derives."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import requests
+
+from tests.fixtures.scim import (
+    ACCOUNT,
+    GROUP,
+    PATCH,
+    USER,
+    ScimClient,
+    account,
+    bridge_cli,
+    identity_count,
+    members,
+    new_group,
+    new_token,
+    new_user,
+    patch,
+)
+
+
+def ids(page: dict[str, Any]) -> list[str]:
+    return [r["id"] for r in page["Resources"]]
+
+
+def find(scim: ScimClient, query: str, **params: Any) -> list[str]:
+    return ids(scim.ok("GET", "/Users", params={"filter": query, **params}))
+
+
+def error(response: requests.Response, status: int, scim_type: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/scim+json")
+    body = response.json()
+    assert body["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"] and body["status"] == str(status)
+    assert body.get("scimType") == scim_type
+    return body  # type: ignore[no-any-return]
+
+
+def test_scim_created_user_with_mapped_roles_is_pending_with_one_activation_mail(scim: ScimClient) -> None:
+    uid = new_user(scim, "alice", roles=[{"value": "Administrator"}])["id"]
+    gid = new_group(scim, "front-desk", [uid])["id"]
+    state = account(scim, uid)
+    assert state["status"] == "pending" and state["roles"] == ["administration", "front_desk"]
+    assert state["mails"] == 1
+    patch(scim, f"/Users/{uid}", {"op": "replace", "path": "active", "value": False})
+    assert account(scim, uid)["status"] == "suspended"
+    assert scim.call("DELETE", f"/Users/{uid}").status_code == 204
+    assert account(scim, uid) | {"mails": 0} == {
+        "status": "archived",
+        "roles": [],
+        "mails": 0,
+        "userName": "alice",
+        "tenant": scim.tenant,
+    }
+    assert members(scim, gid) == set()
+
+
+def test_read_only_token_reads_product_state_and_cannot_write(scim: ScimClient) -> None:
+    uid = new_user(scim, "alice", roles=[{"value": "Administrator"}])["id"]
+    _, token = new_token(scim.server, scim.tenant, read_only=True)
+    product = ScimClient(scim.server, scim.tenant, token)
+    user = product.ok("GET", f"/Users/{uid}")
+    assert user[ACCOUNT] == {"status": "pending", "userType": "internal", "roles": ["administration"]}
+    assert ACCOUNT in user["schemas"]
+    pending = product.ok("GET", "/Users", params={"filter": f'{ACCOUNT}:status eq "pending"'})
+    assert ids(pending) == [uid]
+    # The identity provider's token gets what it provisioned, and the extension on request.
+    assert ACCOUNT not in scim.ok("GET", f"/Users/{uid}")
+    assert scim.ok("GET", f"/Users/{uid}?attributes={ACCOUNT}")[ACCOUNT]["status"] == "pending"
+    for method, path, body in (
+        ("POST", "/Users", {"schemas": [USER], "userName": "x"}),
+        ("PATCH", f"/Users/{uid}", {"schemas": [PATCH], "Operations": [{"op": "remove", "path": "title"}]}),
+        ("PUT", f"/Users/{uid}", {"schemas": [USER], "userName": "x"}),
+        ("DELETE", f"/Users/{uid}", None),
+    ):
+        error(product.call(method, path, body), 403)
+    assert account(scim, uid)["status"] == "pending"
+
+
+def test_auth_failures_are_401_with_a_challenge(scim: ScimClient) -> None:
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic dXNlcjpwdw=="}):
+        response = requests.get(f"{scim.server.base}/Users", headers=headers, timeout=30)
+        error(response, 401)
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    response = requests.post(f"{scim.server.base}/Users", data="not json", timeout=30)
+    error(response, 401)
+
+
+def test_another_tenants_ids_are_not_found_anywhere(scim: ScimClient) -> None:
+    tenant2, token2 = new_token(scim.server)
+    other = ScimClient(scim.server, tenant2, token2)
+    theirs = new_user(other, "alice")["id"]
+    their_group = new_group(other, "front-desk", [theirs])["id"]
+    mine = new_user(scim, "alice")["id"]  # the same userName in another tenant is fine
+    error(scim.call("GET", f"/Users/{theirs}"), 404)
+    error(scim.call("GET", f"/Groups/{their_group}"), 404)
+    error(scim.call("DELETE", f"/Users/{theirs}"), 404)
+    error(
+        scim.call(
+            "PATCH",
+            f"/Groups/{their_group}",
+            {"schemas": [PATCH], "Operations": [{"op": "add", "path": "members", "value": [{"value": mine}]}]},
+        ),
+        404,
+    )
+    assert find(scim, f'id eq "{theirs}"') == []
+    assert find(scim, f'groups.value eq "{their_group}"') == []
+    assert ids(scim.ok("GET", "/Groups", params={"filter": f'members[value eq "{theirs}"]'})) == []
+    gid = new_group(scim, "mine")["id"]
+    error(
+        scim.call(
+            "PATCH",
+            f"/Groups/{gid}",
+            {"schemas": [PATCH], "Operations": [{"op": "add", "path": "members", "value": [{"value": theirs}]}]},
+        ),
+        400,
+        "invalidValue",
+    )
+    assert members(scim, gid) == set() and members(other, their_group) == {theirs}
+    assert account(other, theirs)["roles"] == ["front_desk"]
+
+
+def test_filters_are_pushed_down_with_every_operator(scim: ScimClient) -> None:
+    a = new_user(
+        scim,
+        "Alice",
+        displayName='Sales "EU"',
+        title="Chef",
+        emails=[{"value": "alice@corp.example", "type": "work"}, {"value": "a@home.example", "type": "home"}],
+    )
+    b = new_user(scim, "bob", displayName="Bob", name={"givenName": "Bob", "familyName": "Zed"})
+    c = new_user(scim, "carol_1", active=False)
+    assert find(scim, 'userName eq "ALICE"') == [a["id"]]
+    assert find(scim, 'displayName eq "Sales \\"EU\\""') == [a["id"]]  # escaped quotes
+    assert find(scim, 'userName sw "ca"') == [c["id"]]
+    assert find(scim, 'userName co "ol_"') == [c["id"]]  # "_" is literal, not a LIKE wildcard
+    assert find(scim, 'userName ew "OB"') == [b["id"]]
+    assert sorted(find(scim, 'userName gt "b"')) == sorted([b["id"], c["id"]])
+    assert find(scim, 'userName le "alice"') == [a["id"]]
+    assert find(scim, "title pr") == [a["id"]]
+    assert sorted(find(scim, "not (title pr)")) == sorted([b["id"], c["id"]])
+    assert sorted(find(scim, 'userName ne "bob"')) == sorted([a["id"], c["id"]])
+    assert find(scim, "active eq false") == [c["id"]]
+    assert find(scim, 'emails[type eq "work" and value co "@CORP"]') == [a["id"]]
+    assert find(scim, 'emails[type eq "home" and value co "@corp"]') == []
+    assert find(scim, 'emails.value ew "home.example"') == [a["id"]]
+    assert find(scim, 'name.familyName eq "zed"') == [b["id"]]
+    # "and" binds tighter than "or" (RFC 7644 3.4.2.2).
+    assert sorted(find(scim, 'userName eq "bob" or userName eq "alice" and title eq "nope"')) == [b["id"]]
+    assert sorted(find(scim, '(userName eq "bob" or userName eq "alice") and title eq "Chef"')) == [a["id"]]
+    since = a["meta"]["lastModified"]
+    assert a["id"] not in find(scim, f'meta.lastModified gt "{since}"')
+    assert set(find(scim, f'meta.lastModified ge "{since}"')) == {a["id"], b["id"], c["id"]}
+    patch(scim, f"/Users/{a['id']}", {"op": "replace", "path": "title", "value": "Sous-chef"})
+    assert find(scim, f'meta.lastModified gt "{since}"')[0:1] and a["id"] in find(
+        scim, f'meta.lastModified gt "{since}"'
+    )
+
+
+def test_bad_filters_are_400_invalid_filter(scim: ScimClient) -> None:
+    for bad in (
+        "userName eq",
+        'nosuch eq "x"',
+        'userName eq "x" and',
+        "active gt true",
+        'userName xx "a"',
+        "userName eq " + '"' + "x" * 5000 + '"',
+        "(" * 40 + 'userName eq "x"' + ")" * 40,
+        " or ".join(f'userName eq "{i}"' for i in range(100)),
+        'meta.lastModified gt "yesterday"',
+        'emails[type eq "work"',
+    ):
+        error(scim.call("GET", "/Users", params={"filter": bad}), 400, "invalidFilter")
+
+
+def test_paging_sorting_and_projection(scim: ScimClient) -> None:
+    made = [new_user(scim, name)["id"] for name in ("delta", "alpha", "charlie", "bravo")]
+    page = scim.ok("GET", "/Users", params={"sortBy": "userName", "startIndex": 2, "count": 2})
+    assert page["totalResults"] == 4 and page["itemsPerPage"] == 2 and page["startIndex"] == 2
+    assert [r["userName"] for r in page["Resources"]] == ["bravo", "charlie"]
+    down = scim.ok("GET", "/Users", params={"sortBy": "userName", "sortOrder": "descending"})
+    assert [r["userName"] for r in down["Resources"]] == ["delta", "charlie", "bravo", "alpha"]
+    assert ids(scim.ok("GET", "/Users")) == made  # default: creation order
+    counted = scim.ok("GET", "/Users", params={"count": 0})
+    assert counted["totalResults"] == 4 and counted["Resources"] == []
+    slim = scim.ok("GET", "/Users", params={"attributes": "userName,emails.value"})
+    assert set(slim["Resources"][0]) == {"schemas", "id", "userName", "emails"}
+    assert slim["Resources"][0]["emails"] == [{"value": "delta@example.org"}]
+    fat = scim.ok("GET", f"/Users/{made[0]}", params={"excludedAttributes": "emails,meta"})
+    assert "emails" not in fat and "meta" not in fat and fat["userName"] == "delta"
+    error(scim.call("GET", "/Users", params={"startIndex": "one"}), 400, "invalidValue")
+
+
+def test_etags_and_preconditions(scim: ScimClient) -> None:
+    created = scim.call("POST", "/Users", {"schemas": [USER], "userName": "etag"})
+    uid, tag = created.json()["id"], created.headers["ETag"]
+    assert created.headers["Location"].endswith(uid)
+    assert scim.call("GET", f"/Users/{uid}", headers={"If-None-Match": tag}).status_code == 304
+    body = {"schemas": [PATCH], "Operations": [{"op": "replace", "path": "title", "value": "x"}]}
+    ok = scim.call("PATCH", f"/Users/{uid}", body, headers={"If-Match": tag})
+    assert ok.status_code == 200 and ok.headers["ETag"] != tag
+    error(scim.call("PATCH", f"/Users/{uid}", body, headers={"If-Match": tag}), 412)
+    error(scim.call("DELETE", f"/Users/{uid}", headers={"If-Match": tag}), 412)
+    assert scim.call("DELETE", f"/Users/{uid}", headers={"If-Match": ok.headers["ETag"]}).status_code == 204
+
+
+def test_bad_input_is_a_scim_error_and_writes_nothing(scim: ScimClient) -> None:
+    uid = new_user(scim, "keep", title="Chef")["id"]
+    raw = scim.http.post(f"{scim.server.base}/Users", data="{not json", timeout=30)
+    error(raw, 400, "invalidSyntax")
+    error(scim.call("POST", "/Users", {"schemas": [GROUP], "userName": "x"}), 400, "invalidSyntax")
+    error(scim.call("POST", "/Users", {"userName": "x"}), 400, "invalidSyntax")
+    error(scim.call("POST", "/Users", {"schemas": [USER], "userName": 42}), 400, "invalidValue")
+    error(scim.call("POST", "/Users", {"schemas": [USER], "userName": "x", "active": "maybe"}), 400, "invalidValue")
+    error(scim.call("POST", "/Users", {"schemas": [USER], "userName": "x", "emails": "x@y"}), 400, "invalidValue")
+    error(scim.call("POST", "/Users", {"schemas": [USER]}), 400, "invalidValue")
+    big = {"schemas": [USER], "userName": "big", "title": "x" * (1024 * 1024 + 1)}
+    error(scim.http.post(f"{scim.server.base}/Users", data=json.dumps(big), timeout=30), 413)
+    # The second operation fails: the first must not have been applied.
+    response = scim.call(
+        "PATCH",
+        f"/Users/{uid}",
+        {
+            "schemas": [PATCH],
+            "Operations": [
+                {"op": "replace", "path": "title", "value": "Changed"},
+                {"op": "replace", "path": "nosuch", "value": 1},
+            ],
+        },
+    )
+    error(response, 400, "invalidPath")
+    error(scim.call("PATCH", f"/Users/{uid}", {"schemas": [PATCH], "Operations": [{"op": "remove"}]}), 400, "noTarget")
+    error(
+        scim.call("PATCH", f"/Users/{uid}", {"schemas": [PATCH], "Operations": [{"op": "remove", "path": "userName"}]}),
+        400,
+        "mutability",
+    )
+    error(
+        scim.call("PATCH", f"/Users/{uid}", {"schemas": [PATCH], "Operations": [{"op": "move", "path": "x"}]}),
+        400,
+        "invalidSyntax",
+    )
+    assert scim.ok("GET", f"/Users/{uid}")["title"] == "Chef"
+    assert identity_count(scim, "user") == 1
+    error(scim.call("GET", "/Nope"), 404)
+    error(scim.call("GET", "/Users/does-not-exist"), 404)
+    error(scim.call("POST", "/ServiceProviderConfig", {}), 405)
+    error(
+        scim.call("POST", "/Groups", {"schemas": [GROUP], "displayName": "g", "members": [{"value": "ghost"}]}),
+        400,
+        "invalidValue",
+    )
+    assert identity_count(scim, "group") == 0
+
+
+def test_searches_by_post(scim: ScimClient) -> None:
+    uid = new_user(scim, "findme")["id"]
+    gid = new_group(scim, "findme-group")["id"]
+    search = {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+        "filter": 'userName eq "findme"',
+        "attributes": ["userName"],
+    }
+    found = scim.ok("POST", "/Users/.search", search)
+    assert ids(found) == [uid] and set(found["Resources"][0]) == {"schemas", "id", "userName"}
+    everything = scim.ok("POST", "/.search", {"schemas": search["schemas"], "filter": "id pr", "count": 10})
+    assert ids(everything) == [uid, gid] and everything["totalResults"] == 2
+    second = scim.ok("POST", "/.search", {"schemas": search["schemas"], "startIndex": 2, "count": 1})
+    assert ids(second) == [gid] and second["totalResults"] == 2
+
+
+def test_discovery_is_truthful(scim: ScimClient) -> None:
+    spc = scim.ok("GET", "/ServiceProviderConfig")
+    assert spc["bulk"]["supported"] is False and spc["patch"]["supported"] is True
+    assert spc["filter"] == {"supported": True, "maxResults": 1000} and spc["etag"]["supported"] is True
+    types = {t["id"]: t for t in scim.ok("GET", "/ResourceTypes")["Resources"]}
+    assert set(types) == {"User", "Group"}
+    schemas = {s["id"] for s in scim.ok("GET", "/Schemas")["Resources"]}
+    assert {USER, GROUP, ACCOUNT} <= schemas
+    assert scim.ok("GET", f"/Schemas/{GROUP}")["name"] == "Group"
+
+
+def test_a_tenant_without_a_mapping_stores_identities_without_access(scim: ScimClient) -> None:
+    bridge_cli(scim.server.config, "tenants", "add", "bare")
+    token = bridge_cli(scim.server.config, "tokens", "create", "--tenant", "bare").strip().splitlines()[-1]
+    bare = ScimClient(scim.server, "bare", token)
+    uid = new_user(bare, "alice", roles=[{"value": "Administrator"}])["id"]
+    new_group(bare, "front-desk", [uid])
+    assert account(bare, uid) | {"userName": None} == {
+        "status": "no_access",
+        "roles": [],
+        "mails": 0,
+        "userName": None,
+        "tenant": "bare",
+    }
+    patch(bare, f"/Users/{uid}", {"op": "replace", "path": "active", "value": False})
+    assert account(bare, uid)["status"] == "suspended"
