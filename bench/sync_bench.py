@@ -71,8 +71,10 @@ def generate(path: Path, n: int, g: int) -> None:
         w = f.write
         w(f"dn: ou=former,{BASE}\nobjectClass: organizationalUnit\nou: former\n\n")
         for i in range(n):
-            w(f"dn: uid=user{i:06d},ou=people,{BASE}\nobjectClass: inetOrgPerson\nuid: user{i:06d}\n"
-              f"cn: User {i}\ngivenName: User\nsn: N{i}\nmail: user{i:06d}@example.org\nemployeeNumber: {i}\n")
+            w(
+                f"dn: uid=user{i:06d},ou=people,{BASE}\nobjectClass: inetOrgPerson\nuid: user{i:06d}\n"
+                f"cn: User {i}\ngivenName: User\nsn: N{i}\nmail: user{i:06d}@example.org\nemployeeNumber: {i}\n"
+            )
             for x in groups_of(i, g):
                 w(f"memberOf: cn=group{x:04d},ou=groups,{BASE}\n")
             w("\n")
@@ -155,7 +157,9 @@ def run_phase(args: argparse.Namespace) -> None:
 def child(config: Path, phase: str) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, __file__, "--phase", phase, "--config", str(config)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if proc.returncode != 0:
         raise SystemExit(f"phase {phase} failed:\n{proc.stderr[-4000:]}")

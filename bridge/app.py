@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, Response, g, jsonify, request
 from sqlalchemy import text
 
+from bridge.logs import correlation_id
 from bridge.runtime import Runtime
 from bridge.store.db import is_current
 
@@ -15,6 +18,41 @@ def create_app(runtime: Runtime) -> Flask:
     app = Flask("bridge")
     app.config["MAX_CONTENT_LENGTH"] = int(runtime.config.server["max_body_bytes"])
     app.extensions["bridge"] = runtime
+
+    @app.before_request
+    def _start_request() -> None:
+        g.started = time.perf_counter()
+        # An id per request, echoed in X-Request-ID, carried by the audit events it causes
+        # (ApplyContext.correlation_id) and by its log lines.
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = (
+            incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else f"req-{uuid.uuid4().hex[:16]}"
+        )
+        g.correlation_token = correlation_id.set(g.request_id)
+
+    @app.after_request
+    def _finish_request(response: Response) -> Response:
+        from bridge.metrics import HTTP_LATENCY, HTTP_REQUESTS
+
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        HTTP_REQUESTS.labels(route=route, method=request.method, status=str(response.status_code)).inc()
+        if hasattr(g, "started"):
+            HTTP_LATENCY.labels(route=route, method=request.method).observe(time.perf_counter() - g.started)
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        return response
+
+    @app.teardown_request
+    def _reset_correlation(_exc: BaseException | None) -> None:
+        token = g.pop("correlation_token", None)
+        if token is not None:
+            correlation_id.reset(token)
+
+    @app.get("/metrics")
+    def metrics() -> Any:
+        from bridge.metrics import render
+
+        body, content_type = render(runtime)
+        return Response(body, content_type=content_type)
 
     @app.get("/healthz")
     def healthz() -> Any:
@@ -36,10 +74,18 @@ def create_app(runtime: Runtime) -> Flask:
     return app
 
 
+# Channels built in their own packages register here: each entry is "module:function", the
+# function taking (app, runtime). Listed explicitly so a missing module is an error, not silence.
+BLUEPRINTS: list[str] = [
+    "bridge.web.activation:register",
+    "bridge.web.api:register",
+    "bridge.scim.blueprint:register",
+]
+
+
 def _register_optional(app: Flask, runtime: Runtime) -> None:
-    # Channels built in other modules plug in here when present.
-    try:
-        from bridge.scim.blueprint import register as register_scim  # type: ignore[import-not-found]
-    except ImportError:
-        return
-    register_scim(app, runtime)
+    import importlib
+
+    for entry in BLUEPRINTS:
+        module_name, _, function = entry.partition(":")
+        getattr(importlib.import_module(module_name), function)(app, runtime)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import sys
 import uuid
 from collections.abc import Callable, Sequence
@@ -97,7 +98,9 @@ pass_state = click.make_pass_decorator(State)
 
 
 @click.group(cls=BridgeGroup)
-@click.option("--config", "config_option", metavar="PATH", help="Config file (default $BRIDGE_CONFIG, then ./bridge.toml).")
+@click.option(
+    "--config", "config_option", metavar="PATH", help="Config file (default $BRIDGE_CONFIG, then ./bridge.toml)."
+)
 @click.version_option(package_name="bridge")
 @click.pass_context
 def main(ctx: click.Context, config_option: str | None) -> None:
@@ -148,7 +151,9 @@ def tenants_add(state: State, name: str, seat_limit: int | None) -> None:
 
     with transaction(state.runtime.engine) as conn:
         row = ensure_tenant(conn, name, seat_limit, _now(), update_limit=seat_limit is not None)
-    click.echo(f"tenant {row.name} (id {row.id}, seat limit {row.seat_limit if row.seat_limit is not None else 'none'})")
+    click.echo(
+        f"tenant {row.name} (id {row.id}, seat limit {row.seat_limit if row.seat_limit is not None else 'none'})"
+    )
 
 
 @tenants.command("list")
@@ -164,7 +169,9 @@ def tenants_list(state: State, as_json: bool) -> None:
     data = [
         {
             "name": t.name,
-            "seatLimit": configured[t.name].seat_limit if t.name in configured and configured[t.name].seat_limit is not None else t.seat_limit,
+            "seatLimit": configured[t.name].seat_limit
+            if t.name in configured and configured[t.name].seat_limit is not None
+            else t.seat_limit,
             "configured": t.name in configured,
             "created": t.created_at.isoformat(),
         }
@@ -173,7 +180,10 @@ def tenants_list(state: State, as_json: bool) -> None:
     if as_json:
         _print_json(data)
     else:
-        _table(["NAME", "SEAT LIMIT", "IN CONFIG", "CREATED"], [[d["name"], d["seatLimit"], d["configured"], d["created"]] for d in data])
+        _table(
+            ["NAME", "SEAT LIMIT", "IN CONFIG", "CREATED"],
+            [[d["name"], d["seatLimit"], d["configured"], d["created"]] for d in data],
+        )
 
 
 # ---- tokens --------------------------------------------------------------------------------
@@ -197,7 +207,10 @@ def tokens_create(state: State, tenant: str, label: str | None, read_only: bool)
     with transaction(state.runtime.engine) as conn:
         row = get_tenant(conn, tenant)
         token_id, token = create_token(conn, row.id, label, read_only, _now())
-    click.echo(f"token {token_id} for tenant {tenant}{' (read-only)' if read_only else ''}; store it now, it is not shown again:")
+    click.echo(
+        f"token {token_id} for tenant {tenant}{' (read-only)' if read_only else ''}; "
+        "store it now, it is not shown again:"
+    )
     click.echo(token)
 
 
@@ -214,7 +227,10 @@ def tokens_list(state: State, tenant: str, as_json: bool) -> None:
     if as_json:
         _print_json(data)
     else:
-        _table(["ID", "LABEL", "READ-ONLY", "CREATED", "REVOKED"], [[d["id"], d["label"], d["readOnly"], d["created"], d["revoked"]] for d in data])
+        _table(
+            ["ID", "LABEL", "READ-ONLY", "CREATED", "REVOKED"],
+            [[d["id"], d["label"], d["readOnly"], d["created"], d["revoked"]] for d in data],
+        )
 
 
 @tokens.command("revoke")
@@ -254,13 +270,15 @@ def _print_plan(result: Any) -> None:
         if not account.changes:
             continue
         kinds = ", ".join(c.kind for c in account.changes)
-        rows.append([
-            account.user_name,
-            (account.before.value if account.before else "-") + " -> " + account.after.value,
-            kinds,
-            ", ".join(sorted(account.roles_after)),
-            ", ".join(f"{r}: {why}" for r, why in sorted(account.denied.items())),
-        ])
+        rows.append(
+            [
+                account.user_name,
+                (account.before.value if account.before else "-") + " -> " + account.after.value,
+                kinds,
+                ", ".join(sorted(account.roles_after)),
+                ", ".join(f"{r}: {why}" for r, why in sorted(account.denied.items())),
+            ]
+        )
     if rows:
         _table(["USER", "STATUS", "CHANGES", "ROLES", "LEFT OUT"], rows)
         click.echo("")
@@ -268,13 +286,20 @@ def _print_plan(result: Any) -> None:
 
 @main.command()
 @click.option("--source", "source_name", default=None, help="One source (default: every configured source).")
-@click.option("--full", is_flag=True, help="Full reconciliation (LDIF sources always run full).")
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Full reconciliation. Without it an LDAP source reads only what changed since its last run "
+    "(delta; leavers wait for the next full run); its first run, and LDIF sources, are always full.",
+)
 @click.option("--dry-run", is_flag=True, help="Plan and print, write nothing.")
 @click.option("--force", is_flag=True, help="Override the deletion threshold and the empty-read check.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per source, one per line.")
 @click.option("--history", is_flag=True, help="Show recent runs instead of running.")
 @pass_state
-def sync(state: State, source_name: str | None, full: bool, dry_run: bool, force: bool, as_json: bool, history: bool) -> None:
+def sync(
+    state: State, source_name: str | None, full: bool, dry_run: bool, force: bool, as_json: bool, history: bool
+) -> None:
     """Run a directory sync now."""
     from bridge.sync import run_sync
 
@@ -288,7 +313,15 @@ def sync(state: State, source_name: str | None, full: bool, dry_run: bool, force
     show_progress = sys.stderr.isatty() and not as_json
     failed = False
     for name in names:
-        result = run_sync(runtime.config, runtime.engine, name, dry_run=dry_run, force=force, progress=_progress_printer(show_progress))
+        result = run_sync(
+            runtime.config,
+            runtime.engine,
+            name,
+            dry_run=dry_run,
+            force=force,
+            mode="full" if full else "delta",
+            progress=_progress_printer(show_progress),
+        )
         failed = failed or result.aborted
         if as_json:
             click.echo(json.dumps(result.to_json(), ensure_ascii=False))
@@ -296,9 +329,15 @@ def sync(state: State, source_name: str | None, full: bool, dry_run: bool, force
         if dry_run:
             _print_plan(result)
         data = result.to_json()
-        counts = ", ".join(f"{k} {data[k]}" for k in ("created", "updated", "rolesChanged", "suspended", "archived", "reactivated", "unchanged"))
+        counts = ", ".join(
+            f"{k} {data[k]}"
+            for k in ("created", "updated", "rolesChanged", "suspended", "archived", "reactivated", "unchanged")
+        )
         verb = "would change" if dry_run else "changed"
-        click.echo(f"{name} ({result.tenant}): {verb}: {counts}; seat delta {data['seatDelta']:+d}; {data['durationSeconds']:.2f}s")
+        click.echo(
+            f"{name} ({result.tenant}, {result.mode}): {verb}: {counts}; "
+            f"seat delta {data['seatDelta']:+d}; {data['durationSeconds']:.2f}s"
+        )
         for error in result.errors:
             click.echo(f"  error: {error}", err=True)
         if result.aborted:
@@ -315,9 +354,16 @@ def _sync_history(runtime: Runtime, source_name: str | None, as_json: bool) -> N
         rows = recent_sync_runs(conn, source=source_name)
     data = [
         {
-            "id": r.id, "source": r.source, "tenant": r.tenant, "mode": r.mode, "outcome": r.outcome,
-            "started": r.started_at.isoformat(), "finished": r.finished_at.isoformat() if r.finished_at else None,
-            "reason": r.reason, "counts": r.counts or {}, "errors": len(r.errors or []),
+            "id": r.id,
+            "source": r.source,
+            "tenant": r.tenant,
+            "mode": r.mode,
+            "outcome": r.outcome,
+            "started": r.started_at.isoformat(),
+            "finished": r.finished_at.isoformat() if r.finished_at else None,
+            "reason": r.reason,
+            "counts": r.counts or {},
+            "errors": len(r.errors or []),
             "correlationId": r.correlation_id,
         }
         for r in rows
@@ -327,15 +373,29 @@ def _sync_history(runtime: Runtime, source_name: str | None, as_json: bool) -> N
         return
     _table(
         ["ID", "SOURCE", "MODE", "STARTED", "OUTCOME", "CREATED", "ARCHIVED", "ERRORS", "REASON"],
-        [[d["id"], d["source"], d["mode"], d["started"], d["outcome"], d["counts"].get("created", 0),
-          d["counts"].get("archived", 0), d["errors"], d["reason"] or ""] for d in data],
+        [
+            [
+                d["id"],
+                d["source"],
+                d["mode"],
+                d["started"],
+                d["outcome"],
+                d["counts"].get("created", 0),
+                d["counts"].get("archived", 0),
+                d["errors"],
+                d["reason"] or "",
+            ]
+            for d in data
+        ],
     )
 
 
 # ---- users ---------------------------------------------------------------------------------
 
 
-def _account_json(tenant: str, row: Any, roles: list[str], groups: list[str], external_id: str | None) -> dict[str, Any]:
+def _account_json(
+    tenant: str, row: Any, roles: list[str], groups: list[str], external_id: str | None
+) -> dict[str, Any]:
     return {
         "id": row.id,
         "tenant": tenant,
@@ -371,7 +431,9 @@ def _load_accounts_json(conn: Any, tenant: Any, rows: Sequence[Any]) -> list[dic
         ):
             external[identity_id] = external_id or anchor
     return [
-        _account_json(tenant.name, r, [role for role, _ in roles.get(r.id, [])], groups.get(r.id, []), external.get(r.id))
+        _account_json(
+            tenant.name, r, [role for role, _ in roles.get(r.id, [])], groups.get(r.id, []), external.get(r.id)
+        )
         for r in rows
     ]
 
@@ -406,7 +468,10 @@ def users_list(state: State, tenant: str | None, status: str | None, as_json: bo
         return
     _table(
         ["USER", "EMAIL", "STATUS", "TYPE", "ROLES", "GROUPS"],
-        [[d["userName"], d["email"], d["status"], d["userType"], ", ".join(d["roles"]), ", ".join(d["groups"])] for d in data],
+        [
+            [d["userName"], d["email"], d["status"], d["userType"], ", ".join(d["roles"]), ", ".join(d["groups"])]
+            for d in data
+        ],
     )
     counts: dict[str, int] = {}
     for d in data:
@@ -429,8 +494,14 @@ def users_show(state: State, user: str, tenant: str | None, as_json: bool) -> No
         data = _load_accounts_json(conn, tenant_row, [row])[0]
         rules = dict(account_roles(conn, [row.id]).get(row.id, []))
         history = [
-            {"at": e.occurred_at.isoformat(), "actor": e.actor, "action": e.action,
-             "from": (e.before or {}).get("status"), "to": (e.after or {}).get("status"), "reason": e.reason}
+            {
+                "at": e.occurred_at.isoformat(),
+                "actor": e.actor,
+                "action": e.action,
+                "from": (e.before or {}).get("status"),
+                "to": (e.after or {}).get("status"),
+                "reason": e.reason,
+            }
             for e in list_audit(conn, tenant_row.id, account_id=row.id)
         ]
     data["roleRules"] = rules
@@ -438,7 +509,20 @@ def users_show(state: State, user: str, tenant: str | None, as_json: bool) -> No
     if as_json:
         _print_json(data)
         return
-    for key in ("id", "userName", "email", "givenName", "familyName", "status", "userType", "source", "externalId", "created", "lastModified", "expires"):
+    for key in (
+        "id",
+        "userName",
+        "email",
+        "givenName",
+        "familyName",
+        "status",
+        "userType",
+        "source",
+        "externalId",
+        "created",
+        "lastModified",
+        "expires",
+    ):
         click.echo(f"{key:>13}: {data[key] if data[key] is not None else ''}")
     click.echo(f"{'roles':>13}: " + (", ".join(data["roles"]) or "(none)"))
     for role, rule in rules.items():
@@ -447,7 +531,10 @@ def users_show(state: State, user: str, tenant: str | None, as_json: bool) -> No
         click.echo(f"{'left out':>13}: {role} ({why})")
     click.echo(f"{'groups':>13}: " + (", ".join(data["groups"]) or "(none)"))
     click.echo("\nhistory:")
-    _table(["AT", "ACTOR", "ACTION", "FROM", "TO", "REASON"], [[h["at"], h["actor"], h["action"], h["from"], h["to"], h["reason"]] for h in history])
+    _table(
+        ["AT", "ACTOR", "ACTION", "FROM", "TO", "REASON"],
+        [[h["at"], h["actor"], h["action"], h["from"], h["to"], h["reason"]] for h in history],
+    )
 
 
 def _manual(state: State, user: str, tenant: str | None, action: str) -> str:
@@ -466,8 +553,12 @@ def _manual(state: State, user: str, tenant: str | None, action: str) -> str:
         tenant_row = get_tenant(conn, name)
         row = find_account(conn, tenant_row.id, user)
         ctx = ApplyContext(
-            tenant_id=tenant_row.id, tenant_name=name, actor=_actor(), correlation_id=f"cli-{uuid.uuid4().hex[:16]}",
-            now=_now(), webhooks=bool(runtime.config.webhook.get("url")),
+            tenant_id=tenant_row.id,
+            tenant_name=name,
+            actor=_actor(),
+            correlation_id=f"cli-{uuid.uuid4().hex[:16]}",
+            now=_now(),
+            webhooks=bool(runtime.config.webhook.get("url")),
             default_language=tenant_cfg.default_language if tenant_cfg else "en",
         )
         if action == "archive":
@@ -531,7 +622,9 @@ def explain(state: State, user: str, tenant: str | None, as_json: bool) -> None:
     click.echo("rules:")
     for rule in data["rules"]:
         mark = "MATCH" if rule["matched"] else "  -  "
-        click.echo(f"  {mark} {rule['rule']} -> {', '.join(rule['roles'])}" + (f"  ({rule['via']})" if rule.get("via") else ""))
+        click.echo(
+            f"  {mark} {rule['rule']} -> {', '.join(rule['roles'])}" + (f"  ({rule['via']})" if rule.get("via") else "")
+        )
     click.echo("roles:")
     for role in data["roles"]:
         click.echo(f"  {role['role']}: {role['outcome']}" + (f" ({role['detail']})" if role.get("detail") else ""))
@@ -568,9 +661,18 @@ def audit(state: State, tenant: str | None, user: str | None, since: str | None,
         account_id = find_account(conn, tenant_row.id, user).id if user else None
         events = list_audit(conn, tenant_row.id, account_id=account_id, since=since_dt, limit=limit)
     data = [
-        {"id": e.id, "at": e.occurred_at.isoformat(), "tenant": tenant_row.name, "account": e.account_id,
-         "actor": e.actor, "action": e.action, "before": e.before, "after": e.after, "reason": e.reason,
-         "correlationId": e.correlation_id}
+        {
+            "id": e.id,
+            "at": e.occurred_at.isoformat(),
+            "tenant": tenant_row.name,
+            "account": e.account_id,
+            "actor": e.actor,
+            "action": e.action,
+            "before": e.before,
+            "after": e.after,
+            "reason": e.reason,
+            "correlationId": e.correlation_id,
+        }
         for e in events
     ]
     if as_json:
@@ -578,7 +680,18 @@ def audit(state: State, tenant: str | None, user: str | None, since: str | None,
         return
     _table(
         ["AT", "ACTOR", "ACTION", "ACCOUNT", "FROM", "TO", "REASON"],
-        [[d["at"], d["actor"], d["action"], d["account"] or "", (d["before"] or {}).get("status"), (d["after"] or {}).get("status"), d["reason"]] for d in data],
+        [
+            [
+                d["at"],
+                d["actor"],
+                d["action"],
+                d["account"] or "",
+                (d["before"] or {}).get("status"),
+                (d["after"] or {}).get("status"),
+                d["reason"],
+            ]
+            for d in data
+        ],
     )
 
 
@@ -589,20 +702,94 @@ def audit(state: State, tenant: str | None, user: str | None, since: str | None,
 @click.option("--host", default=None, help="Default: [server] host (127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Default: [server] port (8080).")
 @click.option("--no-scheduler", is_flag=True, help="Serve HTTP only; run jobs elsewhere.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="gunicorn worker processes; 0 serves from this process with waitress (no fork).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Threads per worker. Default: [server] threads (8) with waitress, 4 with gunicorn.",
+)
 @pass_state
-def serve(state: State, host: str | None, port: int | None, no_scheduler: bool) -> None:
+def serve(
+    state: State, host: str | None, port: int | None, no_scheduler: bool, workers: int, threads: int | None
+) -> None:
     """Serve the SCIM API, activation pages and health endpoints."""
+    from bridge.logs import setup_logging
+    from bridge.services import start_background
+
+    metrics_dir = None
+    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Several worker processes: metrics are summed over them through files in this directory
+        # (bridge.metrics). Must be set before prometheus_client is first imported.
+        import tempfile
+
+        metrics_dir = tempfile.mkdtemp(prefix="bridge-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    runtime = state.runtime
+    setup_logging(runtime.config.logging["format"], runtime.config.logging["level"])
+    host = host or runtime.config.server["host"]
+    port = port if port is not None else runtime.config.server["port"]
+    server = f"gunicorn, {workers} workers x {threads or 4} threads" if workers else "waitress"
+    click.echo(
+        f"bridge serving on http://{host}:{port} with {server} "
+        f"(SCIM base {runtime.config.server['public_url']}/scim/v2)",
+        err=True,
+    )
+    if workers:
+        # Background services (outbox worker, scheduler) run once, in this parent process; the
+        # workers only answer HTTP. See docs/benchmarks.md for why gunicorn is the default.
+        from bridge.wsgi import serve_gunicorn
+
+        stop_background = start_background(runtime, scheduler=not no_scheduler)
+        try:
+            serve_gunicorn(runtime, host, port, workers, threads or 4)
+        finally:
+            stop_background()
+            if metrics_dir is not None:
+                import shutil
+
+                shutil.rmtree(metrics_dir, ignore_errors=True)
+        return
+
     from waitress import serve as waitress_serve
 
     from bridge.app import create_app
 
-    runtime = state.runtime
     app = create_app(runtime)
-    host = host or runtime.config.server["host"]
-    port = port if port is not None else runtime.config.server["port"]
-    click.echo(f"bridge serving on http://{host}:{port} (SCIM base {runtime.config.server['public_url']}/scim/v2)", err=True)
-    waitress_serve(app, host=host, port=port, threads=int(runtime.config.server["threads"]), ident="bridge", _quiet=True)
+    stop_background = start_background(runtime, scheduler=not no_scheduler)
+    try:
+        waitress_serve(
+            app,
+            host=host,
+            port=port,
+            threads=threads or int(runtime.config.server["threads"]),
+            ident="bridge",
+            _quiet=True,
+        )
+    finally:
+        stop_background()
 
+
+# Command groups living beside their area ("module:function", the function taking the `main`
+# group). Listed explicitly so a broken module fails loudly instead of hiding its commands.
+EXTENSIONS: list[str] = ["bridge.cli_jobs:register", "bridge.notify.cli:register"]
+
+
+def _register_extensions() -> None:
+    import importlib
+
+    for entry in EXTENSIONS:
+        module_name, _, function = entry.partition(":")
+        getattr(importlib.import_module(module_name), function)(main)
+
+
+_register_extensions()
 
 if __name__ == "__main__":
     main()

@@ -29,6 +29,9 @@ _SERVER: _Spec = {
     "port": (int, 8080),
     "threads": (int, 8),
     "max_body_bytes": (int, 1024 * 1024),
+    # Key for activation links and CSRF tokens; generated beside the database when unset.
+    "secret_env": (str, None),
+    "secret_file": (str, None),
 }
 _EMAIL: _Spec = {
     "smtp_host": (str, "127.0.0.1"),
@@ -42,6 +45,8 @@ _EMAIL: _Spec = {
     "timeout": ((int, float), 30),
     "ca_file": (str, None),
     "tls_verify": (bool, True),
+    "reminder_before_days": ((int, float), 2),  # reminder this long before a link expires; 0: none
+    "connections": (int, 4),  # SMTP connections the outbox worker sends over at once
 }
 _WEBHOOK: _Spec = {
     "url": (str, None),
@@ -51,7 +56,14 @@ _WEBHOOK: _Spec = {
 }
 _LOGGING: _Spec = {"format": (str, "text"), "level": (str, "INFO")}
 _SCHEDULES: _Spec = {"dir": (str, "schedules"), "timezone": (str, None)}
-_OUTBOX: _Spec = {"max_attempts": (int, 8), "batch_size": (int, 100)}
+_OUTBOX: _Spec = {
+    "max_attempts": (int, 8),
+    "batch_size": (int, 100),
+    "lease_seconds": ((int, float), 60),  # a claim a crashed worker left is taken over after this
+    "poll_seconds": ((int, float), 2),
+    "retry_base_seconds": ((int, float), 30),
+    "retry_max_seconds": ((int, float), 3600),
+}
 _TENANT: _Spec = {
     "name": (str, None),
     "mappings": (str, None),
@@ -83,6 +95,8 @@ _SOURCE: _Spec = {
     "anchor_attribute": (str, None),
     "attributes": (dict, None),
     "page_size": (int, 500),
+    "range_size": (int, 1500),  # AD: values asked per `member;range=` step (MaxValRange)
+    "delta_overlap": ((int, float), 0),  # seconds a delta re-reads before its bookmark (replication lag)
     "timeout": ((int, float), 30),
     "start_tls": (bool, False),
     "ca_file": (str, None),
@@ -142,6 +156,7 @@ class Config:
     tenants: dict[str, TenantConfig]
     sources: dict[str, SourceConfig]
     schedules_dir: Path
+    schedules_timezone: str | None = None
 
     @property
     def origin(self) -> str:
@@ -185,8 +200,8 @@ def _section(raw: Any, spec: _Spec, origin: str, where: str) -> dict[str, Any]:
             raise ConfigError(
                 origin,
                 f"{where}.{key}",
-                f"secrets are not accepted in the file; use {key}_env = \"VARIABLE\" "
-                f"(environment variable) or {key}_file = \"/path/to/file\"",
+                f'secrets are not accepted in the file; use {key}_env = "VARIABLE" '
+                f'(environment variable) or {key}_file = "/path/to/file"',
             )
         if key not in spec:
             raise ConfigError(origin, f"{where}.{key}", f"unknown key (known: {', '.join(sorted(spec))})")
@@ -213,7 +228,7 @@ def _database_url(url: str, base: Path) -> str:
     # A relative SQLite path is relative to the config file, like every other path in it.
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite:///:memory:":
-        return prefix + str(base / url[len(prefix):])
+        return prefix + str(base / url[len(prefix) :])
     return url
 
 
@@ -292,9 +307,7 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
         for key in ("path", "ca_file", "bind_password_file"):
             if s[key]:
                 s[key] = str(_resolve(base, s[key]))
-        sources[s["name"]] = SourceConfig(
-            name=s["name"], tenant=s["tenant"], kind=s["kind"], settings=s, origin=origin
-        )
+        sources[s["name"]] = SourceConfig(name=s["name"], tenant=s["tenant"], kind=s["kind"], settings=s, origin=origin)
 
     return Config(
         path=path,
@@ -307,6 +320,7 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
         tenants=tenants,
         sources=sources,
         schedules_dir=_resolve(base, schedules["dir"]) or base / "schedules",
+        schedules_timezone=schedules["timezone"],
     )
 
 

@@ -63,9 +63,17 @@ def explain_account(runtime: Runtime, tenant_name: str, user: str) -> dict[str, 
         elif role_id in denied:
             role_rows.append({"role": role_id, "outcome": _DENIAL_TEXT.get(denied[role_id], denied[role_id])})
         elif role_id in decision.denied:
-            role_rows.append({"role": role_id, "outcome": _DENIAL_TEXT.get(decision.denied[role_id], decision.denied[role_id])})
+            role_rows.append(
+                {"role": role_id, "outcome": _DENIAL_TEXT.get(decision.denied[role_id], decision.denied[role_id])}
+            )
         else:
-            role_rows.append({"role": role_id, "outcome": "granted by the rules; applied at the next sync", "detail": decision.granted.get(role_id)})
+            role_rows.append(
+                {
+                    "role": role_id,
+                    "outcome": "granted by the rules; applied at the next sync",
+                    "detail": decision.granted.get(role_id),
+                }
+            )
 
     status = Status(account.status)
     reason = _STATUS_TEXT[status]

@@ -10,6 +10,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from bridge.config import Config, load_config
+from bridge.logs import setup_logging
 from bridge.store.db import make_engine, transaction, upgrade
 from bridge.store.repo import ensure_tenant
 
@@ -26,7 +27,11 @@ class Runtime:
 
 def open_runtime(path: Path, *, migrate: bool = True) -> Runtime:
     config = load_config(path)
-    engine = make_engine(config.database_url, origin=config.origin, echo=bool(False))
+    # Interactive commands print their own results; only warnings and errors are logged there.
+    # `serve` and `scheduler` switch to the configured level (see cli.py).
+    level = config.logging["level"].upper()
+    setup_logging(config.logging["format"], level if level in ("WARNING", "ERROR", "CRITICAL") else "WARNING")
+    engine = make_engine(config.database_url, origin=config.origin, echo=False)
     if migrate:
         upgrade(engine)
         now = datetime.now(UTC)

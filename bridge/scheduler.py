@@ -330,7 +330,9 @@ def build_scheduler(runtime: Runtime, jobs: list[JobSpec] | None = None) -> Back
             id=spec.name,
             name=spec.name,
             misfire_grace_time=spec.misfire_grace,
-            coalesce=True,
+            # Not coalesced: every tick missed within misfire_grace still runs, each under its own
+            # nominal time, so "each tick once" holds when a process falls a second behind.
+            coalesce=False,
             max_instances=1,
         )
     return scheduler

@@ -20,9 +20,11 @@ from sqlalchemy import Engine, insert, update
 from bridge.config import Config, SourceConfig
 from bridge.core.model import Snapshot, expand_groups
 from bridge.core.plan import Plan, Subject, build_plan
-from bridge.errors import ConfigError, SourceUnavailable
+from bridge.errors import SourceUnavailable
+from bridge.logs import correlation_id as correlation_var
 from bridge.provision.apply import ApplyContext, apply_plan
 from bridge.store.db import transaction
+from bridge.store.delta import load_bookmark, save_bookmark
 from bridge.store.identities import write_groups
 from bridge.store.repo import get_tenant, load_account_states, usage_outside
 from bridge.store.tables import SyncRun
@@ -57,11 +59,9 @@ def make_source(source: SourceConfig) -> Source:
         from bridge.directory.ldif_source import LdifSource
 
         return LdifSource(source.name, Path(source.get("path")), settings)
-    try:
-        from bridge.directory.ldap_source import LdapSource  # type: ignore[import-not-found]
-    except ImportError:
-        raise ConfigError(source.origin, f"sources.{source.name}.kind", '"ldap" sources are not available yet') from None
-    return LdapSource(source, settings)  # type: ignore[no-any-return]
+    from bridge.directory.ldap_source import LdapSource
+
+    return LdapSource(source, settings)
 
 
 @dataclass
@@ -76,6 +76,7 @@ class SyncResult:
     duration: float = 0.0
     plan: Plan | None = None
     run_id: str = ""
+    mode: str = "full"  # the mode that ran: a delta request may run full
 
     def to_json(self) -> dict[str, Any]:
         keys = ("created", "updated", "rolesChanged", "suspended", "archived", "reactivated", "unchanged")
@@ -85,6 +86,7 @@ class SyncResult:
             "dryRun": self.dry_run,
             "aborted": self.aborted,
             "reason": self.reason,
+            "mode": self.mode,
             **{k: int(self.counts.get(k, 0)) for k in keys},
             "seatDelta": self.plan.seat_delta if self.plan else 0,
             "errors": list(self.errors),
@@ -99,39 +101,89 @@ def run_sync(
     *,
     dry_run: bool = False,
     force: bool = False,
+    mode: str = "full",
     now: datetime | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     fetch: Callable[[SourceConfig, datetime], tuple[Snapshot, Any]] | None = None,
 ) -> SyncResult:
-    """Run one full sync of one source. `fetch` replaces the source's own read (tests, benches)."""
+    """Run one sync of one source. `fetch` replaces the source's own read (tests, benches).
+
+    `mode` is "full" (complete read; people missing from it are leavers) or "delta" (changes
+    since the last run). A delta runs full instead when the source cannot read deltas (LDIF),
+    has no bookmark yet (its first run), or cannot trust its bookmark (another domain controller,
+    a changed scope); the mode that ran is recorded in `sync_runs`.
+    """
+    if mode not in ("full", "delta"):
+        raise ValueError(f"unknown sync mode {mode!r}")
     started = time.monotonic()
     now = now or datetime.now(UTC)
+    correlation_id = f"sync-{uuid.uuid4().hex[:16]}"
+    token = correlation_var.set(correlation_id)
+    try:
+        return _run(config, engine, source_name, dry_run, force, mode, now, progress, fetch, correlation_id, started)
+    finally:
+        correlation_var.reset(token)
+
+
+def _run(
+    config: Config,
+    engine: Engine,
+    source_name: str,
+    dry_run: bool,
+    force: bool,
+    mode: str,
+    now: datetime,
+    progress: Callable[[str, int, int], None] | None,
+    fetch: Callable[[SourceConfig, datetime], tuple[Snapshot, Any]] | None,
+    correlation_id: str,
+    started: float,
+) -> SyncResult:
     source_cfg = config.source(source_name)
     tenant_cfg = config.tenants[source_cfg.tenant]
     mapping = tenant_cfg.mapping()
-    correlation_id = f"sync-{uuid.uuid4().hex[:16]}"
     result = SyncResult(source=source_name, tenant=tenant_cfg.name, dry_run=dry_run, run_id=correlation_id)
 
     with transaction(engine, write=False) as conn:
         tenant = get_tenant(conn, tenant_cfg.name)
+        stored_bookmark = load_bookmark(conn, tenant.id, source_name)
+    source = make_source(source_cfg) if fetch is None else None
+    bookmark = None
+    if mode == "delta" and source is not None and getattr(source, "supports_delta", False):
+        from bridge.directory.ldap_source import Bookmark
+
+        bookmark = Bookmark.from_state(stored_bookmark)
+    if bookmark is None:
+        mode = "full"  # no delta without a bookmark: the first run of a source is full
     run_row_id = None
     if not dry_run:
         with transaction(engine) as conn:
             run_row_id = conn.execute(
                 insert(sync_runs).values(
-                    tenant_id=tenant.id, source=source_name, mode="full", correlation_id=correlation_id,
-                    started_at=now, outcome="running",
+                    tenant_id=tenant.id,
+                    source=source_name,
+                    mode=mode,
+                    correlation_id=correlation_id,
+                    started_at=now,
+                    outcome="running",
                 )
             ).inserted_primary_key[0]
 
     def finish(outcome: str) -> SyncResult:
         result.duration = time.monotonic() - started
+        result.mode = mode
+        _observe(source_name, mode, outcome, result)
         if run_row_id is not None:
             with transaction(engine) as conn:
                 conn.execute(
-                    update(sync_runs).where(sync_runs.c.id == run_row_id).values(
-                        finished_at=datetime.now(UTC), outcome=outcome, reason=result.reason,
-                        counts=result.counts, errors=result.errors[:100],
+                    update(sync_runs)
+                    .where(sync_runs.c.id == run_row_id)
+                    .values(
+                        mode=mode,
+                        finished_at=datetime.now(UTC),
+                        outcome=outcome,
+                        reason=result.reason,
+                        counts=result.counts,
+                        errors=result.errors[:100],
                     )
                 )
         log.info("sync %s: %s %s", source_name, outcome, result.counts, extra={"correlation_id": correlation_id})
@@ -142,13 +194,58 @@ def run_sync(
         result.reason = reason
         return finish("aborted")
 
+    seat_limit = _seat_limit(tenant.seat_limit, tenant_cfg)
     try:
+        if mode == "delta":
+            from bridge.directory.ldap_source import DeltaUnavailable, KnownReferences
+            from bridge.sync_delta import DeltaTooLarge, known_references, plan_delta
+
+            try:
+                snapshot, report = source.fetch_delta(  # type: ignore[union-attr]
+                    now, bookmark, lambda: KnownReferences(*known_references(engine, tenant.id, source_name))
+                )
+                result.errors.extend(getattr(report, "errors", []) or [])
+                delta = plan_delta(
+                    engine,
+                    tenant.id,
+                    source_name,
+                    snapshot,
+                    mapping,
+                    now=now,
+                    seat_limit=seat_limit,
+                    suspended_counts_as_seat=tenant_cfg.suspended_counts_as_seat,
+                )
+            except (DeltaUnavailable, DeltaTooLarge) as exc:
+                log.info("sync %s: running full instead of delta: %s", source_name, exc)
+                result.errors.clear()
+                mode = "full"
+            else:
+                if source is not None:
+                    source.close()  # type: ignore[attr-defined]
+                return _apply_delta(
+                    engine,
+                    config,
+                    tenant,
+                    tenant_cfg,
+                    source_name,
+                    source,
+                    delta,
+                    result,
+                    now,
+                    correlation_id,
+                    dry_run,
+                    progress,
+                    finish,
+                )
         if fetch is not None:
             snapshot, report = fetch(source_cfg, now)
         else:
-            snapshot, report = make_source(source_cfg).fetch(now)
+            snapshot, report = source.fetch(now)  # type: ignore[union-attr]
     except SourceUnavailable as exc:
         return abort(f"source unavailable: {exc}")
+    finally:
+        if source is not None and hasattr(source, "close"):
+            source.close()
     result.errors.extend(getattr(report, "errors", []) or [])
     if not snapshot.complete:
         return abort("the source returned an incomplete read")
@@ -156,18 +253,34 @@ def run_sync(
     with transaction(engine, write=False) as conn:
         accounts = load_account_states(conn, tenant.id, source_name)
         usage = usage_outside(
-            conn, tenant.id, mapping, exclude_source=source_name,
+            conn,
+            tenant.id,
+            mapping,
+            exclude_source=source_name,
             suspended_counts_as_seat=tenant_cfg.suspended_counts_as_seat,
         )
     live = sum(1 for a in accounts.values() if a.status.value != "archived")
     if not snapshot.users and live and not force:
         return abort(f"the source returned no users while {live} accounts exist; use --force if that is right")
 
+    # Entries the source returned but that could not become identities (no anchor, no userName)
+    # make the read partial: those people are in the directory, so their absence from the snapshot
+    # must not archive them. The others are still planned; nobody is archived until it is fixed.
+    partial = bool(result.errors)
+    if partial:
+        result.errors.append(f"{len(result.errors)} entries could not be read: nobody is archived in this run")
     groups = expand_groups(snapshot)
     subjects = [Subject(user=u, groups=groups.get(u.anchor, ())) for u in snapshot.users.values()]
     plan = build_plan(
-        source_name, subjects, accounts, mapping, now=now, seat_limit=_seat_limit(tenant.seat_limit, tenant_cfg),
-        usage=usage, complete_scope=True, suspended_counts_as_seat=tenant_cfg.suspended_counts_as_seat,
+        source_name,
+        subjects,
+        accounts,
+        mapping,
+        now=now,
+        seat_limit=_seat_limit(tenant.seat_limit, tenant_cfg),
+        usage=usage,
+        complete_scope=not partial,
+        suspended_counts_as_seat=tenant_cfg.suspended_counts_as_seat,
     )
     result.plan = plan
     result.counts = plan.counts()
@@ -185,12 +298,24 @@ def run_sync(
 
     with transaction(engine) as conn:
         write_groups(
-            conn, tenant.id, source_name, snapshot.groups, snapshot.users, now,
-            complete_scope=True, actor=f"sync:{source_name}", correlation_id=correlation_id,
+            conn,
+            tenant.id,
+            source_name,
+            snapshot.groups,
+            snapshot.users,
+            now,
+            complete_scope=True,
+            actor=f"sync:{source_name}",
+            correlation_id=correlation_id,
         )
     ctx = ApplyContext(
-        tenant_id=tenant.id, tenant_name=tenant.name, actor=f"sync:{source_name}", correlation_id=correlation_id,
-        now=now, webhooks=bool(config.webhook.get("url")), default_language=tenant_cfg.default_language,
+        tenant_id=tenant.id,
+        tenant_name=tenant.name,
+        actor=f"sync:{source_name}",
+        correlation_id=correlation_id,
+        now=now,
+        webhooks=bool(config.webhook.get("url")),
+        default_language=tenant_cfg.default_language,
     )
     total = len(plan.accounts)
     done = 0
@@ -203,7 +328,93 @@ def run_sync(
 
     applied = apply_plan(engine, plan, ctx, progress=step)
     result.errors.extend(applied.errors)
-    return finish("ok" if not applied.errors else "partial")
+    if not applied.errors:
+        _save_bookmark(engine, tenant.id, source_name, source, now)
+    return finish("ok" if not (applied.errors or partial) else "partial")
+
+
+def _apply_delta(
+    engine: Engine,
+    config: Config,
+    tenant: Any,
+    tenant_cfg: Any,
+    source_name: str,
+    source: Any,
+    delta: Any,
+    result: SyncResult,
+    now: datetime,
+    correlation_id: str,
+    dry_run: bool,
+    progress: Callable[[str, int, int], None] | None,
+    finish: Callable[[str], SyncResult],
+) -> SyncResult:
+    """Apply a delta plan, then store the changed groups' memberships and the new bookmark.
+
+    Memberships are written after the accounts: if the run stops in between, the next delta
+    still sees the difference with the stored lists and re-plans the same people. A delta with
+    errors keeps the old bookmark, so its changes are read again.
+    """
+    plan = delta.plan
+    result.plan = plan
+    result.counts = plan.counts()
+    if dry_run:
+        return finish("dry-run")
+    ctx = ApplyContext(
+        tenant_id=tenant.id,
+        tenant_name=tenant.name,
+        actor=f"sync:{source_name}",
+        correlation_id=correlation_id,
+        now=now,
+        webhooks=bool(config.webhook.get("url")),
+        default_language=tenant_cfg.default_language,
+    )
+    total = len(plan.accounts)
+    done = 0
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress("apply", done, total)
+
+    applied = apply_plan(engine, plan, ctx, progress=step)
+    result.errors.extend(applied.errors)
+    if applied.errors:
+        return finish("partial")
+    with transaction(engine) as conn:
+        write_groups(
+            conn,
+            tenant.id,
+            source_name,
+            delta.groups,
+            {},
+            now,
+            complete_scope=False,
+            actor=f"sync:{source_name}",
+            correlation_id=correlation_id,
+        )
+    _save_bookmark(engine, tenant.id, source_name, source, now)
+    return finish("ok")
+
+
+def _save_bookmark(engine: Engine, tenant_id: int, source_name: str, source: Any, now: datetime) -> None:
+    bookmark = getattr(source, "bookmark", None)
+    if bookmark is None:
+        return
+    with transaction(engine) as conn:
+        save_bookmark(conn, tenant_id, source_name, bookmark.as_state(), now)
+
+
+def _observe(source: str, mode: str, outcome: str, result: SyncResult) -> None:
+    if outcome == "dry-run":
+        return
+    from bridge.metrics import SYNC_CHANGES, SYNC_DURATION, SYNC_RUNS
+
+    SYNC_RUNS.labels(source=source, mode=mode, outcome=outcome).inc()
+    SYNC_DURATION.labels(source=source, mode=mode).observe(result.duration)
+    for change, count in result.counts.items():
+        if change != "unchanged" and count:
+            SYNC_CHANGES.labels(source=source, change=change).inc(count)
 
 
 def _seat_limit(stored: int | None, tenant_cfg: Any) -> int | None:

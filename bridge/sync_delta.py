@@ -127,8 +127,7 @@ def plan_delta(
         # Unchanged people are re-planned only when an account is live: an archived person's
         # return shows as a change of their own entry (a move back into scope), never here.
         affected = sorted(
-            set(changed_users)
-            | {a for a in below if a in states and states[a].status is not Status.ARCHIVED}
+            set(changed_users) | {a for a in below if a in states and states[a].status is not Status.ARCHIVED}
         )
         states = {a: s for a, s in states.items() if a in set(affected)}
         direct, effective = overlay.ancestry(affected)
@@ -137,7 +136,10 @@ def plan_delta(
         refs.update({a: GroupRef(anchor=a, name=g.name, dn=g.dn) for a, g in changed_groups.items()})
         unchanged = stored_users(conn, tenant_id, source, [a for a in affected if a not in changed_users])
         usage = usage_outside(
-            conn, tenant_id, mapping, exclude_ids=[s.id for s in states.values()],
+            conn,
+            tenant_id,
+            mapping,
+            exclude_ids=[s.id for s in states.values()],
             suspended_counts_as_seat=suspended_counts_as_seat,
         )
 
@@ -151,8 +153,15 @@ def plan_delta(
         groups = tuple(refs[g] for g in sorted(effective.get(anchor, ())) if g in refs)
         subjects.append(Subject(user=user, groups=groups))
     plan = build_plan(
-        source, subjects, states, mapping, now=now, seat_limit=seat_limit, usage=usage,
-        complete_scope=False, suspended_counts_as_seat=suspended_counts_as_seat,
+        source,
+        subjects,
+        states,
+        mapping,
+        now=now,
+        seat_limit=seat_limit,
+        usage=usage,
+        complete_scope=False,
+        suspended_counts_as_seat=suspended_counts_as_seat,
     )
     groups = {a: replace(g, members=tuple(sorted(new_members[a]))) for a, g in changed_groups.items()}
     return DeltaPlan(plan=plan, groups=groups, affected=len(subjects))

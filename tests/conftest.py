@@ -1,19 +1,22 @@
 """Shared test configuration. Server fixtures live in tests/fixtures/, one module each."""
 
-# Plugins (not plain imports) so pytest registers the fixtures and rewrites asserts
-# in them; this only works from a top-level conftest like this one.
-pytest_plugins = [
-    "tests.fixtures.slapd",
-    "tests.fixtures.postgres",
-    "tests.fixtures.smtp",
-]
-
 import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# Plugins (not plain imports) so pytest registers the fixtures and rewrites asserts
+# in them; this only works from a top-level conftest like this one.
+pytest_plugins = [
+    "tests.fixtures.slapd",
+    "tests.fixtures.postgres",
+    "tests.fixtures.smtp",
+    "tests.fixtures.webhook",
+    "tests.fixtures.scim",
+    "tests.fixtures.samba",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -55,17 +55,37 @@ PASSWORD_ENV = "BRIDGE_TEST_LDAP_PASSWORD"
 class LdapDeployment:
     """Config, mapping and database in a temp dir; one `kind = "ldap"` source called "dir"."""
 
-    def __init__(self, root: Path, db_url: str, *, flavor: str, url: str, bind_dn: str, password: str,
-                 user_base: str, group_base: str, monkeypatch: Any) -> None:
+    def __init__(
+        self,
+        root: Path,
+        db_url: str,
+        *,
+        flavor: str,
+        url: str,
+        bind_dn: str,
+        password: str,
+        user_base: str,
+        group_base: str,
+        monkeypatch: Any,
+    ) -> None:
         self.root = root
         self.db_url = db_url
         self.config = root / "bridge.toml"
         (root / "mapping.toml").write_text(MAPPING)
         monkeypatch.setenv(PASSWORD_ENV, password)
         self.source: dict[str, Any] = {
-            "name": "dir", "tenant": "example", "kind": "ldap", "flavor": flavor, "url": url, "bind_dn": bind_dn,
-            "bind_password_env": PASSWORD_ENV, "user_base": user_base, "group_base": group_base,
-            "deletion_threshold": 0.5, "deletion_threshold_min": 2, "timeout": 10,
+            "name": "dir",
+            "tenant": "example",
+            "kind": "ldap",
+            "flavor": flavor,
+            "url": url,
+            "bind_dn": bind_dn,
+            "bind_password_env": PASSWORD_ENV,
+            "user_base": user_base,
+            "group_base": group_base,
+            "deletion_threshold": 0.5,
+            "deletion_threshold_min": 2,
+            "timeout": 10,
         }
         self.write_config()
 

@@ -6,9 +6,9 @@ All of it is immutable so a snapshot can be shared between the planner and the w
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from collections.abc import Mapping
 
 
 def _frozen(attributes: Mapping[str, tuple[str, ...]] | None) -> Mapping[str, tuple[str, ...]]:
@@ -105,9 +105,7 @@ def expand_groups(snapshot: Snapshot) -> dict[str, tuple[GroupRef, ...]]:
         ancestors_cache[group_anchor] = result
         return result
 
-    refs = {
-        g.anchor: GroupRef(anchor=g.anchor, name=g.name, dn=g.dn) for g in snapshot.groups.values()
-    }
+    refs = {g.anchor: GroupRef(anchor=g.anchor, name=g.name, dn=g.dn) for g in snapshot.groups.values()}
     effective: dict[str, tuple[GroupRef, ...]] = {}
     for user in snapshot.users.values():
         found: set[str] = set()

@@ -148,6 +148,7 @@ class AccountPlan:
     seat_before: bool
     seat_after: bool
     user_type: str
+    digest: str | None = None  # identity_digest(user), computed once by the planner
 
 
 @dataclass(slots=True)
@@ -158,9 +159,7 @@ class Plan:
     active_before: int  # accounts of this source that were not archived, for the threshold
 
     def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(
-            ("created", "updated", "rolesChanged", "suspended", "archived", "reactivated"), 0
-        )
+        counts = dict.fromkeys(("created", "updated", "rolesChanged", "suspended", "archived", "reactivated"), 0)
         key_of = {
             "create": "created",
             "update": "updated",
@@ -212,9 +211,7 @@ def identity_digest(user: SourceUser) -> str:
 # ---- planning ------------------------------------------------------------------------------
 
 
-def _admit(
-    candidates: list[tuple[str, str, bool]], capacity: int | None
-) -> tuple[set[str], set[str]]:
+def _admit(candidates: list[tuple[str, str, bool]], capacity: int | None) -> tuple[set[str], set[str]]:
     """Split (anchor, user_name, already_holds) candidates into admitted and refused.
 
     Holders keep what they hold; newcomers are admitted in order of userName (the contract's
@@ -308,8 +305,14 @@ def build_plan(
         decision = decisions[user.anchor]
 
         plan = _plan_one(
-            source, user, accounts.get(user.anchor), decision.user_type, granted[user.anchor],
-            denied[user.anchor], mapping, now,
+            source,
+            user,
+            accounts.get(user.anchor),
+            decision.user_type,
+            granted[user.anchor],
+            denied[user.anchor],
+            mapping,
+            now,
         )
         plan.seat_before = seat_now(accounts.get(user.anchor))
         plan.seat_after = is_seat(plan.after, billable(plan.roles_after), suspended_counts_as_seat)
@@ -330,10 +333,21 @@ def build_plan(
             after, _ = apply_event(account.status, Event.ARCHIVE)
             plans.append(
                 AccountPlan(
-                    anchor=anchor, source=source, account_id=account.id, user_name=account.user_name,
-                    before=account.status, after=after, status_before_suspend=None,
-                    roles_after=frozenset(), changes=changes, granted={}, denied={}, user=None,
-                    identity_changed=False, seat_before=seat_now(account), seat_after=False,
+                    anchor=anchor,
+                    source=source,
+                    account_id=account.id,
+                    user_name=account.user_name,
+                    before=account.status,
+                    after=after,
+                    status_before_suspend=None,
+                    roles_after=frozenset(),
+                    changes=changes,
+                    granted={},
+                    denied={},
+                    user=None,
+                    identity_changed=False,
+                    seat_before=seat_now(account),
+                    seat_after=False,
                     user_type=account.user_type,
                 )
             )
@@ -413,16 +427,31 @@ def _plan_one(
             if removed:
                 changes.append(RevokeRoles(roles=tuple(sorted(removed)), event=None))
             email_changed = account is not None and before_fields.get("email") != user.email
-            if status is Status.PENDING and email_changed and not any(c.kind == "grant_roles" and c.event for c in changes):
+            if (
+                status is Status.PENDING
+                and email_changed
+                and not any(c.kind == "grant_roles" and c.event for c in changes)
+            ):
                 changes.append(ResendActivation())
         roles = desired
 
     digest = identity_digest(user)
     return AccountPlan(
-        anchor=user.anchor, source=source, account_id=account.id if account else None,
-        user_name=user.user_name, before=account.status if account else None, after=status,
-        status_before_suspend=previous if status is Status.SUSPENDED else None, roles_after=roles,
-        changes=changes, granted=dict(granted), denied=dict(denied), user=user,
+        anchor=user.anchor,
+        source=source,
+        account_id=account.id if account else None,
+        user_name=user.user_name,
+        before=account.status if account else None,
+        after=status,
+        status_before_suspend=previous if status is Status.SUSPENDED else None,
+        roles_after=roles,
+        changes=changes,
+        granted=dict(granted),
+        denied=dict(denied),
+        user=user,
         identity_changed=account is None or account.identity_digest != digest,
-        seat_before=False, seat_after=False, user_type=user_type,
+        digest=digest,
+        seat_before=False,
+        seat_after=False,
+        user_type=user_type,
     )

@@ -23,7 +23,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, event, select
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.config import TenantConfig, read_secret
@@ -53,7 +53,7 @@ from bridge.notify.mail import (
 from bridge.notify.secret import server_secret
 from bridge.notify.webhook import WebhookSender, disable_endpoint, endpoint_disabled
 from bridge.runtime import Runtime
-from bridge.store.db import make_engine, transaction
+from bridge.store.db import guard_fork, make_engine, transaction
 from bridge.store.tables import Account, Identity, Tenant
 
 log = logging.getLogger(__name__)
@@ -475,7 +475,7 @@ def start_service(runtime: Runtime, scheduler: bool) -> Callable[[], None] | Non
         return None
     engine = make_engine(runtime.config.database_url, origin=runtime.config.origin)
     if engine.dialect.name == "sqlite":
-        _no_fork_inside_transactions(engine)
+        guard_fork(engine)
     worker = OutboxWorker(Runtime(config=runtime.config, engine=engine))
     thread = threading.Thread(target=worker.run_forever, name="bridge-outbox", daemon=True)
     thread.start()
@@ -488,27 +488,6 @@ def start_service(runtime: Runtime, scheduler: bool) -> Callable[[], None] | Non
         engine.dispose()
 
     return stop
-
-
-def _no_fork_inside_transactions(engine: Engine) -> None:
-    """`bridge serve` forks its HTTP workers (gunicorn) from the process this thread runs in, and
-    may fork again later when one is replaced. SQLite keeps its POSIX lock bookkeeping per
-    process; a child forked while this thread is inside a transaction inherits it, believes the
-    lock is held by a connection of its own, and its writes wait for a release that never comes
-    (SQLite FAQ: do not carry a connection across fork()). So this worker has its own engine,
-    and a fork waits until none of its transactions is open."""
-    guard = threading.RLock()
-
-    def hold(*_args: Any) -> None:
-        guard.acquire()
-
-    def release(*_args: Any) -> None:
-        guard.release()
-
-    event.listen(engine, "begin", hold)
-    event.listen(engine, "commit", release)
-    event.listen(engine, "rollback", release)
-    os.register_at_fork(before=guard.acquire, after_in_parent=guard.release, after_in_child=guard.release)
 
 
 def _stop_on_sigterm() -> None:

@@ -10,12 +10,12 @@ twice changes nothing the second time: the planner compares against the stored s
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.core.lifecycle import Event, Status
@@ -32,6 +32,32 @@ identities = Identity.__table__
 role_grants = RoleGrant.__table__
 audit = AuditEvent.__table__
 outbox = OutboxMessage.__table__
+
+# Statements built once: building `insert(...).values(**literals)` per row cost more than the
+# database work itself on a first sync (SQLAlchemy coerces and cache-keys every literal).
+# Parameters are bound instead, and rows of one table go out as one executemany.
+_UPDATE_IDENTITY = (
+    update(identities)
+    .where(identities.c.id == bindparam("b_id"), identities.c.tenant_id == bindparam("b_tenant"))
+    .values(version=identities.c.version + 1)
+)
+_DELETE_GRANT = delete(role_grants).where(
+    role_grants.c.account_id == bindparam("b_id"), role_grants.c.role == bindparam("b_role")
+)
+_DELETE_ALL_GRANTS = delete(role_grants).where(role_grants.c.account_id == bindparam("b_id"))
+_UPDATE_ACCOUNT = (
+    update(accounts)
+    .where(accounts.c.id == bindparam("b_id"), accounts.c.tenant_id == bindparam("b_tenant"))
+    .values(version=accounts.c.version + 1)
+)
+_MAIL_FIELDS = select(
+    accounts.c.id,
+    accounts.c.email,
+    accounts.c.user_name,
+    accounts.c.version,
+    accounts.c.given_name,
+    identities.c.preferred_language,
+).join(identities, identities.c.id == accounts.c.identity_id)
 
 # Product events (webhooks) by the change that causes them.
 _EVENT_TOPICS = {
@@ -62,22 +88,23 @@ class ApplyResult:
     errors: list[str] = field(default_factory=list)
 
 
-def apply_plan(engine: Engine, plan: Plan, ctx: ApplyContext, *, batch_size: int = 200, progress: Any = None) -> ApplyResult:
+def apply_plan(
+    engine: Engine, plan: Plan, ctx: ApplyContext, *, batch_size: int = 500, progress: Any = None
+) -> ApplyResult:
     result = ApplyResult()
     pending = plan.accounts
     for start in range(0, len(pending), batch_size):
         batch = pending[start : start + batch_size]
         try:
             with transaction(engine) as conn:
-                for account_plan in batch:
-                    apply_account(conn, account_plan, ctx)
+                _write(conn, batch, ctx)
             result.applied += len(batch)
         except SQLAlchemyError:
             log.warning("batch of %d accounts failed; retrying one by one", len(batch))
             for account_plan in batch:
                 try:
                     with transaction(engine) as conn:
-                        apply_account(conn, account_plan, ctx)
+                        _write(conn, [account_plan], ctx)
                     result.applied += 1
                 except SQLAlchemyError as exc:
                     message = f"{account_plan.user_name}: {type(exc).__name__}: {getattr(exc, 'orig', exc)}"
@@ -88,136 +115,316 @@ def apply_plan(engine: Engine, plan: Plan, ctx: ApplyContext, *, batch_size: int
     return result
 
 
-def _snapshot(plan: AccountPlan, status: Status | None, roles: Sequence[str]) -> dict[str, Any]:
+def apply_account(conn: Connection, plan: AccountPlan, ctx: ApplyContext) -> str:
+    """Write one account's plan on `conn` (inside the caller's transaction). Returns the account id."""
+    return _write(conn, [plan], ctx)[0]
+
+
+def _snapshot(status: Status | None, roles: Iterable[str]) -> dict[str, Any]:
     return {"status": status.value if status else None, "roles": sorted(roles)}
 
 
-def apply_account(conn: Connection, plan: AccountPlan, ctx: ApplyContext) -> str:
-    """Write one account's plan on `conn` (inside the caller's transaction). Returns the account id."""
+def _stored_identity_ids(
+    conn: Connection, ctx: ApplyContext, batch: Sequence[AccountPlan]
+) -> dict[tuple[str, str], str]:
+    """(source, anchor) -> identity id for the batch's new accounts, in one query per source."""
+    wanted: dict[str, list[str]] = {}
+    for p in batch:
+        if p.account_id is None and p.user is not None:
+            wanted.setdefault(p.source, []).append(p.anchor)
+    found: dict[tuple[str, str], str] = {}
+    for source, anchors in wanted.items():
+        for row in conn.execute(
+            select(identities.c.id, identities.c.anchor).where(
+                identities.c.tenant_id == ctx.tenant_id,
+                identities.c.source == source,
+                identities.c.kind == "user",
+                identities.c.anchor.in_(anchors),
+            )
+        ):
+            found[(source, row.anchor)] = row.id
+    return found
+
+
+def _stored_roles(conn: Connection, batch: Sequence[AccountPlan]) -> dict[str, set[str]]:
+    ids = [p.account_id for p in batch if p.account_id is not None and p.changes]
+    roles: dict[str, set[str]] = {}
+    if ids:
+        for account_id, role in conn.execute(
+            select(role_grants.c.account_id, role_grants.c.role).where(role_grants.c.account_id.in_(ids))
+        ):
+            roles.setdefault(account_id, set()).add(role)
+    return roles
+
+
+class _Rows:
+    """The rows of one batch, by statement, so each table is written with one executemany."""
+
+    def __init__(self) -> None:
+        self.identity_inserts: list[dict[str, Any]] = []
+        self.identity_updates: list[dict[str, Any]] = []
+        self.account_inserts: list[dict[str, Any]] = []
+        self.account_updates: dict[frozenset[str], list[dict[str, Any]]] = {}
+        self.grant_deletes: list[dict[str, Any]] = []
+        self.archive_deletes: list[dict[str, Any]] = []
+        self.grant_inserts: list[dict[str, Any]] = []
+        self.audit: list[dict[str, Any]] = []
+        self.mails_new: dict[str, dict[str, Any]] = {}  # account id -> mail fields (created now)
+        self.mails_existing: list[str] = []  # account ids whose fields are read back
+        self.webhooks: list[dict[str, Any]] = []
+
+
+def _write(conn: Connection, batch: Sequence[AccountPlan], ctx: ApplyContext) -> list[str]:
+    stored_identities = _stored_identity_ids(conn, ctx, batch)
+    stored_roles = _stored_roles(conn, batch)
+    rows = _Rows()
+    ids = [_collect(rows, plan, ctx, stored_identities, stored_roles) for plan in batch]
+    _flush(conn, rows, ctx)
+    return ids
+
+
+def _collect(
+    rows: _Rows,
+    plan: AccountPlan,
+    ctx: ApplyContext,
+    stored_identities: Mapping[tuple[str, str], str],
+    stored_roles: Mapping[str, set[str]],
+) -> str:
     now = ctx.now
     user = plan.user
     account_id = plan.account_id
     if user is not None and (plan.identity_changed or account_id is None):
-        values = identity_values(user)
+        values = identity_values(user, plan.digest)
         if account_id is None:
             # A channel may have stored the identity already (SCIM writes it before planning);
             # the account then takes that identity's id.
-            account_id = conn.execute(
-                select(identities.c.id).where(
-                    identities.c.tenant_id == ctx.tenant_id, identities.c.source == plan.source,
-                    identities.c.kind == "user", identities.c.anchor == plan.anchor,
+            account_id = stored_identities.get((plan.source, plan.anchor))
+            if account_id is None:
+                account_id = new_id()
+                rows.identity_inserts.append(
+                    {
+                        "id": account_id,
+                        "tenant_id": ctx.tenant_id,
+                        "source": plan.source,
+                        "kind": "user",
+                        "anchor": plan.anchor,
+                        "created_at": now,
+                        "updated_at": now,
+                        "version": 1,
+                        **values,
+                    }
                 )
-            ).scalar_one_or_none()
-        if account_id is None:
-            account_id = new_id()
-            conn.execute(
-                insert(identities).values(
-                    id=account_id, tenant_id=ctx.tenant_id, source=plan.source, kind="user", anchor=plan.anchor,
-                    created_at=now, updated_at=now, version=1, **values,
+            elif plan.identity_changed:
+                rows.identity_updates.append(
+                    {"b_id": account_id, "b_tenant": ctx.tenant_id, "updated_at": now, **values}
                 )
-            )
-        elif plan.identity_changed:
-            conn.execute(
-                update(identities)
-                .where(identities.c.id == account_id, identities.c.tenant_id == ctx.tenant_id)
-                .values(updated_at=now, version=identities.c.version + 1, **values)
-            )
+        else:
+            rows.identity_updates.append({"b_id": account_id, "b_tenant": ctx.tenant_id, "updated_at": now, **values})
     if not plan.changes:
         return account_id or ""
     assert account_id is not None
 
     status: Status | None = plan.before
-    roles: set[str] = set()
-    if plan.account_id is not None:
-        roles = {
-            r for (r,) in conn.execute(select(role_grants.c.role).where(role_grants.c.account_id == account_id))
-        }
+    roles: set[str] = set(stored_roles.get(account_id, ())) if plan.account_id is not None else set()
     fields: dict[str, Any] = {}
     activation_mail = False
-    topics: list[tuple[str, dict[str, Any]]] = []
+    grants: list[dict[str, Any]] = []
+    # A new account is inserted once, in its final state (not inserted then updated).
+    new_account: dict[str, Any] | None = None
 
     for change in plan.changes:
-        before = _snapshot(plan, status, roles)
+        before = _snapshot(status, roles)
         status = _status_after(change, status, plan)
         detail: dict[str, Any] = {}
         if change.kind == "create":
             assert user is not None
-            conn.execute(
-                insert(accounts).values(
-                    id=account_id, tenant_id=ctx.tenant_id, identity_id=account_id, source=plan.source,
-                    anchor=plan.anchor, user_name=user.user_name, user_name_norm=fold(user.user_name),
-                    email=user.email, email_norm=fold(user.email), given_name=user.given_name,
-                    family_name=user.family_name, display_name=user.display_name, user_type=change.user_type,
-                    status=Status.NO_ACCESS.value, denied={}, admin_hold=False, expires_at=change.expires_at,
-                    created_at=now, updated_at=now, version=1,
-                )
-            )
+            new_account = {
+                "id": account_id,
+                "tenant_id": ctx.tenant_id,
+                "identity_id": account_id,
+                "source": plan.source,
+                "anchor": plan.anchor,
+                "user_type": change.user_type,
+                "admin_hold": False,
+                "expires_at": change.expires_at,
+                "created_at": now,
+                "version": 1,
+                **_account_fields(user, change.user_type),
+            }
             detail = {"userName": user.user_name, "email": user.email, "userType": change.user_type}
         elif change.kind == "update":
-            for name, (_, new) in change.fields.items():
-                fields[name] = new
-                if name in ("user_name", "email"):
-                    fields[f"{name}_norm"] = fold(new)  # type: ignore[arg-type]
+            assert user is not None
+            fields = _account_fields(user, plan.user_type)
             detail = {name: {"from": old, "to": new} for name, (old, new) in change.fields.items()}
         elif change.kind == "grant_roles":
-            for role, rule in change.roles.items():
-                conn.execute(
-                    insert(role_grants).values(
-                        account_id=account_id, role=role, tenant_id=ctx.tenant_id, rule=rule, granted_at=now
-                    )
-                )
-                roles.add(role)
+            grants += [
+                {"account_id": account_id, "role": role, "tenant_id": ctx.tenant_id, "rule": rule, "granted_at": now}
+                for role, rule in change.roles.items()
+            ]
+            roles.update(change.roles)
             detail = {"granted": dict(change.roles)}
             activation_mail = activation_mail or change.event is Event.GRANT_ROLES
         elif change.kind == "revoke_roles":
-            if change.roles:
-                conn.execute(
-                    delete(role_grants).where(
-                        role_grants.c.account_id == account_id, role_grants.c.role.in_(change.roles)
-                    )
-                )
-            roles -= set(change.roles)
+            revoked = set(change.roles)
+            grants = [g for g in grants if g["role"] not in revoked]
+            rows.grant_deletes += [{"b_id": account_id, "b_role": role} for role in sorted(revoked & roles)]
+            roles -= revoked
             detail = {"revoked": list(change.roles)}
         elif change.kind == "resend_activation":
             activation_mail = True
-        after = _snapshot(plan, status, roles)
-        conn.execute(
-            insert(audit).values(
-                tenant_id=ctx.tenant_id, account_id=account_id, actor=ctx.actor, action=change.kind,
-                before=before, after={**after, **({"detail": detail} if detail else {})},
-                reason=change.reason, correlation_id=ctx.correlation_id, occurred_at=now,
-            )
+        after = _snapshot(status, roles)
+        rows.audit.append(
+            {
+                "tenant_id": ctx.tenant_id,
+                "account_id": account_id,
+                "actor": ctx.actor,
+                "action": change.kind,
+                "before": before,
+                "after": {**after, **({"detail": detail} if detail else {})},
+                "reason": change.reason,
+                "correlation_id": ctx.correlation_id,
+                "occurred_at": now,
+            }
         )
         topic = _EVENT_TOPICS.get(change.kind)
         if change.kind == "grant_roles" and change.event is Event.GRANT_ROLES:
             topic = "account.pending"
-        if topic:
-            topics.append((topic, {"before": before, "after": after, **({"detail": detail} if detail else {})}))
-
-    if plan.after is Status.ARCHIVED and roles:
-        # Archiving revokes access whatever the plan listed: nothing may survive in role_grants.
-        conn.execute(delete(role_grants).where(role_grants.c.account_id == account_id))
-        roles = set()
+        if topic and ctx.webhooks:
+            rows.webhooks.append(
+                _webhook_row(
+                    ctx, account_id, topic, {"before": before, "after": after, **({"detail": detail} if detail else {})}
+                )
+            )
 
     assert status is plan.after, f"plan for {plan.user_name} ends in {plan.after}, apply reached {status}"
-    conn.execute(
-        update(accounts)
-        .where(accounts.c.id == account_id, accounts.c.tenant_id == ctx.tenant_id)
-        .values(
-            status=status.value,
-            status_before_suspend=plan.status_before_suspend.value if plan.status_before_suspend else None,
-            denied=dict(plan.denied),
-            updated_at=now,
-            version=accounts.c.version + 1,
-            **fields,
-        )
-    )
+    final = {
+        "status": status.value,
+        "status_before_suspend": plan.status_before_suspend.value if plan.status_before_suspend else None,
+        "denied": dict(plan.denied),
+        "updated_at": now,
+    }
+    if new_account is not None:
+        rows.account_inserts.append({**new_account, **final})
+    else:
+        update_row = {"b_id": account_id, "b_tenant": ctx.tenant_id, **final, **fields}
+        rows.account_updates.setdefault(frozenset(update_row), []).append(update_row)
+    if plan.after is Status.ARCHIVED:
+        # Archiving revokes access whatever the plan listed: nothing may survive in role_grants.
+        grants = []
+        rows.archive_deletes.append({"b_id": account_id})
+    rows.grant_inserts += grants
     if activation_mail:
-        queue_activation_mail(conn, ctx, account_id)
-    if ctx.webhooks:
-        for topic, change_payload in topics:
-            queue_webhook(conn, ctx, account_id, topic, change_payload)
+        if new_account is not None:
+            assert user is not None
+            rows.mails_new[account_id] = {
+                "email": user.email,
+                "user_name": user.user_name,
+                "given_name": user.given_name,
+                "preferred_language": user.preferred_language,
+            }
+        else:
+            rows.mails_existing.append(account_id)
     return account_id
+
+
+def _account_fields(user: Any, user_type: str) -> dict[str, Any]:
+    return {
+        "user_name": user.user_name,
+        "user_name_norm": fold(user.user_name),
+        "email": user.email,
+        "email_norm": fold(user.email),
+        "given_name": user.given_name,
+        "family_name": user.family_name,
+        "display_name": user.display_name,
+        "user_type": user_type,
+    }
+
+
+def _flush(conn: Connection, rows: _Rows, ctx: ApplyContext) -> None:
+    """Write a batch's rows in dependency order (identities, accounts, grants, audit, outbox)."""
+    if rows.identity_inserts:
+        conn.execute(insert(identities), rows.identity_inserts)
+    if rows.identity_updates:
+        conn.execute(_UPDATE_IDENTITY, rows.identity_updates)
+    if rows.account_inserts:
+        conn.execute(insert(accounts), rows.account_inserts)
+    for update_rows in rows.account_updates.values():
+        conn.execute(_UPDATE_ACCOUNT, update_rows)
+    if rows.grant_deletes:
+        conn.execute(_DELETE_GRANT, rows.grant_deletes)
+    if rows.archive_deletes:
+        conn.execute(_DELETE_ALL_GRANTS, rows.archive_deletes)
+    if rows.grant_inserts:
+        conn.execute(insert(role_grants), rows.grant_inserts)
+    if rows.audit:
+        conn.execute(insert(audit), rows.audit)  # in change order: ids grow with the list
+    mails = dict(rows.mails_new)
+    if rows.mails_existing:
+        # A resend or a changed address: the earlier mail still queued must never go out after
+        # the new one, so it is superseded in the same transaction.
+        conn.execute(
+            update(outbox)
+            .where(
+                outbox.c.tenant_id == ctx.tenant_id,
+                outbox.c.account_id.in_(rows.mails_existing),
+                outbox.c.topic == "activation",
+                outbox.c.status == "queued",
+            )
+            .values(status="superseded")
+        )
+        for row in conn.execute(_MAIL_FIELDS.where(accounts.c.id.in_(rows.mails_existing))):
+            mails[row.id] = row._asdict()
+    outbox_rows = [_activation_row(ctx, account_id, mails[account_id]) for account_id in mails] + rows.webhooks
+    if outbox_rows:
+        conn.execute(insert(outbox), outbox_rows)
+
+
+def _activation_row(ctx: ApplyContext, account_id: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "tenant_id": ctx.tenant_id,
+        "account_id": account_id,
+        "channel": "email",
+        "topic": "activation",
+        "payload": {
+            "to": fields["email"],
+            "userName": fields["user_name"],
+            "givenName": fields["given_name"],
+            "language": fields["preferred_language"] or ctx.default_language,
+        },
+        "idempotency_key": f"activation:{account_id}:{new_id()}",
+        "status": "queued",
+        "attempts": 0,
+        "next_attempt_at": ctx.now,
+        "created_at": ctx.now,
+    }
+
+
+def _webhook_row(ctx: ApplyContext, account_id: str, topic: str, change: dict[str, Any]) -> dict[str, Any]:
+    event_id = new_id()
+    return {
+        "tenant_id": ctx.tenant_id,
+        "account_id": account_id,
+        "channel": "webhook",
+        "topic": topic,
+        "payload": {
+            "id": event_id,
+            "type": topic,
+            "tenant": ctx.tenant_name,
+            "occurred_at": ctx.now.isoformat(),
+            "account": {"id": account_id},
+            "change": change,
+        },
+        "idempotency_key": f"webhook:{event_id}",
+        "status": "queued",
+        "attempts": 0,
+        "next_attempt_at": ctx.now,
+        "created_at": ctx.now,
+    }
+
+
+def queue_webhook(conn: Connection, ctx: ApplyContext, account_id: str, topic: str, change: dict[str, Any]) -> None:
+    """Queue one product event outside a plan (the activation page uses it)."""
+    conn.execute(insert(outbox), [_webhook_row(ctx, account_id, topic, change)])
 
 
 def _status_after(change: Change, status: Status | None, plan: AccountPlan) -> Status:
@@ -232,49 +439,3 @@ def _status_after(change: Change, status: Status | None, plan: AccountPlan) -> S
     assert status is not None
     new_status, _ = apply_event(status, event, getattr(change, "target", None))
     return new_status
-
-
-def queue_activation_mail(conn: Connection, ctx: ApplyContext, account_id: str) -> int:
-    """Queue an activation mail; any earlier one still queued for this account is superseded,
-    so a changed address or a resend never lets an old link go out after the new one."""
-    row = conn.execute(
-        select(accounts.c.email, accounts.c.user_name, accounts.c.version, accounts.c.given_name,
-               identities.c.preferred_language)
-        .join(identities, identities.c.id == accounts.c.identity_id)
-        .where(accounts.c.id == account_id, accounts.c.tenant_id == ctx.tenant_id)
-    ).one()
-    conn.execute(
-        update(outbox)
-        .where(
-            outbox.c.tenant_id == ctx.tenant_id, outbox.c.account_id == account_id,
-            outbox.c.topic == "activation", outbox.c.status == "queued",
-        )
-        .values(status="superseded")
-    )
-    result = conn.execute(
-        insert(outbox).values(
-            tenant_id=ctx.tenant_id, account_id=account_id, channel="email", topic="activation",
-            payload={
-                "to": row.email, "userName": row.user_name, "givenName": row.given_name,
-                "language": row.preferred_language or ctx.default_language,
-            },
-            idempotency_key=f"activation:{account_id}:{new_id()}",
-            status="queued", attempts=0, next_attempt_at=ctx.now, created_at=ctx.now,
-        )
-    )
-    return int(result.inserted_primary_key[0])
-
-
-def queue_webhook(conn: Connection, ctx: ApplyContext, account_id: str, topic: str, change: dict[str, Any]) -> None:
-    event_id = new_id()
-    conn.execute(
-        insert(outbox).values(
-            tenant_id=ctx.tenant_id, account_id=account_id, channel="webhook", topic=topic,
-            payload={
-                "id": event_id, "type": topic, "tenant": ctx.tenant_name,
-                "occurred_at": ctx.now.isoformat(), "account": {"id": account_id}, "change": change,
-            },
-            idempotency_key=f"webhook:{event_id}",
-            status="queued", attempts=0, next_attempt_at=ctx.now, created_at=ctx.now,
-        )
-    )

@@ -29,17 +29,19 @@ _BOOKMARK_PREFIX = "delta."
 def load_bookmark(conn: Connection, tenant_id: int, source: str) -> dict[str, str | None]:
     rows = conn.execute(
         select(source_state.c.key, source_state.c.value).where(
-            source_state.c.tenant_id == tenant_id, source_state.c.source == source,
+            source_state.c.tenant_id == tenant_id,
+            source_state.c.source == source,
             source_state.c.key.like(_BOOKMARK_PREFIX + "%"),
         )
     )
-    return {key[len(_BOOKMARK_PREFIX):]: value for key, value in rows}
+    return {key[len(_BOOKMARK_PREFIX) :]: value for key, value in rows}
 
 
 def save_bookmark(conn: Connection, tenant_id: int, source: str, values: Mapping[str, str], now: datetime) -> None:
     conn.execute(
         delete(source_state).where(
-            source_state.c.tenant_id == tenant_id, source_state.c.source == source,
+            source_state.c.tenant_id == tenant_id,
+            source_state.c.source == source,
             source_state.c.key.like(_BOOKMARK_PREFIX + "%"),
         )
     )
@@ -55,7 +57,8 @@ def save_bookmark(conn: Connection, tenant_id: int, source: str, values: Mapping
 def clear_bookmark(conn: Connection, tenant_id: int, source: str) -> None:
     conn.execute(
         delete(source_state).where(
-            source_state.c.tenant_id == tenant_id, source_state.c.source == source,
+            source_state.c.tenant_id == tenant_id,
+            source_state.c.source == source,
             source_state.c.key.like(_BOOKMARK_PREFIX + "%"),
         )
     )
@@ -82,7 +85,8 @@ def stored_members(conn: Connection, tenant_id: int, source: str, group_anchors:
     for chunk in _chunks(group_anchors):
         for group_anchor, member_anchor in conn.execute(
             select(memberships.c.group_anchor, memberships.c.member_anchor).where(
-                memberships.c.tenant_id == tenant_id, memberships.c.source == source,
+                memberships.c.tenant_id == tenant_id,
+                memberships.c.source == source,
                 memberships.c.group_anchor.in_(chunk),
             )
         ):
@@ -96,7 +100,8 @@ def stored_parents(conn: Connection, tenant_id: int, source: str, member_anchors
     for chunk in _chunks(member_anchors):
         for group_anchor, member_anchor in conn.execute(
             select(memberships.c.group_anchor, memberships.c.member_anchor).where(
-                memberships.c.tenant_id == tenant_id, memberships.c.source == source,
+                memberships.c.tenant_id == tenant_id,
+                memberships.c.source == source,
                 memberships.c.member_anchor.in_(chunk),
             )
         ):
@@ -109,8 +114,10 @@ def stored_groups(conn: Connection, tenant_id: int, source: str, anchors: Iterab
     for chunk in _chunks(anchors):
         for row in conn.execute(
             select(identities.c.anchor, identities.c.name, identities.c.dn).where(
-                identities.c.tenant_id == tenant_id, identities.c.source == source,
-                identities.c.kind == "group", identities.c.anchor.in_(chunk),
+                identities.c.tenant_id == tenant_id,
+                identities.c.source == source,
+                identities.c.kind == "group",
+                identities.c.anchor.in_(chunk),
             )
         ):
             out[row.anchor] = GroupRef(anchor=row.anchor, name=row.name, dn=row.dn)
@@ -123,15 +130,24 @@ def stored_users(conn: Connection, tenant_id: int, source: str, anchors: Iterabl
     for chunk in _chunks(anchors):
         for r in conn.execute(
             select(identities).where(
-                identities.c.tenant_id == tenant_id, identities.c.source == source,
-                identities.c.kind == "user", identities.c.anchor.in_(chunk),
+                identities.c.tenant_id == tenant_id,
+                identities.c.source == source,
+                identities.c.kind == "user",
+                identities.c.anchor.in_(chunk),
             )
         ):
             out[r.anchor] = SourceUser(
-                anchor=r.anchor, user_name=r.name, email=r.email, given_name=r.given_name,
-                family_name=r.family_name, display_name=r.display_name, active=r.active, dn=r.dn,
+                anchor=r.anchor,
+                user_name=r.name,
+                email=r.email,
+                given_name=r.given_name,
+                family_name=r.family_name,
+                display_name=r.display_name,
+                active=r.active,
+                dn=r.dn,
                 attributes={k: tuple(v) for k, v in (r.attributes or {}).items()},
-                scim_roles=tuple(r.scim_roles or ()), preferred_language=r.preferred_language,
+                scim_roles=tuple(r.scim_roles or ()),
+                preferred_language=r.preferred_language,
             )
     return out
 
@@ -164,7 +180,8 @@ class MembershipOverlay:
         for chunk in _chunks(wanted):
             for group_anchor, member_anchor in self.conn.execute(
                 select(memberships.c.group_anchor, memberships.c.member_anchor).where(
-                    memberships.c.tenant_id == self.tenant_id, memberships.c.source == self.source,
+                    memberships.c.tenant_id == self.tenant_id,
+                    memberships.c.source == self.source,
                     memberships.c.member_anchor.in_(chunk),
                 )
             ):

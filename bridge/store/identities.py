@@ -25,7 +25,7 @@ def _group_digest(group: SourceGroup, members: Iterable[str]) -> str:
     return hashlib.blake2b(json.dumps(payload).encode(), digest_size=16).hexdigest()
 
 
-def identity_values(user: SourceUser) -> dict[str, Any]:
+def identity_values(user: SourceUser, digest: str | None = None) -> dict[str, Any]:
     return {
         "dn": user.dn,
         "name": user.user_name,
@@ -39,7 +39,7 @@ def identity_values(user: SourceUser) -> dict[str, Any]:
         "attributes": {k: list(v) for k, v in user.attributes.items()},
         "scim_roles": list(user.scim_roles),
         "preferred_language": user.preferred_language,
-        "digest": identity_digest(user),
+        "digest": digest or identity_digest(user),
     }
 
 
@@ -81,16 +81,29 @@ def write_groups(
             continue
         changed += 1
         values = {
-            "dn": group.dn, "name": group.name, "name_norm": group.name.casefold(), "display_name": group.name,
-            "digest": digest, "updated_at": now,
+            "dn": group.dn,
+            "name": group.name,
+            "name_norm": group.name.casefold(),
+            "display_name": group.name,
+            "digest": digest,
+            "updated_at": now,
         }
         if row is None:
             from bridge.store.repo import new_id
 
             conn.execute(
                 insert(identities).values(
-                    id=new_id(), tenant_id=tenant_id, source=source, kind="group", anchor=anchor,
-                    active=True, attributes={}, scim_roles=[], created_at=now, version=1, **values,
+                    id=new_id(),
+                    tenant_id=tenant_id,
+                    source=source,
+                    kind="group",
+                    anchor=anchor,
+                    active=True,
+                    attributes={},
+                    scim_roles=[],
+                    created_at=now,
+                    version=1,
+                    **values,
                 )
             )
         else:
@@ -99,8 +112,11 @@ def write_groups(
             )
         conn.execute(
             delete(memberships).where(
-                and_(memberships.c.tenant_id == tenant_id, memberships.c.source == source,
-                     memberships.c.group_anchor == anchor)
+                and_(
+                    memberships.c.tenant_id == tenant_id,
+                    memberships.c.source == source,
+                    memberships.c.group_anchor == anchor,
+                )
             )
         )
         if members[anchor]:
@@ -118,16 +134,25 @@ def write_groups(
             changed += 1
             conn.execute(
                 delete(memberships).where(
-                    and_(memberships.c.tenant_id == tenant_id, memberships.c.source == source,
-                         memberships.c.group_anchor == anchor)
+                    and_(
+                        memberships.c.tenant_id == tenant_id,
+                        memberships.c.source == source,
+                        memberships.c.group_anchor == anchor,
+                    )
                 )
             )
             conn.execute(delete(identities).where(identities.c.id == row.id))
             conn.execute(
                 insert(audit).values(
-                    tenant_id=tenant_id, account_id=None, actor=actor, action="group_removed",
-                    before={"group": anchor, "source": source}, after=None,
-                    reason="no longer in source", correlation_id=correlation_id, occurred_at=now,
+                    tenant_id=tenant_id,
+                    account_id=None,
+                    actor=actor,
+                    action="group_removed",
+                    before={"group": anchor, "source": source},
+                    after=None,
+                    reason="no longer in source",
+                    correlation_id=correlation_id,
+                    occurred_at=now,
                 )
             )
     return changed
@@ -163,8 +188,10 @@ def effective_groups(
         chunk = group_list[start : start + 500]
         for row in conn.execute(
             select(identities.c.anchor, identities.c.name, identities.c.dn).where(
-                identities.c.tenant_id == tenant_id, identities.c.source == source,
-                identities.c.kind == "group", identities.c.anchor.in_(chunk),
+                identities.c.tenant_id == tenant_id,
+                identities.c.source == source,
+                identities.c.kind == "group",
+                identities.c.anchor.in_(chunk),
             )
         ):
             refs[row.anchor] = GroupRef(anchor=row.anchor, name=row.name, dn=row.dn)
@@ -202,15 +229,18 @@ def load_subjects(conn: Connection, tenant_id: int, source: str, anchors: Sequen
     """Subjects rebuilt from stored identities, for re-planning a few people (SCIM, CLI)."""
     rows = conn.execute(
         select(identities).where(
-            identities.c.tenant_id == tenant_id, identities.c.source == source,
-            identities.c.kind == "user", identities.c.anchor.in_(list(anchors)),
+            identities.c.tenant_id == tenant_id,
+            identities.c.source == source,
+            identities.c.kind == "user",
+            identities.c.anchor.in_(list(anchors)),
         )
     ).all()
     groups = effective_groups(conn, tenant_id, source, [r.anchor for r in rows])
     direct: dict[str, list[str]] = {}
     for group_anchor, member_anchor in conn.execute(
         select(memberships.c.group_anchor, memberships.c.member_anchor).where(
-            memberships.c.tenant_id == tenant_id, memberships.c.source == source,
+            memberships.c.tenant_id == tenant_id,
+            memberships.c.source == source,
             memberships.c.member_anchor.in_([r.anchor for r in rows]),
         )
     ):
@@ -218,10 +248,17 @@ def load_subjects(conn: Connection, tenant_id: int, source: str, anchors: Sequen
     subjects = []
     for r in rows:
         user = SourceUser(
-            anchor=r.anchor, user_name=r.name, email=r.email, given_name=r.given_name,
-            family_name=r.family_name, display_name=r.display_name, active=r.active, dn=r.dn,
+            anchor=r.anchor,
+            user_name=r.name,
+            email=r.email,
+            given_name=r.given_name,
+            family_name=r.family_name,
+            display_name=r.display_name,
+            active=r.active,
+            dn=r.dn,
             attributes={k: tuple(v) for k, v in (r.attributes or {}).items()},
-            groups=tuple(sorted(direct.get(r.anchor, ()))), scim_roles=tuple(r.scim_roles or ()),
+            groups=tuple(sorted(direct.get(r.anchor, ()))),
+            scim_roles=tuple(r.scim_roles or ()),
             preferred_language=r.preferred_language,
         )
         subjects.append(Subject(user=user, groups=groups.get(r.anchor, ())))

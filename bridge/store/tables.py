@@ -8,7 +8,7 @@ id, so a SCIM `id`, an account id and an identity id are one value.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -64,7 +64,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     metadata = metadata
-    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[Any]: JSON()}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[Any]: JSON()}
 
 
 class Tenant(Base):
@@ -117,6 +117,29 @@ class Identity(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # SCIM (migration 0002). The resource as the client sent it (Entra: "store values as sent"),
+    # attribute names in canonical case, without id/meta and read-only attributes.
+    resource: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # A SCIM DELETE marks the identity instead of removing it: its account (same id) is archived
+    # and keeps pointing at it. Deleted identities are invisible to SCIM and free their userName.
+    deleted_at: Mapped[datetime | None]
+
+
+# userName (users) and displayName (groups) are unique per tenant among live SCIM identities,
+# case-insensitively (RFC 7643 4.1.1: userName caseExact false, uniqueness server; Entra requires
+# group displayNames to be unique). Partial so directory sources and deleted identities are free.
+Index(
+    "uq_identities_scim_name",
+    Identity.tenant_id,
+    Identity.kind,
+    Identity.name_norm,
+    unique=True,
+    sqlite_where=(Identity.source == "scim") & Identity.deleted_at.is_(None),
+    postgresql_where=(Identity.source == "scim") & Identity.deleted_at.is_(None),
+)
+Index("ix_identities_updated", Identity.tenant_id, Identity.source, Identity.kind, Identity.updated_at)
+# SCIM lists page in creation order (stable for Okta's startIndex paging while users are added).
+Index("ix_identities_created", Identity.tenant_id, Identity.source, Identity.kind, Identity.created_at, Identity.id)
 
 
 class Membership(Base):
@@ -252,3 +275,96 @@ class Lease(Base):
     holder: Mapped[str] = mapped_column(String(200))
     expires_at: Mapped[datetime]
     acquired_at: Mapped[datetime]
+
+
+class JobRun(Base):
+    """One run of a scheduled job. The unique (job, scheduled_for) makes each tick run once
+    across every process sharing the database, whatever their clocks' small differences."""
+
+    __tablename__ = "job_runs"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "job", "scheduled_for", name="uq_job_runs_tick"),
+        Index("ix_job_runs_job", "tenant_id", "job", "started_at"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(Integer, default=0)  # 0: deployment-wide
+    job: Mapped[str] = mapped_column(String(200))
+    scheduled_for: Mapped[datetime]
+    holder: Mapped[str] = mapped_column(String(200))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    outcome: Mapped[str] = mapped_column(String(12), default="running")  # running/ok/failed/aborted
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class ActivationToken(Base):
+    """One activation link. Only the SHA-256 of the token is kept; the token itself is derived
+    from the server secret and the outbox row that mails it (bridge.notify.activation)."""
+
+    __tablename__ = "activation_tokens"
+    __table_args__ = (
+        Index("ix_activation_tokens_account", "tenant_id", "account_id"),
+        Index("ix_activation_tokens_expires", "expires_at"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    outbox_id: Mapped[int] = mapped_column(BigId, unique=True)  # the activation mail carrying it
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str | None] = mapped_column(String(320))  # the address the link went to
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]  # a newer link was sent
+    reminded_at: Mapped[datetime | None]
+
+
+class Credential(Base):
+    """The password an account set on activation (argon2id, PHC string)."""
+
+    __tablename__ = "credentials"
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    updated_at: Mapped[datetime]
+
+
+class WebhookEndpoint(Base):
+    """Delivery state of a webhook URL; a 410 from the receiver disables it until re-enabled."""
+
+    __tablename__ = "webhook_endpoints"
+    url_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    disabled_at: Mapped[datetime | None]
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime]
+
+
+# A person's groups (re-planning one SCIM member, effective_groups) read memberships by member.
+# Covering, so SQLite does not prefer the primary key's (tenant, source) prefix and scan every
+# membership of the source (2 ms at 10k memberships, growing with them). Migration 0002.
+Index(
+    "ix_memberships_member_group",
+    Membership.tenant_id,
+    Membership.source,
+    Membership.member_anchor,
+    Membership.group_anchor,
+)
+
+
+class ScimEmail(Base):
+    """One row per value of a SCIM user's multi-valued `emails`, so that value-path filters such
+    as `emails[type eq "work" and value eq "x"]` run as an indexed query (RFC 7644 3.4.2.2)."""
+
+    __tablename__ = "scim_emails"
+    __table_args__ = (
+        Index("ix_scim_emails_value", "tenant_id", "value_norm"),
+        Index("ix_scim_emails_identity", "identity_id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    identity_id: Mapped[str] = mapped_column(ForeignKey("identities.id"))
+    value: Mapped[str] = mapped_column(String(320))
+    value_norm: Mapped[str] = mapped_column(String(320))  # casefolded: emails.value is caseExact false
+    type_norm: Mapped[str | None] = mapped_column(String(50))  # casefolded type ("work", "home")
+    primary: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -19,8 +19,15 @@ GROUPS = "ou=groups,dc=example,dc=org"
 
 
 def person(uid: str, **extra: str) -> str:
-    lines = [f"dn: uid={uid},{PEOPLE}", "objectClass: inetOrgPerson", f"uid: {uid}", f"cn: {uid.title()} Tester",
-             "sn: Tester", f"givenName: {uid.title()}", f"mail: {uid}@example.org"]
+    lines = [
+        f"dn: uid={uid},{PEOPLE}",
+        "objectClass: inetOrgPerson",
+        f"uid: {uid}",
+        f"cn: {uid.title()} Tester",
+        "sn: Tester",
+        f"givenName: {uid.title()}",
+        f"mail: {uid}@example.org",
+    ]
     lines += [f"{k}: {v}" for k, v in extra.items()]
     return "\n".join(lines)
 
@@ -57,16 +64,29 @@ def directory(slapd: Slapd) -> Slapd:
 @pytest.fixture
 def deploy(tmp_path: Path, db_url: str, directory: Slapd, monkeypatch: pytest.MonkeyPatch) -> LdapDeployment:
     return LdapDeployment(
-        tmp_path, db_url, flavor="openldap", url=directory.url, bind_dn=directory.bind_dn,
-        password=directory.password, user_base=PEOPLE, group_base=GROUPS, monkeypatch=monkeypatch,
+        tmp_path,
+        db_url,
+        flavor="openldap",
+        url=directory.url,
+        bind_dn=directory.bind_dn,
+        password=directory.password,
+        user_base=PEOPLE,
+        group_base=GROUPS,
+        monkeypatch=monkeypatch,
     )
 
 
 @pytest.fixture
 def deploy_sqlite(tmp_path: Path, directory: Slapd, monkeypatch: pytest.MonkeyPatch) -> LdapDeployment:
     return LdapDeployment(
-        tmp_path, f"sqlite:///{tmp_path / 'bridge.db'}", flavor="openldap", url=directory.url,
-        bind_dn=directory.bind_dn, password=directory.password, user_base=PEOPLE, group_base=GROUPS,
+        tmp_path,
+        f"sqlite:///{tmp_path / 'bridge.db'}",
+        flavor="openldap",
+        url=directory.url,
+        bind_dn=directory.bind_dn,
+        password=directory.password,
+        user_base=PEOPLE,
+        group_base=GROUPS,
         monkeypatch=monkeypatch,
     )
 
@@ -146,7 +166,8 @@ def test_locked_by_ppolicy_is_suspended_and_resumes_when_unlocked(
     for _ in range(5):
         bad = subprocess.run(
             ["ldapwhoami", "-x", "-H", directory.url, "-D", f"uid=pat,{PEOPLE}", "-w", "wrong"],
-            capture_output=True, check=False,
+            capture_output=True,
+            check=False,
         )
         assert bad.returncode != 0
     out = deploy_sqlite.sync("--full")

@@ -20,13 +20,13 @@ def bridge(d: Deployment, *args: str) -> Result:
 
 def sync_json(d: Deployment, *args: str) -> dict[str, Any]:
     result = bridge(d, "sync", "--json", *args)
-    return {"exit": result.exit_code, **json.loads(result.output.strip().splitlines()[-1])}
+    return {"exit": result.exit_code, **json.loads(result.stdout.strip().splitlines()[-1])}
 
 
 def users(d: Deployment) -> dict[str, dict[str, Any]]:
     result = bridge(d, "users", "list", "--json")
     assert result.exit_code == 0, result.output
-    return {u["userName"]: u for u in json.loads(result.output)}
+    return {u["userName"]: u for u in json.loads(result.stdout)}
 
 
 def table_counts(d: Deployment) -> dict[str, int]:
@@ -110,7 +110,7 @@ def test_leaver_is_archived_and_returns_as_no_access_then_pending_with_a_new_mai
     back = users(deployment)[person]
     assert back["status"] == "pending" and back["roles"]
     assert len(activation_mails(deployment, person)) == 2
-    history = json.loads(bridge(deployment, "users", "show", person, "--json").output)["history"]
+    history = json.loads(bridge(deployment, "users", "show", person, "--json").stdout)["history"]
     assert [h["action"] for h in history][-2:] == ["reactivate", "grant_roles"]
     assert history[-2]["to"] == "no_access" and history[-1]["to"] == "pending"
 
@@ -160,7 +160,7 @@ def test_seat_limit_leaves_latecomers_no_access_with_reason_in_audit(deployment:
     assert refused
     # They keep the non-billable role and get no paid one.
     assert all(not (billable & set(u["roles"])) for u in refused)
-    audit = json.loads(bridge(deployment, "audit", "--json").output)
+    audit = json.loads(bridge(deployment, "audit", "--json").stdout)
     assert any("seat_limit" in json.dumps(e["after"]) or "seat_limit" in (e["reason"] or "") for e in audit) or refused
     explained = bridge(deployment, "explain", refused[0]["userName"]).output
     assert "seat limit" in explained
@@ -170,10 +170,21 @@ def test_sync_runs_are_recorded(deployment: Deployment) -> None:
     sync_json(deployment)
     deployment.remove_people(deployment.people()[:20])
     sync_json(deployment)
-    history = json.loads(bridge(deployment, "sync", "--history", "--json").output)
+    history = json.loads(bridge(deployment, "sync", "--history", "--json").stdout)
     assert [h["outcome"] for h in history] == ["aborted", "ok"]
     assert history[1]["counts"]["created"] == 60
     engine = make_engine(deployment.db_url)
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(SyncRun)).scalar_one() == 2
     engine.dispose()
+
+
+def test_entry_that_cannot_be_read_archives_nobody(deployment: Deployment) -> None:
+    sync_json(deployment)
+    person = deployment.people()[0]
+    # The person is still in the directory, but their entry lost its anchor (a broken export).
+    deployment.edit_person(person, "entryUUID", None)
+    out = sync_json(deployment)
+    assert out["exit"] == 0 and out["archived"] == 0
+    assert any("nobody is archived" in e for e in out["errors"])
+    assert users(deployment)[person]["status"] != "archived"

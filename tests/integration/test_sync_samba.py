@@ -57,7 +57,8 @@ def big_ou(samba_dc: SambaDC) -> Iterator[Directory]:
         pat = samba_dc.add_user(conn, ou, "pat")
         samba_dc.add_user(conn, ou, "erin", accountExpires=0)  # 0 means never (trap 3)
         assert conn.add(
-            f"CN=WS01,{ou}", ["top", "person", "organizationalPerson", "user", "computer"],
+            f"CN=WS01,{ou}",
+            ["top", "person", "organizationalPerson", "user", "computer"],
             {"sAMAccountName": "WS01$", "userAccountControl": 4096},
         ), conn.result
         samba_dc.add_group(conn, ou, "admins", [alice])
@@ -96,8 +97,15 @@ def small_ou(samba_dc: SambaDC) -> Directory:
 
 def deployment(tmp_path: Path, d: Directory, monkeypatch: pytest.MonkeyPatch) -> LdapDeployment:
     return LdapDeployment(
-        tmp_path, f"sqlite:///{tmp_path / 'bridge.db'}", flavor="ad", url=d.dc.url, bind_dn=d.dc.bind_dn,
-        password=d.dc.password, user_base=d.ou, group_base=d.ou, monkeypatch=monkeypatch,
+        tmp_path,
+        f"sqlite:///{tmp_path / 'bridge.db'}",
+        flavor="ad",
+        url=d.dc.url,
+        bind_dn=d.dc.bind_dn,
+        password=d.dc.password,
+        user_base=d.ou,
+        group_base=d.ou,
+        monkeypatch=monkeypatch,
     )
 
 

@@ -29,8 +29,12 @@ class FakeConnection:
         entries, code, cookie = self.script.pop(0)
         self.response = entries
         controls = {PAGED: {"value": {"cookie": cookie}}} if cookie is not None else {}
-        self.result = {"result": code, "description": {0: "success", 4: "sizeLimitExceeded"}.get(code, "x"),
-                       "message": "", "controls": controls}
+        self.result = {
+            "result": code,
+            "description": {0: "success", 4: "sizeLimitExceeded"}.get(code, "x"),
+            "message": "",
+            "controls": controls,
+        }
         return code == 0
 
 
@@ -40,7 +44,10 @@ def entry(dn: str, **attributes: list[Any]) -> dict[str, Any]:
 
 def source(flavor: str = "ad", **settings: Any) -> LdapSource:
     cfg = SourceConfig(
-        name="dir", tenant="t", kind="ldap", origin="bridge.toml",
+        name="dir",
+        tenant="t",
+        kind="ldap",
+        origin="bridge.toml",
         settings={"url": "ldap://127.0.0.1:389", "page_size": 2, "flavor": flavor, **settings},
     )
     return LdapSource(cfg, DirectorySettings(flavor=flavor, user_base="dc=x", group_base="dc=x"))  # type: ignore[arg-type]
@@ -64,10 +71,12 @@ def test_paging_is_critical_and_references_are_skipped() -> None:
 
 def test_ranged_member_values_are_fetched_until_the_star() -> None:
     src = source(range_size=2)
-    fake = FakeConnection([
-        ([entry("cn=g,dc=x", **{"member;range=2-3": [b"cn=3", b"cn=4"]})], 0, None),
-        ([entry("cn=g,dc=x", **{"member;range=4-*": [b"cn=5"]})], 0, None),
-    ])
+    fake = FakeConnection(
+        [
+            ([entry("cn=g,dc=x", **{"member;range=2-3": [b"cn=3", b"cn=4"]})], 0, None),
+            ([entry("cn=g,dc=x", **{"member;range=4-*": [b"cn=5"]})], 0, None),
+        ]
+    )
     src._conn = fake  # type: ignore[assignment]
     out = src._complete_ranges("cn=g,dc=x", {"member;range=0-1": [b"cn=1", b"cn=2"], "cn": [b"g"]})
     assert out["member"] == [b"cn=1", b"cn=2", b"cn=3", b"cn=4", b"cn=5"] and "member;range=0-1" not in out

@@ -58,8 +58,11 @@ def test_attribute_rule_is_case_insensitive_on_the_value(mapping) -> None:  # ty
 def test_scim_path_attribute_names_match_plain_names(mapping) -> None:  # type: ignore[no-untyped-def]
     data = dict(MAPPING)
     data["rules"] = [
-        {"attribute": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department", "equals": "Finance",
-         "roles": ["financial_reports"]}
+        {
+            "attribute": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
+            "equals": "Finance",
+            "roles": ["financial_reports"],
+        }
     ]
     decision = decide_roles(user(attributes={"department": ("Finance",)}), (), parse_mapping(data, "x"))
     assert set(decision.granted) == {"financial_reports"}
@@ -99,7 +102,11 @@ def test_external_attribute_decides_user_type() -> None:
     [
         ({"roles": {"a": {}}, "rules": [{"group": "cn=x", "roles": ["missing"]}]}, "rules[1].roles", "not defined"),
         ({"roles": {"a": {"colour": "red"}}}, "roles.a.colour", "unknown key"),
-        ({"roles": {"a": {}}, "rules": [{"group": "cn=x", "group_name": "x", "roles": ["a"]}]}, "rules[1]", "exactly one"),
+        (
+            {"roles": {"a": {}}, "rules": [{"group": "cn=x", "group_name": "x", "roles": ["a"]}]},
+            "rules[1]",
+            "exactly one",
+        ),
         ({"roles": {"a": {}}, "rules": [{"group_pattern": "([", "roles": ["a"]}]}, "rules[1].group_pattern", "regular"),
         ({"roles": {"a": {"max_holders": True}}}, "roles.a.max_holders", "boolean"),
         ({"roles": {"a": {}}, "rules": [{"attribute": "ou", "roles": ["a"]}]}, "rules[1].equals", "missing"),

@@ -43,10 +43,18 @@ def subject(name: str, *groups: GroupRef, active: bool = True, email: str | None
 
 def state_from(account_plan: AccountPlan, subject_: Subject) -> AccountState:
     return AccountState(
-        id=account_plan.account_id or f"id-{account_plan.anchor}", anchor=account_plan.anchor, source="dir",
-        user_name=subject_.user.user_name, email=subject_.user.email, given_name=None, family_name=None,
-        display_name=None, status=account_plan.after, status_before_suspend=account_plan.status_before_suspend,
-        roles=account_plan.roles_after, user_type=account_plan.user_type,
+        id=account_plan.account_id or f"id-{account_plan.anchor}",
+        anchor=account_plan.anchor,
+        source="dir",
+        user_name=subject_.user.user_name,
+        email=subject_.user.email,
+        given_name=None,
+        family_name=None,
+        display_name=None,
+        status=account_plan.after,
+        status_before_suspend=account_plan.status_before_suspend,
+        roles=account_plan.roles_after,
+        user_type=account_plan.user_type,
         identity_digest=identity_digest(subject_.user),
     )
 
@@ -57,7 +65,9 @@ def plan(subjects: list[Subject], accounts: dict[str, AccountState] | None = Non
     return build_plan("dir", subjects, accounts or {}, MAPPING, **options)  # type: ignore[arg-type]
 
 
-def converge(subjects: list[Subject], accounts: dict[str, AccountState] | None = None, **kw: object) -> tuple[Plan, dict[str, AccountState]]:
+def converge(
+    subjects: list[Subject], accounts: dict[str, AccountState] | None = None, **kw: object
+) -> tuple[Plan, dict[str, AccountState]]:
     """Plan, then 'apply' by rebuilding states from the plan (what apply writes)."""
     accounts = dict(accounts or {})
     result = plan(subjects, accounts, **kw)
