@@ -79,3 +79,5 @@ def setup_logging(fmt: str = "text", level: str = "INFO") -> None:
     root.setLevel(level.upper())
     # APScheduler logs every tick at INFO; its warnings and errors are what operators need.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # Alembic announces its dialect on every readiness probe (/readyz checks the revision).
+    logging.getLogger("alembic").setLevel(logging.WARNING)
