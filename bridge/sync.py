@@ -308,6 +308,24 @@ def _run(
             actor=f"sync:{source_name}",
             correlation_id=correlation_id,
         )
+    applied = _apply(engine, config, tenant, tenant_cfg, source_name, plan, now, correlation_id, progress)
+    result.errors.extend(applied.errors)
+    if not applied.errors:
+        _save_bookmark(engine, tenant.id, source_name, source, now)
+    return finish("ok" if not (applied.errors or partial) else "partial")
+
+
+def _apply(
+    engine: Engine,
+    config: Config,
+    tenant: Any,
+    tenant_cfg: Any,
+    source_name: str,
+    plan: Plan,
+    now: datetime,
+    correlation_id: str,
+    progress: Callable[[str, int, int], None] | None,
+) -> Any:
     ctx = ApplyContext(
         tenant_id=tenant.id,
         tenant_name=tenant.name,
@@ -326,11 +344,7 @@ def _run(
         if progress:
             progress("apply", done, total)
 
-    applied = apply_plan(engine, plan, ctx, progress=step)
-    result.errors.extend(applied.errors)
-    if not applied.errors:
-        _save_bookmark(engine, tenant.id, source_name, source, now)
-    return finish("ok" if not (applied.errors or partial) else "partial")
+    return apply_plan(engine, plan, ctx, progress=step)
 
 
 def _apply_delta(
@@ -359,25 +373,7 @@ def _apply_delta(
     result.counts = plan.counts()
     if dry_run:
         return finish("dry-run")
-    ctx = ApplyContext(
-        tenant_id=tenant.id,
-        tenant_name=tenant.name,
-        actor=f"sync:{source_name}",
-        correlation_id=correlation_id,
-        now=now,
-        webhooks=bool(config.webhook.get("url")),
-        default_language=tenant_cfg.default_language,
-    )
-    total = len(plan.accounts)
-    done = 0
-
-    def step(n: int) -> None:
-        nonlocal done
-        done += n
-        if progress:
-            progress("apply", done, total)
-
-    applied = apply_plan(engine, plan, ctx, progress=step)
+    applied = _apply(engine, config, tenant, tenant_cfg, source_name, plan, now, correlation_id, progress)
     result.errors.extend(applied.errors)
     if applied.errors:
         return finish("partial")

@@ -181,20 +181,9 @@ def effective_groups(
                 parents.setdefault(member_anchor, set()).add(group_anchor)
                 if group_anchor not in seen:
                     frontier.add(group_anchor)
-    all_groups = {g for gs in parents.values() for g in gs}
-    refs: dict[str, GroupRef] = {}
-    group_list = list(all_groups)
-    for start in range(0, len(group_list), 500):
-        chunk = group_list[start : start + 500]
-        for row in conn.execute(
-            select(identities.c.anchor, identities.c.name, identities.c.dn).where(
-                identities.c.tenant_id == tenant_id,
-                identities.c.source == source,
-                identities.c.kind == "group",
-                identities.c.anchor.in_(chunk),
-            )
-        ):
-            refs[row.anchor] = GroupRef(anchor=row.anchor, name=row.name, dn=row.dn)
+    from bridge.store.delta import stored_groups
+
+    refs = stored_groups(conn, tenant_id, source, {g for gs in parents.values() for g in gs})
 
     out: dict[str, tuple[GroupRef, ...]] = {}
     for member in member_anchors:
