@@ -6,12 +6,15 @@ import time
 import uuid
 from typing import Any
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, abort, g, jsonify, request
 from sqlalchemy import text
 
 from bridge.logs import correlation_id
 from bridge.runtime import Runtime
 from bridge.store.db import is_current
+
+# Oversized bodies up to this size are read and discarded before the 413 (see below).
+_DRAIN_LIMIT = 16 * 1024 * 1024
 
 
 def create_app(runtime: Runtime) -> Flask:
@@ -29,6 +32,24 @@ def create_app(runtime: Runtime) -> Flask:
             incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else f"req-{uuid.uuid4().hex[:16]}"
         )
         g.correlation_token = correlation_id.set(g.request_id)
+
+    @app.before_request
+    def _refuse_oversized_body() -> None:
+        length = request.content_length
+        if length is None or length <= app.config["MAX_CONTENT_LENGTH"]:
+            return
+        # gunicorn drains at most 64 KiB of an unread body and then drops the keep-alive
+        # connection without saying so; an identity provider's next request on it fails. Reading
+        # (and discarding) a moderately oversized body keeps the connection usable for the 413.
+        if length <= _DRAIN_LIMIT:
+            stream = request.environ["wsgi.input"]
+            remaining = length
+            while remaining > 0:
+                chunk = stream.read(min(remaining, 65536))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+        abort(413)
 
     @app.after_request
     def _finish_request(response: Response) -> Response:
