@@ -56,7 +56,9 @@ def serve_gunicorn(runtime: Runtime, host: str, port: int, workers: int, threads
         # The longest request line gunicorn allows: long filters get a SCIM 400, not an HTML 414.
         "limit_request_line": 8190,
         "timeout": 120,
-        "graceful_timeout": 30,
+        # In-flight SCIM requests take milliseconds; a worker stuck longer (a lock wait) must not
+        # hold a stop or a restart for half a minute.
+        "graceful_timeout": 10,
         "accesslog": None,
         "errorlog": "-",
         "loglevel": "warning",
