@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlalchemy import Connection, delete, insert, select
 
 from bridge.core.model import GroupRef, SourceUser
+from bridge.store.identities import user_from_row
 from bridge.store.tables import Identity, Membership, SourceState
 
 identities = Identity.__table__
@@ -136,19 +137,7 @@ def stored_users(conn: Connection, tenant_id: int, source: str, anchors: Iterabl
                 identities.c.anchor.in_(chunk),
             )
         ):
-            out[r.anchor] = SourceUser(
-                anchor=r.anchor,
-                user_name=r.name,
-                email=r.email,
-                given_name=r.given_name,
-                family_name=r.family_name,
-                display_name=r.display_name,
-                active=r.active,
-                dn=r.dn,
-                attributes={k: tuple(v) for k, v in (r.attributes or {}).items()},
-                scim_roles=tuple(r.scim_roles or ()),
-                preferred_language=r.preferred_language,
-            )
+            out[r.anchor] = user_from_row(r)
     return out
 
 

@@ -43,6 +43,24 @@ def identity_values(user: SourceUser, digest: str | None = None) -> dict[str, An
     }
 
 
+def user_from_row(row: Any, groups: tuple[str, ...] = ()) -> SourceUser:
+    """A stored user identity back as the SourceUser the source reported."""
+    return SourceUser(
+        anchor=row.anchor,
+        user_name=row.name,
+        email=row.email,
+        given_name=row.given_name,
+        family_name=row.family_name,
+        display_name=row.display_name,
+        active=row.active,
+        dn=row.dn,
+        attributes={k: tuple(v) for k, v in (row.attributes or {}).items()},
+        groups=groups,
+        scim_roles=tuple(row.scim_roles or ()),
+        preferred_language=row.preferred_language,
+    )
+
+
 def write_groups(
     conn: Connection,
     tenant_id: int,
@@ -236,19 +254,6 @@ def load_subjects(conn: Connection, tenant_id: int, source: str, anchors: Sequen
         direct.setdefault(member_anchor, []).append(group_anchor)
     subjects = []
     for r in rows:
-        user = SourceUser(
-            anchor=r.anchor,
-            user_name=r.name,
-            email=r.email,
-            given_name=r.given_name,
-            family_name=r.family_name,
-            display_name=r.display_name,
-            active=r.active,
-            dn=r.dn,
-            attributes={k: tuple(v) for k, v in (r.attributes or {}).items()},
-            groups=tuple(sorted(direct.get(r.anchor, ()))),
-            scim_roles=tuple(r.scim_roles or ()),
-            preferred_language=r.preferred_language,
-        )
+        user = user_from_row(r, groups=tuple(sorted(direct.get(r.anchor, ()))))
         subjects.append(Subject(user=user, groups=groups.get(r.anchor, ())))
     return subjects
