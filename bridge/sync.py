@@ -77,6 +77,8 @@ class SyncResult:
     plan: Plan | None = None
     run_id: str = ""
     mode: str = "full"  # the mode that ran: a delta request may run full
+    # Seconds per step (read, load, plan, apply), logged with the outcome: where a slow run went.
+    timings: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         keys = ("created", "updated", "rolesChanged", "suspended", "archived", "reactivated", "unchanged")
@@ -186,7 +188,16 @@ def _run(
                         errors=result.errors[:100],
                     )
                 )
-        log.info("sync %s: %s %s", source_name, outcome, result.counts, extra={"correlation_id": correlation_id})
+        steps = " ".join(f"{k}={v:.1f}s" for k, v in result.timings.items())
+        log.info(
+            "sync %s: %s %s in %.1fs (%s)",
+            source_name,
+            outcome,
+            result.counts,
+            result.duration,
+            steps,
+            extra={"correlation_id": correlation_id},
+        )
         return result
 
     def abort(reason: str) -> SyncResult:
@@ -237,6 +248,7 @@ def _run(
                     progress,
                     finish,
                 )
+        step = time.monotonic()
         if fetch is not None:
             snapshot, report = fetch(source_cfg, now)
         else:
@@ -247,9 +259,11 @@ def _run(
         if source is not None and hasattr(source, "close"):
             source.close()
     result.errors.extend(getattr(report, "errors", []) or [])
+    result.timings["read"] = time.monotonic() - step
     if not snapshot.complete:
         return abort("the source returned an incomplete read")
 
+    step = time.monotonic()
     with transaction(engine, write=False) as conn:
         accounts = load_account_states(conn, tenant.id, source_name)
         usage = usage_outside(
@@ -259,6 +273,7 @@ def _run(
             exclude_source=source_name,
             suspended_counts_as_seat=tenant_cfg.suspended_counts_as_seat,
         )
+    result.timings["load"] = time.monotonic() - step
     live = sum(1 for a in accounts.values() if a.status.value != "archived")
     if not snapshot.users and live and not force:
         return abort(f"the source returned no users while {live} accounts exist; use --force if that is right")
@@ -269,6 +284,7 @@ def _run(
     partial = bool(result.errors)
     if partial:
         result.errors.append(f"{len(result.errors)} entries could not be read: nobody is archived in this run")
+    step = time.monotonic()
     groups = expand_groups(snapshot)
     subjects = [Subject(user=u, groups=groups.get(u.anchor, ())) for u in snapshot.users.values()]
     plan = build_plan(
@@ -284,6 +300,7 @@ def _run(
     )
     result.plan = plan
     result.counts = plan.counts()
+    result.timings["plan"] = time.monotonic() - step
 
     threshold = float(source_cfg.get("deletion_threshold"))
     minimum = int(source_cfg.get("deletion_threshold_min"))
@@ -296,6 +313,7 @@ def _run(
     if dry_run:
         return finish("dry-run")
 
+    step = time.monotonic()
     with transaction(engine) as conn:
         write_groups(
             conn,
@@ -308,7 +326,10 @@ def _run(
             actor=f"sync:{source_name}",
             correlation_id=correlation_id,
         )
+    result.timings["groups"] = time.monotonic() - step
+    step = time.monotonic()
     applied = _apply(engine, config, tenant, tenant_cfg, source_name, plan, now, correlation_id, progress)
+    result.timings["apply"] = time.monotonic() - step
     result.errors.extend(applied.errors)
     if not applied.errors:
         _save_bookmark(engine, tenant.id, source_name, source, now)

@@ -300,6 +300,9 @@ def build_plan(
 
     plans: list[AccountPlan] = []
     unchanged = held
+    # A plan keeps its role set until applied: one frozenset per distinct set (a first sync
+    # plans every account; 100k copies of a handful of sets are about 20 MB).
+    role_sets: dict[frozenset[str], frozenset[str]] = {}
     for subject in subject_list:
         user = subject.user
         decision = decisions[user.anchor]
@@ -317,6 +320,7 @@ def build_plan(
         plan.seat_before = seat_now(accounts.get(user.anchor))
         plan.seat_after = is_seat(plan.after, billable(plan.roles_after), suspended_counts_as_seat)
         if plan.changes or plan.identity_changed:
+            plan.roles_after = role_sets.setdefault(plan.roles_after, plan.roles_after)
             plans.append(plan)
         else:
             unchanged += 1
@@ -446,8 +450,8 @@ def _plan_one(
         status_before_suspend=previous if status is Status.SUSPENDED else None,
         roles_after=roles,
         changes=changes,
-        granted=dict(granted),
-        denied=dict(denied),
+        granted=granted,  # build_plan's own per-person dicts: not copied again
+        denied=denied,
         user=user,
         identity_changed=account is None or account.identity_digest != digest,
         digest=digest,

@@ -30,6 +30,7 @@ from ldap3.utils.conv import escape_filter_chars
 
 from bridge.config import SourceConfig
 from bridge.core.model import Snapshot
+from bridge.directory import ber
 from bridge.directory.normalize import (
     DirectorySettings,
     NormalizeReport,
@@ -283,6 +284,7 @@ class LdapSource:
             with contextlib.suppress(LDAPException, OSError):
                 conn.unbind()
             raise
+        ber.install(conn)  # entries as raw bytes only, decoded fast (bridge/directory/ber.py)
         return conn
 
     def _search(self, base: str, filter_: str, scope: str, attributes: Sequence[str]) -> list[dict[str, Any]]:
@@ -326,7 +328,7 @@ class LdapSource:
             for entry in page:
                 if entry.get("type") != "searchResEntry":
                     continue  # continuation references (searchResRef) are not followed (trap 14)
-                yield entry["dn"], _lowered(entry["raw_attributes"])
+                yield entry["dn"], entry["raw_attributes"]
             try:
                 cookie = controls["1.2.840.113556.1.4.319"]["value"]["cookie"]
             except (KeyError, TypeError):

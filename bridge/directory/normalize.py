@@ -409,6 +409,9 @@ class _Collector:
         self.anchor_by_dn: dict[str, str | None] = {}  # DN as written -> anchor; None: outside the snapshot
         self.anchor_by_normalized_dn: dict[str, str] = {}
         self.duplicates: set[str] = set()
+        # memberOf values name a few hundred groups across every user: one string per group DN
+        # instead of one per user and group (about 25 MB at 100k users, 3 groups each).
+        self.group_dns: dict[str, str] = {}
 
     def add(self, dn: str, attributes: Mapping[str, Sequence[str | bytes]]) -> None:
         report = self.report
@@ -494,7 +497,9 @@ class _Collector:
             except ValueError:
                 report.warnings.append(f"{dn}: primaryGroupID or objectSid is unreadable; primary group not matched")
         if member_of or primary_group_id is not None:
-            self.user_links[anchor] = _UserLinks(dn, _texts(member_of or ()), primary_group_id, domain_sid)
+            shared = self.group_dns
+            member_of_dns = tuple(shared.setdefault(v, v) for v in _texts(member_of or ()))
+            self.user_links[anchor] = _UserLinks(dn, member_of_dns, primary_group_id, domain_sid)
         return True
 
     def _add_group(self, anchor: str, dn: str, attributes: Mapping[str, Sequence[str | bytes]]) -> bool:
