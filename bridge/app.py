@@ -17,6 +17,11 @@ from bridge.store.db import is_current
 _DRAIN_LIMIT = 16 * 1024 * 1024
 
 
+def request_id(incoming: str) -> str:
+    """The client's X-Request-ID when it is usable as a log field, else a new one."""
+    return incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else f"req-{uuid.uuid4().hex[:16]}"
+
+
 def create_app(runtime: Runtime) -> Flask:
     app = Flask("bridge")
     app.config["MAX_CONTENT_LENGTH"] = int(runtime.config.server["max_body_bytes"])
@@ -27,10 +32,7 @@ def create_app(runtime: Runtime) -> Flask:
         g.started = time.perf_counter()
         # An id per request, echoed in X-Request-ID, carried by the audit events it causes
         # (ApplyContext.correlation_id) and by its log lines.
-        incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = (
-            incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else f"req-{uuid.uuid4().hex[:16]}"
-        )
+        g.request_id = request_id(request.headers.get("X-Request-ID", ""))
         g.correlation_token = correlation_id.set(g.request_id)
 
     @app.before_request

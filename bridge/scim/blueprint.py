@@ -12,7 +12,6 @@ import logging
 import re
 import uuid
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -44,8 +43,9 @@ from bridge.scim.resources import (
     render_user,
     require,
 )
-from bridge.scim.schema import GROUP_TYPE, SCHEMAS, SEARCH_REQUEST, USER_TYPE, ResourceType
+from bridge.scim.schema import ACCOUNT, GROUP_TYPE, SCHEMAS, SEARCH_REQUEST, USER_TYPE, ResourceType
 from bridge.store.db import transaction
+from bridge.store.fast import raw_cursor
 from bridge.store.repo import new_id
 from bridge.store.tables import Account, RoleGrant
 
@@ -67,31 +67,34 @@ class ScimApi:
     def caller(self) -> Caller:
         caller: Caller | None = g.get("scim_caller")
         if caller is None:
-            shared = g.get("scim_read")
-            if shared is not None:
-                caller = authenticate(shared, request.headers.get("Authorization"))
+            header = request.headers.get("Authorization")
+            if request.method == "GET":
+                caller = authenticate(self.cursor(), self.runtime.engine.dialect, header)
             else:
-                with self.runtime.engine.connect() as conn:
-                    caller = authenticate(conn, request.headers.get("Authorization"))
+                # Writes open their own transaction: the lookup's connection goes back at once.
+                with raw_cursor(self.runtime.engine) as cursor:
+                    caller = authenticate(cursor, self.runtime.engine.dialect, header)
             g.scim_caller = caller
         return caller
 
-    def open_read(self) -> None:
-        """GETs authenticate and read in one read transaction (one pool checkout, one BEGIN):
-        the lookup path is what identity providers call most."""
-        stack = ExitStack()
-        g.scim_read = stack.enter_context(transaction(self.runtime.engine, write=False))
-        g.scim_read_stack = stack
+    def cursor(self) -> Any:
+        """A GET's DB-API cursor (bridge/store/fast.py), shared by authentication and the
+        lookup: one pool checkout per request, returned by `close_cursor` at teardown."""
+        cursor = g.get("scim_cursor")
+        if cursor is None:
+            connection = g.scim_connection = self.runtime.engine.raw_connection()
+            cursor = g.scim_cursor = connection.cursor()
+        return cursor
 
     @staticmethod
-    def close_read(error: BaseException | None) -> None:
-        stack: ExitStack | None = g.pop("scim_read_stack", None)
-        g.pop("scim_read", None)
-        if stack is not None:
-            if error is None:
-                stack.close()
-            else:
-                stack.__exit__(type(error), error, error.__traceback__)
+    def close_cursor() -> None:
+        cursor, connection = g.pop("scim_cursor", None), g.pop("scim_connection", None)
+        try:
+            if cursor is not None:
+                cursor.close()
+        finally:
+            if connection is not None:
+                connection.close()  # back to the pool, which rolls it back
 
     def tenant_config(self, name: str) -> TenantConfig:
         config = self.runtime.config.tenants.get(name)
@@ -115,9 +118,6 @@ class ScimApi:
 
     def read(self, work: Callable[[Connection, Caller], T]) -> T:
         caller = self.caller
-        shared = g.get("scim_read")
-        if shared is not None:
-            return work(shared, caller)
         with transaction(self.runtime.engine, write=False) as conn:
             return work(conn, caller)
 
@@ -175,8 +175,6 @@ class ScimApi:
             if (rows and not new and projection.wants("groups"))
             else {}
         )
-        from bridge.scim.schema import ACCOUNT
-
         # Product state (the Account extension) is the product's view: read-only tokens get it by
         # default; an identity provider's token gets what it provisioned, plus the extension
         # only when it asks for it with `attributes` (it never writes it).
@@ -451,8 +449,12 @@ class ScimApi:
         return Projection.parse(rt, _text(params.get("attributes")), _text(params.get("excludedAttributes")))
 
     def search(self, rt: ResourceType, params: dict[str, Any]) -> dict[str, Any]:
-        query = Query.parse(rt, params, self)
+        query = Query.parse(rt, params, self.caller.tenant_id)
         kind = "user" if rt is USER_TYPE else "group"
+        if kind == "user":
+            found = fast_user_lookup(self.cursor(), self.runtime.engine.dialect, self.caller, query, self.base_url)
+            if found is not None:
+                return found
 
         def work(conn: Connection, caller: Caller) -> dict[str, Any]:
             rows, total = query.run(conn, caller.tenant_id, kind)
@@ -467,7 +469,7 @@ class ScimApi:
         errors: list[ScimError] = []
         for rt in (USER_TYPE, GROUP_TYPE):
             try:
-                queries.append((rt, Query.parse(rt, params, self)))
+                queries.append((rt, Query.parse(rt, params, self.caller.tenant_id)))
             except ScimError as exc:
                 if exc.scim_type != "invalidFilter":
                     raise
@@ -520,8 +522,7 @@ class Query:
         self.projection = Projection()
 
     @classmethod
-    def parse(cls, rt: ResourceType, params: Any, api: ScimApi) -> Query:
-        tenant_id = api.caller.tenant_id
+    def parse(cls, rt: ResourceType, params: Any, tenant_id: int) -> Query:
         from bridge.scim.filter import GROUP_TARGETS, USER_TARGETS, Column
         from bridge.store.tables import Identity
 
@@ -538,7 +539,7 @@ class Query:
         q.tenant_id = tenant_id
         q.start = max(_integer(params.get("startIndex"), "startIndex", 1), 1)
         q.count = min(max(_integer(params.get("count"), "count", discovery.DEFAULT_COUNT), 0), discovery.MAX_RESULTS)
-        q.projection = api.projection(rt, params)
+        q.projection = Projection.parse(rt, _text(params.get("attributes")), _text(params.get("excludedAttributes")))
         i = Identity.__table__.c
         sort_by = _text(params.get("sortBy"))
         if sort_by:
@@ -586,6 +587,24 @@ class Query:
                 storage.count_query(tenant_id, kind, self.where, driven_by_subquery=sqlite and self.driven_by_subquery)
             ).scalar_one()
         return rows, total
+
+
+def fast_user_lookup(cursor: Any, dialect: Any, caller: Caller, query: Query, base_url: str) -> dict[str, Any] | None:
+    """`userName eq "x"` (and externalId, id) as identity providers send it before every create,
+    on a DB-API cursor (bridge/store/fast.py); None when the request needs the general path (a
+    page that may not hold every match, sorting, or the product's roles in the answer)."""
+    if query.lookup is None or query.start != 1 or query.count <= 0 or len(query.order) != 2:
+        return None
+    projection = query.projection
+    if projection.wants(ACCOUNT) if caller.read_only else projection.names(ACCOUNT):
+        return None
+    rows = storage.fast_lookup(cursor, dialect, caller.tenant_id, "user", *query.lookup, query.count)
+    if len(rows) >= query.count:
+        return None  # maybe more than one page: the general path counts them
+    anchors = [r.anchor for r in rows] if projection.wants("groups") else []
+    groups = storage.fast_groups_of(cursor, dialect, caller.tenant_id, anchors, base_url)
+    resources = [render_user(r, base_url, groups.get(r.anchor), None, projection) for r in rows]
+    return list_response(resources, len(rows), 1)
 
 
 # ---- helpers -----------------------------------------------------------------------------------
@@ -696,7 +715,10 @@ def error_response(error: ScimError) -> Response:
 
 
 def register(app: Flask, runtime: Runtime) -> None:
+    from bridge.scim.fastlane import FastLane
+
     api = ScimApi(runtime)
+    app.wsgi_app = FastLane(app.wsgi_app, runtime.engine, api.base_url)  # type: ignore[method-assign]
     bp = Blueprint("scim", __name__, url_prefix="/scim/v2")
     types = {"Users": USER_TYPE, "Groups": GROUP_TYPE}
 
@@ -708,8 +730,6 @@ def register(app: Flask, runtime: Runtime) -> None:
         # from validation errors; read-only tokens fail on writes before their body is read.
         if request.endpoint in discovery_endpoints:
             return
-        if request.method == "GET":
-            api.open_read()
         caller = api.caller
         if request.method in ("POST", "PUT", "PATCH", "DELETE") and not request.path.endswith("/.search"):
             require_write(caller)
@@ -752,8 +772,8 @@ def register(app: Flask, runtime: Runtime) -> None:
         return error_response(ScimError(500, "internal error; the request was not applied"))
 
     @bp.teardown_request
-    def _close_read(error: BaseException | None) -> None:
-        api.close_read(error)
+    def _close_cursor(_error: BaseException | None) -> None:
+        api.close_cursor()
 
     @bp.after_request
     def _no_store(response: Response) -> Response:

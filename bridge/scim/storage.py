@@ -24,10 +24,12 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.engine import Dialect
 
 from bridge.core.plan import identity_digest
 from bridge.scim.errors import invalid_value, uniqueness
 from bridge.scim.resources import source_user
+from bridge.store.fast import FastQuery
 from bridge.store.identities import identity_values
 from bridge.store.repo import fold
 from bridge.store.tables import Account, AuditEvent, Identity, Membership, RoleGrant, ScimEmail
@@ -251,34 +253,73 @@ def groups_of(
     out: dict[str, list[dict[str, Any]]] = {}
     for start in range(0, len(anchors), CHUNK):
         params = {"tenant_id": tenant_id, "anchors": list(anchors[start : start + CHUNK])}
-        for member, group_anchor, name in conn.execute(_GROUPS_OF, params):
-            out.setdefault(member, []).append(
-                {"value": group_anchor, "$ref": f"{base_url}/Groups/{group_anchor}", "display": name, "type": "direct"}
-            )
+        _add_group_refs(out, conn.execute(_GROUPS_OF, params), base_url)
     return out
 
 
+def _add_group_refs(out: dict[str, list[dict[str, Any]]], rows: Iterable[Any], base_url: str) -> None:
+    for member, group_anchor, name in rows:
+        out.setdefault(member, []).append(
+            {"value": group_anchor, "$ref": f"{base_url}/Groups/{group_anchor}", "display": name, "type": "direct"}
+        )
+
+
 _GROUPS = identities.alias("g")
-# Prebuilt (it runs for every user returned): memberships by member, joined to the group's name.
-_GROUPS_OF = (
-    select(memberships.c.member_anchor, _GROUPS.c.anchor, _GROUPS.c.name)
-    .join(
-        _GROUPS,
-        and_(
-            _GROUPS.c.tenant_id == memberships.c.tenant_id,
-            _GROUPS.c.source == memberships.c.source,
-            _GROUPS.c.kind == "group",
-            _GROUPS.c.anchor == memberships.c.group_anchor,
-        ),
+
+
+def _groups_of_statement(member: ColumnElement[bool]) -> Select[Any]:
+    """Memberships by member, joined to the group's name."""
+    return (
+        select(memberships.c.member_anchor, _GROUPS.c.anchor, _GROUPS.c.name)
+        .join(
+            _GROUPS,
+            and_(
+                _GROUPS.c.tenant_id == memberships.c.tenant_id,
+                _GROUPS.c.source == memberships.c.source,
+                _GROUPS.c.kind == "group",
+                _GROUPS.c.anchor == memberships.c.group_anchor,
+            ),
+        )
+        .where(
+            memberships.c.tenant_id == bindparam("tenant_id"),
+            memberships.c.source == SOURCE,
+            member,
+            _GROUPS.c.deleted_at.is_(None),
+        )
+        .order_by(_GROUPS.c.name_norm)
     )
-    .where(
-        memberships.c.tenant_id == bindparam("tenant_id"),
-        memberships.c.source == SOURCE,
-        memberships.c.member_anchor.in_(bindparam("anchors", expanding=True)),
-        _GROUPS.c.deleted_at.is_(None),
-    )
-    .order_by(_GROUPS.c.name_norm)
-)
+
+
+# Prebuilt (it runs for every user returned).
+_GROUPS_OF = _groups_of_statement(memberships.c.member_anchor.in_(bindparam("anchors", expanding=True)))
+
+
+# ---- the identity providers' hot path on the DB-API cursor (bridge/store/fast.py) ------------
+_FAST_LOOKUPS = {key: FastQuery(statement) for key, statement in _LOOKUPS.items()}
+_FAST_GROUPS_OF_ONE = FastQuery(_groups_of_statement(memberships.c.member_anchor == bindparam("anchor")))
+
+
+def fast_lookup(
+    cursor: Any, dialect: Dialect, tenant_id: int, kind: str, attribute: str, value: str, limit: int
+) -> list[Any]:
+    """`lookup` on a DB-API cursor: the same rows, in the same order."""
+    if attribute in ("username", "displayname"):
+        value = value.casefold()
+    params = {"tenant_id": tenant_id, "value": value, "limit": limit}
+    rows = _FAST_LOOKUPS[(kind, attribute)].rows(cursor, dialect, params)
+    return sorted(rows, key=lambda r: (r.created_at, r.id))
+
+
+def fast_groups_of(
+    cursor: Any, dialect: Dialect, tenant_id: int, anchors: Sequence[str], base_url: str
+) -> dict[str, list[dict[str, Any]]]:
+    """`groups_of` on a DB-API cursor, one statement per user (called for a page of a few)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for anchor in anchors:
+        _add_group_refs(
+            out, _FAST_GROUPS_OF_ONE.rows(cursor, dialect, {"tenant_id": tenant_id, "anchor": anchor}), base_url
+        )
+    return out
 
 
 def roles_of(conn: Connection, ids: Sequence[str]) -> dict[str, list[str]]:

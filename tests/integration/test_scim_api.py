@@ -301,3 +301,86 @@ def test_a_tenant_without_a_mapping_stores_identities_without_access(scim: ScimC
     }
     patch(bare, f"/Users/{uid}", {"op": "replace", "path": "active", "value": False})
     assert account(bare, uid)["status"] == "suspended"
+
+
+def test_fast_lookup_answers_exactly_as_the_general_path(scim: ScimClient) -> None:
+    """`userName eq` runs on the DB-API cursor (bridge/store/fast.py); adding `sortBy` sends the
+    same request through SQLAlchemy. Both must give the same documents, on both databases."""
+    from bridge.scim.auth import _BY_HASH
+    from bridge.scim.storage import _FAST_LOOKUPS, _LOOKUPS
+    from bridge.store.fast import raw_cursor
+    from bridge.store.repo import hash_token
+
+    uid = new_user(scim, "Zoë.Fast@Example.org", roles=[{"value": "Administrator"}])["id"]
+    new_group(scim, "fast-b", [uid])
+    new_group(scim, "fast-a", [uid])
+    for query in ('userName eq "zoë.fast@example.org"', f'id eq "{uid}"', 'userName eq "nobody@example.org"'):
+        fast = scim.ok("GET", "/Users", params={"filter": query})
+        general = scim.ok("GET", "/Users", params={"filter": query, "sortBy": "userName"})
+        assert fast == general
+    found = scim.ok("GET", "/Users", params={"filter": 'userName eq "ZOË.FAST@example.org"'})["Resources"]
+    assert [g["display"] for g in found[0]["groups"]] == ["fast-a", "fast-b"]
+    assert found[0]["meta"]["created"].endswith("Z")
+    # Row for row, the DB-API path decodes columns as SQLAlchemy does (JSON, aware datetimes, bools).
+    engine = scim.server.db()
+    with engine.connect() as conn:
+        token_row = conn.execute(_BY_HASH.statement, {"digest": hash_token(scim.token)}).one()
+        params = {"tenant_id": token_row.tenant_id, "value": "zoë.fast@example.org", "limit": 5}
+        expected = [tuple(r) for r in conn.execute(_LOOKUPS[("user", "username")], params)]
+    with raw_cursor(engine) as cursor:
+        got = [tuple(r) for r in _FAST_LOOKUPS[("user", "username")].rows(cursor, engine.dialect, params)]
+        fast_token = _BY_HASH.rows(cursor, engine.dialect, {"digest": hash_token(scim.token)})
+    assert got == expected and len(got) == 1
+    assert isinstance(got[0][2], dict) and got[0][4].tzinfo is not None
+    assert [tuple(r) for r in fast_token] == [tuple(token_row)]
+
+
+def test_the_wsgi_fast_lane_answers_lookups_and_passes_everything_else_on(scim: ScimClient) -> None:
+    """The lane in front of Flask (bridge/scim/fastlane.py), called as WSGI on the test's own
+    database: it answers a plain lookup itself, exactly as the app does over HTTP, and hands
+    every other request to the app behind it."""
+    from urllib.parse import urlencode
+
+    from bridge.scim.fastlane import FastLane
+
+    uid = new_user(scim, "lane@example.org")["id"]
+    new_group(scim, "lane-group", [uid])
+    passed: list[str] = []
+
+    def behind(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        passed.append(f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']}?{environ.get('QUERY_STRING', '')}")
+        start_response("599 Passed", [])
+        return [b""]
+
+    lane = FastLane(behind, scim.server.db(), f"{scim.server.url}/scim/v2")
+
+    def call(query: dict[str, str], token: str | None = scim.token, **extra: str) -> tuple[str, dict[str, str], bytes]:
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/scim/v2/Users", "QUERY_STRING": urlencode(query), **extra}
+        if token is not None:
+            environ["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+        got: dict[str, Any] = {}
+        body = b"".join(lane(environ, lambda status, headers: got.update(status=status, headers=dict(headers))))
+        return got["status"], got["headers"], body
+
+    lookup = {"filter": 'userName eq "LANE@example.org"'}
+    status, headers, body = call(lookup, HTTP_X_REQUEST_ID="trace-1", CONTENT_LENGTH="0")
+    assert status == "200 OK" and passed == []
+    over_http = scim.call("GET", "/Users", params={**lookup, "sortBy": "userName"})  # the app's general path
+    assert json.loads(body) == over_http.json()
+    assert headers["Content-Type"] == over_http.headers["Content-Type"] == "application/scim+json"
+    assert headers["Cache-Control"] == over_http.headers["Cache-Control"] == "no-store"
+    assert headers["X-Request-ID"] == "trace-1" and int(headers["Content-Length"]) == len(body)
+    # Everything else goes to the app: errors included, so their SCIM bodies come from one place.
+    for query, token in (
+        (lookup, "wrong-token"),
+        (lookup, None),
+        ({"filter": 'userName co "lane"'}, scim.token),
+        ({"filter": 'userName eq "lane@example.org"', "sortBy": "userName"}, scim.token),
+        ({"filter": 'userName eq "lane@example.org"', "attributes": ACCOUNT}, scim.token),
+        ({"filter": "userName eq"}, scim.token),
+        ({"filter": 'userName eq "lane@example.org"', "count": "1"}, scim.token),
+    ):
+        before = len(passed)
+        assert call(query, token)[0] == "599 Passed", query
+        assert len(passed) == before + 1
+    assert call(lookup, CONTENT_LENGTH="5")[0] == "599 Passed"  # a GET with a body: the app's business
