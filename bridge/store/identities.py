@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, insert, select, update
 
 from bridge.core.model import GroupRef, SourceGroup, SourceUser
 from bridge.core.plan import Subject, identity_digest
@@ -176,6 +176,21 @@ def write_groups(
     return changed
 
 
+# Prebuilt: these run on every SCIM write and every re-plan; building and cache-keying a new
+# statement each time cost about as much as running it.
+_PARENTS = select(memberships.c.group_anchor, memberships.c.member_anchor).where(
+    memberships.c.tenant_id == bindparam("tenant_id"),
+    memberships.c.source == bindparam("source"),
+    memberships.c.member_anchor.in_(bindparam("anchors", expanding=True)),
+)
+_USERS_BY_ANCHOR = select(identities).where(
+    identities.c.tenant_id == bindparam("tenant_id"),
+    identities.c.source == bindparam("source"),
+    identities.c.kind == "user",
+    identities.c.anchor.in_(bindparam("anchors", expanding=True)),
+)
+
+
 def effective_groups(
     conn: Connection, tenant_id: int, source: str, member_anchors: Sequence[str]
 ) -> dict[str, tuple[GroupRef, ...]]:
@@ -189,13 +204,8 @@ def effective_groups(
         frontier = set()
         for start in range(0, len(batch), 500):
             chunk = batch[start : start + 500]
-            for group_anchor, member_anchor in conn.execute(
-                select(memberships.c.group_anchor, memberships.c.member_anchor).where(
-                    memberships.c.tenant_id == tenant_id,
-                    memberships.c.source == source,
-                    memberships.c.member_anchor.in_(chunk),
-                )
-            ):
+            params = {"tenant_id": tenant_id, "source": source, "anchors": chunk}
+            for group_anchor, member_anchor in conn.execute(_PARENTS, params):
                 parents.setdefault(member_anchor, set()).add(group_anchor)
                 if group_anchor not in seen:
                     frontier.add(group_anchor)
@@ -234,23 +244,12 @@ def effective_group_names(
 
 def load_subjects(conn: Connection, tenant_id: int, source: str, anchors: Sequence[str]) -> list[Subject]:
     """Subjects rebuilt from stored identities, for re-planning a few people (SCIM, CLI)."""
-    rows = conn.execute(
-        select(identities).where(
-            identities.c.tenant_id == tenant_id,
-            identities.c.source == source,
-            identities.c.kind == "user",
-            identities.c.anchor.in_(list(anchors)),
-        )
-    ).all()
+    params = {"tenant_id": tenant_id, "source": source, "anchors": list(anchors)}
+    rows = conn.execute(_USERS_BY_ANCHOR, params).all()
     groups = effective_groups(conn, tenant_id, source, [r.anchor for r in rows])
     direct: dict[str, list[str]] = {}
-    for group_anchor, member_anchor in conn.execute(
-        select(memberships.c.group_anchor, memberships.c.member_anchor).where(
-            memberships.c.tenant_id == tenant_id,
-            memberships.c.source == source,
-            memberships.c.member_anchor.in_([r.anchor for r in rows]),
-        )
-    ):
+    params["anchors"] = [r.anchor for r in rows]
+    for group_anchor, member_anchor in conn.execute(_PARENTS, params):
         direct.setdefault(member_anchor, []).append(group_anchor)
     subjects = []
     for r in rows:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, update
 
 from bridge.core.lifecycle import SEAT_STATES, Status
 from bridge.core.mapping import RoleMapping
@@ -136,47 +136,53 @@ def tenant_for_token(conn: Connection, token: str) -> tuple[int, bool] | None:
 
 
 _STATUS_BY_VALUE = {s.value: s for s in Status}
+# Only what the planner reads: the JSON and timestamp columns it does not need cost a decode per
+# row (SQLite stores datetimes as text), a third of load_account_states at 100k rows. Prebuilt,
+# since re-planning a few people (every SCIM write) runs them: building a statement per call cost
+# about as much as running it.
+_STATES = (
+    select(
+        accounts.c.id,
+        accounts.c.anchor,
+        accounts.c.source,
+        accounts.c.user_name,
+        accounts.c.email,
+        accounts.c.given_name,
+        accounts.c.family_name,
+        accounts.c.display_name,
+        accounts.c.status,
+        accounts.c.status_before_suspend,
+        accounts.c.user_type,
+        accounts.c.expires_at,
+        accounts.c.admin_hold,
+        identities.c.digest,
+    )
+    .join(identities, identities.c.id == accounts.c.identity_id)
+    .where(accounts.c.tenant_id == bindparam("tenant_id"), accounts.c.source == bindparam("source"))
+)
+_STATE_GRANTS = (
+    select(role_grants.c.account_id, role_grants.c.role)
+    .join(accounts, accounts.c.id == role_grants.c.account_id)
+    .where(role_grants.c.tenant_id == bindparam("tenant_id"), accounts.c.source == bindparam("source"))
+)
+_STATES_OF = _STATES.where(accounts.c.anchor.in_(bindparam("anchors", expanding=True)))
+_STATE_GRANTS_OF = _STATE_GRANTS.where(accounts.c.anchor.in_(bindparam("anchors", expanding=True)))
 
 
 def load_account_states(
     conn: Connection, tenant_id: int, source: str, anchors: Sequence[str] | None = None
 ) -> dict[str, AccountState]:
     """The source's accounts keyed by anchor (all of them, or only `anchors`)."""
-    a = accounts.c
-    # Only what the planner reads: the JSON and timestamp columns it does not need cost a
-    # decode per row (SQLite stores datetimes as text), a third of this function at 100k rows.
-    query = (
-        select(
-            a.id,
-            a.anchor,
-            a.source,
-            a.user_name,
-            a.email,
-            a.given_name,
-            a.family_name,
-            a.display_name,
-            a.status,
-            a.status_before_suspend,
-            a.user_type,
-            a.expires_at,
-            a.admin_hold,
-            identities.c.digest,
-        )
-        .join(identities, identities.c.id == accounts.c.identity_id)
-        .where(accounts.c.tenant_id == tenant_id, accounts.c.source == source)
-    )
-    if anchors is not None:
-        query = query.where(accounts.c.anchor.in_(list(anchors)))
-    rows = conn.execute(query).all()
+    params: dict[str, Any] = {"tenant_id": tenant_id, "source": source}
+    if anchors is None:
+        rows = conn.execute(_STATES, params).all()
+        grants = conn.execute(_STATE_GRANTS, params)
+    else:
+        params["anchors"] = list(anchors)
+        rows = conn.execute(_STATES_OF, params).all()
+        grants = conn.execute(_STATE_GRANTS_OF, params)
     roles: dict[str, set[str]] = {}
-    grant_query = (
-        select(role_grants.c.account_id, role_grants.c.role)
-        .join(accounts, accounts.c.id == role_grants.c.account_id)
-        .where(role_grants.c.tenant_id == tenant_id, accounts.c.source == source)
-    )
-    if anchors is not None:
-        grant_query = grant_query.where(accounts.c.anchor.in_(list(anchors)))
-    for account_id, role in conn.execute(grant_query):
+    for account_id, role in grants:
         roles.setdefault(account_id, set()).add(role)
     # Most accounts hold one of a few role sets: one frozenset per distinct set, not per account.
     role_sets: dict[frozenset[str], frozenset[str]] = {}
@@ -205,6 +211,42 @@ def load_account_states(
     }
 
 
+def _usage_queries(by_source: bool, by_ids: bool) -> tuple[Any, Any]:
+    conditions = [accounts.c.tenant_id == bindparam("tenant_id")]
+    if by_source:
+        conditions.append(accounts.c.source != bindparam("source"))
+    if by_ids:
+        conditions.append(accounts.c.id.not_in(bindparam("ids", expanding=True)))
+    seats = (
+        select(func.count(func.distinct(accounts.c.id)))
+        .join(role_grants, role_grants.c.account_id == accounts.c.id)
+        .where(
+            *conditions,
+            accounts.c.status.in_(bindparam("seat_states", expanding=True)),
+            role_grants.c.tenant_id == bindparam("tenant_id"),
+            role_grants.c.role.in_(bindparam("billable", expanding=True)),
+        )
+    )
+    holders = (
+        select(role_grants.c.role, func.count())
+        .join(accounts, accounts.c.id == role_grants.c.account_id)
+        # role_grants.tenant_id lets the (tenant_id, role) index drive the query instead of a
+        # walk over every account of the tenant (70 ms at 100k accounts on SQLite).
+        .where(
+            *conditions,
+            accounts.c.status != bindparam("archived"),
+            role_grants.c.tenant_id == bindparam("tenant_id"),
+            role_grants.c.role.in_(bindparam("limited", expanding=True)),
+        )
+        .group_by(role_grants.c.role)
+    )
+    return seats, holders
+
+
+# Prebuilt for each combination of exclusions (a sync excludes its source, a re-plan its people).
+_USAGE = {(s, i): _usage_queries(s, i) for s in (False, True) for i in (False, True)}
+
+
 def usage_outside(
     conn: Connection,
     tenant_id: int,
@@ -215,43 +257,21 @@ def usage_outside(
     suspended_counts_as_seat: bool = True,
 ) -> Usage:
     """Seats and limited-role holders among accounts that a plan will not touch."""
-    excluded = list(exclude_ids)
-    conditions = [accounts.c.tenant_id == tenant_id]
-    if exclude_source is not None:
-        conditions.append(accounts.c.source != exclude_source)
-    if excluded:
-        conditions.append(accounts.c.id.not_in(excluded))
     seat_states = [s.value for s in SEAT_STATES if suspended_counts_as_seat or s is not Status.SUSPENDED]
     billable = [r.id for r in mapping.roles.values() if r.billable]
-    seats = 0
-    if billable:
-        seats = conn.execute(
-            select(func.count(func.distinct(accounts.c.id)))
-            .join(role_grants, role_grants.c.account_id == accounts.c.id)
-            .where(
-                *conditions,
-                accounts.c.status.in_(seat_states),
-                role_grants.c.tenant_id == tenant_id,
-                role_grants.c.role.in_(billable),
-            )
-        ).scalar_one()
     limited = [r.id for r in mapping.roles.values() if r.max_holders is not None]
-    holders: dict[str, int] = {}
-    if limited:
-        for role, count in conn.execute(
-            select(role_grants.c.role, func.count())
-            .join(accounts, accounts.c.id == role_grants.c.account_id)
-            # role_grants.tenant_id lets the (tenant_id, role) index drive the query instead of a
-            # walk over every account of the tenant (70 ms at 100k accounts on SQLite).
-            .where(
-                *conditions,
-                accounts.c.status != Status.ARCHIVED.value,
-                role_grants.c.tenant_id == tenant_id,
-                role_grants.c.role.in_(limited),
-            )
-            .group_by(role_grants.c.role)
-        ):
-            holders[role] = count
+    params: dict[str, Any] = {
+        "tenant_id": tenant_id,
+        "source": exclude_source,
+        "ids": list(exclude_ids),
+        "seat_states": seat_states,
+        "billable": billable,
+        "limited": limited,
+        "archived": Status.ARCHIVED.value,
+    }
+    seats_query, holders_query = _USAGE[(exclude_source is not None, bool(params["ids"]))]
+    seats = conn.execute(seats_query, params).scalar_one() if billable else 0
+    holders: dict[str, int] = dict(conn.execute(holders_query, params).all()) if limited else {}
     return Usage(seats=seats, holders=holders)
 
 
