@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.core.lifecycle import Event, Status
 from bridge.core.plan import AccountPlan, Change, Plan
+from bridge.store.bulk import insert_many
 from bridge.store.db import transaction
 from bridge.store.identities import identity_values
 from bridge.store.repo import fold, new_id
@@ -343,11 +344,11 @@ def _account_fields(user: Any, user_type: str) -> dict[str, Any]:
 def _flush(conn: Connection, rows: _Rows, ctx: ApplyContext) -> None:
     """Write a batch's rows in dependency order (identities, accounts, grants, audit, outbox)."""
     if rows.identity_inserts:
-        conn.execute(insert(identities), rows.identity_inserts)
+        insert_many(conn, identities, rows.identity_inserts)
     if rows.identity_updates:
         conn.execute(_UPDATE_IDENTITY, rows.identity_updates)
     if rows.account_inserts:
-        conn.execute(insert(accounts), rows.account_inserts)
+        insert_many(conn, accounts, rows.account_inserts)
     for update_rows in rows.account_updates.values():
         conn.execute(_UPDATE_ACCOUNT, update_rows)
     if rows.grant_deletes:
@@ -355,9 +356,9 @@ def _flush(conn: Connection, rows: _Rows, ctx: ApplyContext) -> None:
     if rows.archive_deletes:
         conn.execute(_DELETE_ALL_GRANTS, rows.archive_deletes)
     if rows.grant_inserts:
-        conn.execute(insert(role_grants), rows.grant_inserts)
+        insert_many(conn, role_grants, rows.grant_inserts)
     if rows.audit:
-        conn.execute(insert(audit), rows.audit)  # in change order: ids grow with the list
+        insert_many(conn, audit, rows.audit)  # in change order: ids grow with the list
     mails = dict(rows.mails_new)
     if rows.mails_existing:
         # A resend or a changed address: the earlier mail still queued must never go out after
@@ -376,7 +377,7 @@ def _flush(conn: Connection, rows: _Rows, ctx: ApplyContext) -> None:
             mails[row.id] = row._asdict()
     outbox_rows = [_activation_row(ctx, account_id, mails[account_id]) for account_id in mails] + rows.webhooks
     if outbox_rows:
-        conn.execute(insert(outbox), outbox_rows)
+        insert_many(conn, outbox, outbox_rows)
 
 
 def _activation_row(ctx: ApplyContext, account_id: str, fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from sqlalchemy import Connection, and_, bindparam, delete, insert, select, upda
 
 from bridge.core.model import GroupRef, SourceGroup, SourceUser
 from bridge.core.plan import Subject, identity_digest
+from bridge.store.bulk import insert_many
 from bridge.store.tables import AuditEvent, Identity, Membership
 
 identities = Identity.__table__
@@ -92,6 +93,8 @@ def write_groups(
         )
     }
     changed = 0
+    new_groups: list[dict[str, Any]] = []
+    new_members: list[dict[str, Any]] = []
     for anchor, group in groups.items():
         digest = _group_digest(group, members[anchor])
         row = existing.get(anchor)
@@ -109,20 +112,20 @@ def write_groups(
         if row is None:
             from bridge.store.repo import new_id
 
-            conn.execute(
-                insert(identities).values(
-                    id=new_id(),
-                    tenant_id=tenant_id,
-                    source=source,
-                    kind="group",
-                    anchor=anchor,
-                    active=True,
-                    attributes={},
-                    scim_roles=[],
-                    created_at=now,
-                    version=1,
+            new_groups.append(
+                {
+                    "id": new_id(),
+                    "tenant_id": tenant_id,
+                    "source": source,
+                    "kind": "group",
+                    "anchor": anchor,
+                    "active": True,
+                    "attributes": {},
+                    "scim_roles": [],
+                    "created_at": now,
+                    "version": 1,
                     **values,
-                )
+                }
             )
         else:
             conn.execute(
@@ -137,14 +140,13 @@ def write_groups(
                 )
             )
         )
-        if members[anchor]:
-            conn.execute(
-                insert(memberships),
-                [
-                    {"tenant_id": tenant_id, "source": source, "group_anchor": anchor, "member_anchor": m}
-                    for m in sorted(members[anchor])
-                ],
-            )
+        new_members += [
+            {"tenant_id": tenant_id, "source": source, "group_anchor": anchor, "member_anchor": m}
+            for m in sorted(members[anchor])
+        ]
+    # After every delete above: one executemany per table for the whole run (bridge/store/bulk.py).
+    insert_many(conn, identities, new_groups)
+    insert_many(conn, memberships, new_members)
     if complete_scope:
         for anchor, row in existing.items():
             if anchor in groups:

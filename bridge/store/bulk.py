@@ -1,0 +1,89 @@
+"""Many-row INSERTs on the DB-API cursor of a SQLAlchemy connection, inside its transaction.
+
+A first sync writes about a million rows (identities, accounts, role grants, audit events,
+outbox rows, memberships). SQLAlchemy's executemany builds a parameter dict per row through its
+generic machinery, about 25 µs a row on the development machine, which was more than SQLite took
+to store the row (docs/benchmarks.md). `insert_many` compiles each INSERT once per dialect and
+column set, runs SQLAlchemy's own bind processors per column (JSON, aware UTC datetimes, bools),
+and hands the rows to the driver's executemany. Database errors come back as SQLAlchemy's
+exceptions (`IntegrityError`, ...), so callers handle them exactly as before.
+
+Rows must all carry the same keys (they are built by one function per table); Python-side
+column defaults are not applied here, so the callers give every column they need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Table, insert
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+
+_Processor = Callable[[Any], Any] | None
+_Compiled = tuple[str, tuple[str, ...] | None, tuple[_Processor, ...]] | None
+_compiled: dict[tuple[str, str, tuple[str, ...]], _Compiled] = {}
+
+
+def _compile(table: Table, keys: tuple[str, ...], dialect: Dialect) -> _Compiled:
+    """(SQL, positional parameter order or None, bind processors in parameter order), or None
+    when the INSERT needs more than `keys` (a Python-side default the rows do not carry)."""
+    cache_key = (dialect.name, table.name, keys)
+    if cache_key in _compiled:
+        return _compiled[cache_key]
+    compiled = insert(table).compile(dialect=dialect, column_keys=list(keys), for_executemany=True)
+    names = tuple(compiled.positiontup or ()) if compiled.positional else tuple(compiled.bind_names.values())
+    found: _Compiled = None
+    if set(names) == set(keys) and len(names) == len(keys):
+        order = names if compiled.positional else keys
+        processors = tuple(table.c[key].type._cached_bind_processor(dialect) for key in order)
+        found = (str(compiled), names if compiled.positional else None, processors)
+    _compiled[cache_key] = found
+    return found
+
+
+def insert_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    if not rows:
+        return
+    keys = tuple(rows[0])
+    key_set = set(keys)
+    if any(row.keys() != key_set for row in rows):
+        conn.execute(insert(table), list(rows))  # mixed shapes: SQLAlchemy's general path
+        return
+    dialect = conn.dialect
+    compiled = _compile(table, keys, dialect)
+    if compiled is None:
+        conn.execute(insert(table), list(rows))
+        return
+    sql, positional, processors = compiled
+    order = positional if positional is not None else keys
+    # Rows of one batch share their timestamps (the run's `now`): each distinct value is
+    # processed once per column instead of once per row.
+    memo: list[dict[int, Any]] = [{} for _ in order]
+
+    def value(index: int, processor: _Processor, raw: Any) -> Any:
+        if processor is None or raw is None:
+            return raw
+        if isinstance(raw, (dict, list)):
+            return processor(raw)  # mutable: never memoised by identity
+        seen = memo[index]
+        key = id(raw)
+        if key in seen:
+            return seen[key][1]
+        processed = processor(raw)
+        seen[key] = (raw, processed)  # keeps `raw` alive so its id cannot be reused meanwhile
+        return processed
+
+    pairs = list(enumerate(zip(order, processors, strict=True)))
+    if positional is not None:
+        params: list[Any] = [tuple(value(i, p, row[name]) for i, (name, p) in pairs) for row in rows]
+    else:
+        params = [{name: value(i, p, row[name]) for i, (name, p) in pairs} for row in rows]
+    cursor = conn.connection.cursor()
+    try:
+        cursor.executemany(sql, params)
+    except dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(sql, params[:1], exc, dialect.loaded_dbapi.Error, dialect=dialect) from exc
+    finally:
+        cursor.close()

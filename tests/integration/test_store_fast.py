@@ -1,0 +1,89 @@
+"""bridge/store/bulk.py and fast.py against SQLAlchemy's own paths, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from bridge.store.bulk import insert_many
+from bridge.store.db import make_engine, transaction, upgrade
+from bridge.store.fast import FastQuery, raw_cursor
+from bridge.store.tables import AuditEvent, Membership, Tenant
+
+audit = AuditEvent.__table__
+memberships = Membership.__table__
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = make_engine(db_url)
+    upgrade(engine)
+    with transaction(engine) as conn:
+        conn.execute(insert(Tenant.__table__).values(id=1, name="t", created_at=datetime.now(UTC)))
+    yield engine
+    engine.dispose()
+
+
+def audit_rows(n: int, now: datetime) -> list[dict[str, object]]:
+    return [
+        {
+            "tenant_id": 1,
+            "account_id": f"a{i}",
+            "actor": "test",
+            "action": "create",
+            "before": {"status": None, "roles": []},
+            "after": {"status": "pending", "roles": ["r"], "detail": {"n": i, "name": "Zoë"}},
+            "reason": None if i % 2 else "new",
+            "correlation_id": "c",
+            "occurred_at": now,
+        }
+        for i in range(n)
+    ]
+
+
+def test_insert_many_stores_what_sqlalchemy_stores(engine: Engine) -> None:
+    now = datetime(2026, 11, 22, 17, 0, 0, 123456, tzinfo=UTC)
+    rows = audit_rows(50, now)
+    with transaction(engine) as conn:
+        insert_many(conn, audit, rows[:25])
+        conn.execute(insert(audit), rows[25:])  # the general path, for comparison
+    with transaction(engine, write=False) as conn:
+        stored = conn.execute(select(audit).order_by(audit.c.id)).all()
+    assert [r.account_id for r in stored] == [f"a{i}" for i in range(50)]  # order kept: ids grow
+    fast, general = stored[:25], stored[25:]
+    for a, b in zip(fast, general, strict=True):
+        assert (a.before, a.after["status"], a.occurred_at, a.correlation_id) == (
+            b.before,
+            b.after["status"],
+            b.occurred_at,
+            b.correlation_id,
+        )
+    assert fast[3].after["detail"] == {"n": 3, "name": "Zoë"} and fast[3].occurred_at == now
+    assert fast[3].reason is None and fast[4].reason == "new"
+
+
+def test_insert_many_errors_are_sqlalchemy_errors_and_roll_back(engine: Engine) -> None:
+    row = {"tenant_id": 1, "source": "s", "group_anchor": "g", "member_anchor": "m"}
+    with pytest.raises(IntegrityError), transaction(engine) as conn:
+        insert_many(conn, memberships, [row, {**row, "member_anchor": "n"}])
+        insert_many(conn, memberships, [row])  # duplicate primary key
+    with transaction(engine, write=False) as conn:
+        assert conn.execute(select(memberships)).all() == []  # the whole transaction is gone
+
+
+def test_fast_query_rows_equal_connection_rows(engine: Engine) -> None:
+    from sqlalchemy import bindparam
+
+    now = datetime.now(UTC)
+    with transaction(engine) as conn:
+        insert_many(conn, audit, audit_rows(3, now))
+    query = select(audit).where(audit.c.tenant_id == bindparam("tenant"), audit.c.action == "create")
+    with transaction(engine, write=False) as conn:
+        expected = [tuple(r) for r in conn.execute(query.order_by(audit.c.id), {"tenant": 1})]
+    with raw_cursor(engine) as cursor:
+        got = [tuple(r) for r in FastQuery(query.order_by(audit.c.id)).rows(cursor, engine.dialect, {"tenant": 1})]
+    assert got == expected and len(got) == 3 and got[0][-1].tzinfo is not None
