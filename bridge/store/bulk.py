@@ -15,6 +15,7 @@ column defaults are not applied here, so the callers give every column they need
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, Table, insert
@@ -58,28 +59,26 @@ def insert_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
         return
     sql, positional, processors = compiled
     order = positional if positional is not None else keys
-    # Rows of one batch share their timestamps (the run's `now`): each distinct value is
-    # processed once per column instead of once per row.
-    memo: list[dict[int, Any]] = [{} for _ in order]
-
-    def value(index: int, processor: _Processor, raw: Any) -> Any:
-        if processor is None or raw is None:
-            return raw
-        if isinstance(raw, (dict, list)):
-            return processor(raw)  # mutable: never memoised by identity
-        seen = memo[index]
-        key = id(raw)
-        if key in seen:
-            return seen[key][1]
-        processed = processor(raw)
-        seen[key] = (raw, processed)  # keeps `raw` alive so its id cannot be reused meanwhile
-        return processed
-
-    pairs = list(enumerate(zip(order, processors, strict=True)))
-    if positional is not None:
-        params: list[Any] = [tuple(value(i, p, row[name]) for i, (name, p) in pairs) for row in rows]
-    else:
-        params = [{name: value(i, p, row[name]) for i, (name, p) in pairs} for row in rows]
+    processed = [(i, p, {}) for i, p in enumerate(processors) if p is not None]
+    take = itemgetter(*order) if len(order) > 1 else (lambda row: (row[order[0]],))
+    params: list[Any] = []
+    for row in rows:
+        values = list(take(row))
+        for i, processor, seen in processed:
+            raw = values[i]
+            if raw is None:
+                continue
+            if isinstance(raw, (dict, list)):
+                values[i] = processor(raw)  # mutable: never memoised by identity
+                continue
+            # Rows of one batch share their timestamps (the run's `now`): each distinct value is
+            # processed once per column, not once per row. `seen` keeps `raw` alive, so its id
+            # cannot be reused by another object meanwhile.
+            hit = seen.get(id(raw))
+            if hit is None:
+                hit = seen[id(raw)] = (raw, processor(raw))
+            values[i] = hit[1]
+        params.append(tuple(values) if positional is not None else dict(zip(order, values, strict=True)))
     cursor = conn.connection.cursor()
     try:
         cursor.executemany(sql, params)

@@ -62,6 +62,9 @@ def user_from_row(row: Any, groups: tuple[str, ...] = ()) -> SourceUser:
     )
 
 
+_INSERT_CHUNK = 10_000
+
+
 def write_groups(
     conn: Connection,
     tenant_id: int,
@@ -144,6 +147,9 @@ def write_groups(
             {"tenant_id": tenant_id, "source": source, "group_anchor": anchor, "member_anchor": m}
             for m in sorted(members[anchor])
         ]
+        if len(new_members) >= _INSERT_CHUNK:  # bounded memory: 300k rows at once cost ~100 MB
+            insert_many(conn, memberships, new_members)
+            new_members = []
     # After every delete above: one executemany per table for the whole run (bridge/store/bulk.py).
     insert_many(conn, identities, new_groups)
     insert_many(conn, memberships, new_members)
