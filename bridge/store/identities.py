@@ -98,7 +98,7 @@ def write_groups(
     changed = 0
     new_groups: list[dict[str, Any]] = []
     new_members: list[dict[str, Any]] = []
-    for anchor, group in groups.items():
+    for anchor, group in sorted(groups.items()):  # primary-key order: appends on a first sync
         digest = _group_digest(group, members[anchor])
         row = existing.get(anchor)
         if row is not None and row.digest == digest:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -28,7 +30,23 @@ sync_runs = SyncRun.__table__
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then 74 random bits.
+
+    Time-ordered ids keep inserts at the right-hand end of the primary-key and foreign-key
+    B-trees instead of scattering them: a first sync of 100k accounts wrote its rows in less
+    than half the time with the same SQLite page cache (docs/benchmarks.md). The random part is
+    as unguessable as before; ids still reveal nothing but their creation time.
+    """
+    millis = time.time_ns() // 1_000_000
+    random_bits = int.from_bytes(os.urandom(10), "big")  # 80 bits, 74 used
+    value = (
+        (millis & 0xFFFF_FFFF_FFFF) << 80
+        | 0x7 << 76
+        | (random_bits >> 62 & 0xFFF) << 64
+        | 0b10 << 62
+        | (random_bits & 0x3FFF_FFFF_FFFF_FFFF)
+    )
+    return str(uuid.UUID(int=value))
 
 
 def fold(value: str | None) -> str | None:
