@@ -29,6 +29,7 @@ from sqlalchemy.engine import Dialect
 from bridge.core.plan import identity_digest
 from bridge.scim.errors import invalid_value, uniqueness
 from bridge.scim.resources import source_user
+from bridge.store.bulk import insert_many
 from bridge.store.fast import FastQuery
 from bridge.store.identities import identity_values
 from bridge.store.repo import fold
@@ -148,12 +149,29 @@ def count_query(
     return query.where(where) if where is not None else query
 
 
+def _get_statement(kind: str, lock: bool) -> Select[Any]:
+    columns = _USER_COLUMNS if kind == "user" else _GROUP_COLUMNS
+    query = (
+        select(*columns)
+        .select_from(_from(kind))
+        .where(
+            identities.c.tenant_id == bindparam("tenant_id"),
+            identities.c.source == SOURCE,
+            identities.c.kind == kind,
+            identities.c.deleted_at.is_(None),
+            identities.c.anchor == bindparam("anchor"),
+        )
+    )
+    # PostgreSQL: serialise writers of one resource (SQLite writers are serial already).
+    return query.with_for_update(of=identities) if lock else query
+
+
+# Prebuilt: every GET, PUT, PATCH and DELETE of one resource starts here.
+_GETS = {(kind, lock): _get_statement(kind, lock) for kind in ("user", "group") for lock in (False, True)}
+
+
 def get(conn: Connection, tenant_id: int, kind: str, anchor: str, *, lock: bool = False) -> Any:
-    query = base_query(tenant_id, kind).where(identities.c.anchor == anchor)
-    if lock:
-        # PostgreSQL: serialise writers of one resource (SQLite writers are serial already).
-        query = query.with_for_update(of=identities)
-    return conn.execute(query).first()
+    return conn.execute(_GETS[(kind, lock)], {"tenant_id": tenant_id, "anchor": anchor}).first()
 
 
 def ensure_unique_name(conn: Connection, tenant_id: int, kind: str, name: str, anchor: str | None) -> None:
@@ -371,11 +389,22 @@ def write_group(
 
 def touch(conn: Connection, tenant_id: int, anchor: str, now: datetime, **values: Any) -> None:
     """A new version of a resource (ETag, meta.lastModified) without rewriting its members."""
-    conn.execute(
-        update(identities)
-        .where(identities.c.id == anchor, identities.c.tenant_id == tenant_id)
-        .values(version=identities.c.version + 1, updated_at=now, **values)
-    )
+    if values:
+        conn.execute(
+            update(identities)
+            .where(identities.c.id == anchor, identities.c.tenant_id == tenant_id)
+            .values(version=identities.c.version + 1, updated_at=now, **values)
+        )
+    else:
+        conn.execute(_TOUCH, {"b_id": anchor, "b_tenant": tenant_id, "now": now})
+
+
+# Prebuilt: every member change of a group bumps its version.
+_TOUCH = (
+    update(identities)
+    .where(identities.c.id == bindparam("b_id"), identities.c.tenant_id == bindparam("b_tenant"))
+    .values(version=identities.c.version + 1, updated_at=bindparam("now"))
+)
 
 
 def members_of(conn: Connection, tenant_id: int, group_anchor: str, base_url: str) -> list[dict[str, Any]]:
@@ -427,44 +456,43 @@ def kinds(conn: Connection, tenant_id: int, anchors: Iterable[str]) -> dict[str,
     wanted = list(dict.fromkeys(anchors))
     out: dict[str, str] = {}
     for start in range(0, len(wanted), CHUNK):
-        for anchor, kind in conn.execute(
-            select(identities.c.anchor, identities.c.kind).where(
-                # kind IN (...) lets the (tenant, source, kind, anchor) index serve the lookup
-                identities.c.tenant_id == tenant_id,
-                identities.c.source == SOURCE,
-                identities.c.kind.in_(("user", "group")),
-                identities.c.deleted_at.is_(None),
-                identities.c.anchor.in_(wanted[start : start + CHUNK]),
-            )
-        ):
+        params = {"tenant_id": tenant_id, "anchors": wanted[start : start + CHUNK]}
+        for anchor, kind in conn.execute(_KINDS, params):
             out[anchor] = kind
     return out
+
+
+_KINDS = select(identities.c.anchor, identities.c.kind).where(
+    # kind IN (...) lets the (tenant, source, kind, anchor) index serve the lookup
+    identities.c.tenant_id == bindparam("tenant_id"),
+    identities.c.source == SOURCE,
+    identities.c.kind.in_(("user", "group")),
+    identities.c.deleted_at.is_(None),
+    identities.c.anchor.in_(bindparam("anchors", expanding=True)),
+)
 
 
 def add_members(conn: Connection, tenant_id: int, group_anchor: str, ids: Sequence[str]) -> list[str]:
     """Insert the memberships that are missing; returns the ids actually added."""
     present: set[str] = set()
     for start in range(0, len(ids), CHUNK):
-        present |= set(
-            conn.execute(
-                select(memberships.c.member_anchor).where(
-                    memberships.c.tenant_id == tenant_id,
-                    memberships.c.source == SOURCE,
-                    memberships.c.group_anchor == group_anchor,
-                    memberships.c.member_anchor.in_(list(ids[start : start + CHUNK])),
-                )
-            ).scalars()
-        )
+        params = {"tenant_id": tenant_id, "group": group_anchor, "anchors": list(ids[start : start + CHUNK])}
+        present |= set(conn.execute(_PRESENT_MEMBERS, params).scalars())
     added = [i for i in dict.fromkeys(ids) if i not in present]
-    if added:
-        conn.execute(
-            insert(memberships),
-            [
-                {"tenant_id": tenant_id, "source": SOURCE, "group_anchor": group_anchor, "member_anchor": i}
-                for i in added
-            ],
-        )
+    insert_many(
+        conn,
+        memberships,
+        [{"tenant_id": tenant_id, "source": SOURCE, "group_anchor": group_anchor, "member_anchor": i} for i in added],
+    )
     return added
+
+
+_PRESENT_MEMBERS = select(memberships.c.member_anchor).where(
+    memberships.c.tenant_id == bindparam("tenant_id"),
+    memberships.c.source == SOURCE,
+    memberships.c.group_anchor == bindparam("group"),
+    memberships.c.member_anchor.in_(bindparam("anchors", expanding=True)),
+)
 
 
 def remove_members(conn: Connection, tenant_id: int, group_anchor: str, ids: Sequence[str] | None) -> list[str]:

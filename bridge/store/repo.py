@@ -77,8 +77,11 @@ def ensure_tenant(
     return get_tenant(conn, name)
 
 
+_TENANT_BY_NAME = select(tenants).where(tenants.c.name == bindparam("name"))  # every SCIM write
+
+
 def get_tenant(conn: Connection, name: str) -> TenantRow:
-    row = conn.execute(select(tenants).where(tenants.c.name == name)).first()
+    row = conn.execute(_TENANT_BY_NAME, {"name": name}).first()
     if row is None:
         raise NotFound(f'no tenant named "{name}"')
     return TenantRow(row.id, row.name, row.seat_limit, row.created_at)
