@@ -3,6 +3,7 @@ with the mails delivered by the worker to aiosmtpd; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import statistics
@@ -88,8 +89,13 @@ def serve(deployment: Deployment, smtp: SmtpServer, *, tenant: str = "", extra: 
     try:
         yield Site(base, deployment, smtp, runtime)
     finally:
-        server.trigger.pull_trigger(stop)
+        # The loop may have ended on its own already (it closes the trigger when it does, and the
+        # write then fails with EBADF, seen once in a full run): then there is nothing to stop.
+        if thread.is_alive():
+            with contextlib.suppress(OSError):
+                server.trigger.pull_trigger(stop)
         thread.join(timeout=5)
+        assert not thread.is_alive(), "the activation server did not stop"
         runtime.engine.dispose()
 
 
