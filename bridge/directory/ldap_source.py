@@ -288,7 +288,8 @@ class LdapSource:
         return conn
 
     def _search(self, base: str, filter_: str, scope: str, attributes: Sequence[str]) -> list[dict[str, Any]]:
-        """One non-paged search (rootDSE, base-scope reads); anything but success raises."""
+        """One non-paged search (rootDSE, base-scope reads); anything but success raises. Entries
+        come as `dn` + `raw_attributes` with lower-cased names (bridge/directory/ber.py)."""
         conn = self._connection()
         try:
             conn.search(base, filter_, scope, attributes=list(attributes), dereference_aliases=DEREF_NEVER)
@@ -365,7 +366,7 @@ class LdapSource:
                 found = self._search(dn, "(objectClass=*)", BASE, [request])
                 if not found:
                     raise SourceUnavailable(f"{dn} disappeared while its {name} values were being read")
-                got = _lowered(found[0]["raw_attributes"])
+                got = found[0]["raw_attributes"]
                 slice_key = next((k for k in got if k.startswith(f"{name};range=")), None)
                 if slice_key is None:
                     raise SourceUnavailable(f"{dn}: the server returned no {name} values from {start} on")
@@ -386,7 +387,7 @@ class LdapSource:
         # Named rootDSE attributes trip ldap3's schema check on Samba; OpenLDAP lists namingContexts
         # among the operational ones ("+").
         root = self._search("", "(objectClass=*)", BASE, ["*"] if self.flavor == "ad" else ["*", "+"])
-        attributes = _lowered(root[0]["raw_attributes"]) if root else {}
+        attributes = root[0]["raw_attributes"] if root else {}
         if self.flavor == "ad":
             usn = _first_text(attributes, "highestcommittedusn")
             service = _first_text(attributes, "dsservicename")
@@ -395,7 +396,7 @@ class LdapSource:
             invocation = ""
             try:
                 found = self._search(service, "(objectClass=*)", BASE, ["invocationId"])
-                raw = _lowered(found[0]["raw_attributes"]).get("invocationid") if found else None
+                raw = found[0]["raw_attributes"].get("invocationid") if found else None
                 if raw:
                     invocation = str(uuid.UUID(bytes_le=bytes(raw[0])))
             except SourceUnavailable:
@@ -408,7 +409,7 @@ class LdapSource:
         csns: list[str] = []
         for context in _contexts_for(contexts, (self.settings.user_base, self.settings.group_base)):
             found = self._search(context, "(objectClass=*)", BASE, ["contextCSN"])
-            values = [_text(v) for v in (_lowered(found[0]["raw_attributes"]).get("contextcsn", ()) if found else ())]
+            values = [_text(v) for v in (found[0]["raw_attributes"].get("contextcsn", ()) if found else ())]
             if not values or not all(_csn_time(v) for v in values):
                 csns = []
                 break
@@ -569,10 +570,6 @@ def _check_result(conn: Connection, base: str) -> None:
             f"search of {base or 'the rootDSE'} ended with {result.get('description')} ({code})"
             + (f": {result.get('message')}" if result.get("message") else "")
         )
-
-
-def _lowered(attributes: Mapping[str, Any]) -> dict[str, Any]:
-    return {key.lower(): value for key, value in attributes.items()}
 
 
 def _text(value: Any) -> str:
