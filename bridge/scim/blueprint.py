@@ -156,6 +156,15 @@ class ScimApi:
         except (ValueError, UnicodeDecodeError):
             raise invalid_syntax("the request body is not valid JSON") from None
 
+    def locked(self, conn: Connection, caller: Caller, kind: str, anchor: str) -> Any:
+        """The resource a write changes, locked for the transaction; 404 if it is not this
+        tenant's, 412 if `If-Match` names another version."""
+        row = storage.get(conn, caller.tenant_id, kind, anchor, lock=True)
+        if row is None:
+            raise not_found("User" if kind == "user" else "Group", anchor)
+        self.if_match(row_etag(row))
+        return row
+
     def if_match(self, current: str) -> None:
         wanted = request.headers.get("If-Match")
         if wanted is None:
@@ -226,10 +235,7 @@ class ScimApi:
         projection = self.projection(USER_TYPE)
 
         def work(conn: Connection, caller: Caller, ctx: ApplyContext, view: TenantView) -> Any:
-            row = storage.get(conn, caller.tenant_id, "user", anchor, lock=True)
-            if row is None:
-                raise not_found("User", anchor)
-            self.if_match(row_etag(row))
+            row = self.locked(conn, caller, "user", anchor)
             check_immutable(USER_TYPE, row.resource or {}, doc)
             self.save_user(conn, caller, ctx, view, row, doc)
             return self.user(conn, anchor, projection)
@@ -251,10 +257,7 @@ class ScimApi:
         projection = self.projection(USER_TYPE)
 
         def work(conn: Connection, caller: Caller, ctx: ApplyContext, view: TenantView) -> Any:
-            row = storage.get(conn, caller.tenant_id, "user", anchor, lock=True)
-            if row is None:
-                raise not_found("User", anchor)
-            self.if_match(row_etag(row))
+            row = self.locked(conn, caller, "user", anchor)
             result = apply_patch(USER_TYPE, row.resource or {}, body)
             require(result.doc, USER_TYPE)
             self.save_user(conn, caller, ctx, view, row, result.doc)
@@ -265,10 +268,7 @@ class ScimApi:
 
     def delete_user(self, anchor: str) -> Response:
         def work(conn: Connection, caller: Caller, ctx: ApplyContext, view: TenantView) -> None:
-            row = storage.get(conn, caller.tenant_id, "user", anchor, lock=True)
-            if row is None:
-                raise not_found("User", anchor)
-            self.if_match(row_etag(row))
+            self.locked(conn, caller, "user", anchor)
             archive(conn, caller.tenant_id, anchor, ctx)
             storage.mark_deleted(conn, caller.tenant_id, anchor, ctx.now)
 
@@ -392,10 +392,7 @@ class ScimApi:
         explicit = bool(request.args.get("attributes") or request.args.get("excludedAttributes"))
 
         def work(conn: Connection, caller: Caller, ctx: ApplyContext, view: TenantView) -> Any:
-            row = storage.get(conn, caller.tenant_id, "group", anchor, lock=True)
-            if row is None:
-                raise not_found("Group", anchor)
-            self.if_match(row_etag(row))
+            row = self.locked(conn, caller, "group", anchor)
             result = apply_patch(GROUP_TYPE, row.resource or {}, body)
             require(result.doc, GROUP_TYPE)
             wrote = self.save_group(conn, caller, ctx, view, row, result.doc, result.members)
@@ -420,10 +417,7 @@ class ScimApi:
         projection = self.projection(GROUP_TYPE)
 
         def work(conn: Connection, caller: Caller, ctx: ApplyContext, view: TenantView) -> Any:
-            row = storage.get(conn, caller.tenant_id, "group", anchor, lock=True)
-            if row is None:
-                raise not_found("Group", anchor)
-            self.if_match(row_etag(row))
+            row = self.locked(conn, caller, "group", anchor)
             self.save_group(conn, caller, ctx, view, row, doc, [MemberOp("replace", tuple(ids))])
             return self.group(conn, anchor, projection)
 
@@ -432,10 +426,7 @@ class ScimApi:
 
     def delete_group(self, anchor: str) -> Response:
         def work(conn: Connection, caller: Caller, ctx: ApplyContext, view: TenantView) -> None:
-            row = storage.get(conn, caller.tenant_id, "group", anchor, lock=True)
-            if row is None:
-                raise not_found("Group", anchor)
-            self.if_match(row_etag(row))
+            self.locked(conn, caller, "group", anchor)
             affected = storage.users_under(conn, caller.tenant_id, [anchor])
             storage.delete_group(conn, caller.tenant_id, anchor, caller.actor, ctx.correlation_id, ctx.now)
             self.replan(conn, view, ctx, affected)
@@ -444,9 +435,8 @@ class ScimApi:
         return Response(status=204)
 
     # ---- queries -------------------------------------------------------------------------
-    def projection(self, rt: ResourceType, params: dict[str, Any] | None = None) -> Projection:
-        params = params if params is not None else request.args
-        return Projection.parse(rt, _text(params.get("attributes")), _text(params.get("excludedAttributes")))
+    def projection(self, rt: ResourceType) -> Projection:
+        return projection_of(rt, request.args)
 
     def search(self, rt: ResourceType, params: dict[str, Any]) -> dict[str, Any]:
         query = Query.parse(rt, params, self.caller.tenant_id)
@@ -539,7 +529,7 @@ class Query:
         q.tenant_id = tenant_id
         q.start = max(_integer(params.get("startIndex"), "startIndex", 1), 1)
         q.count = min(max(_integer(params.get("count"), "count", discovery.DEFAULT_COUNT), 0), discovery.MAX_RESULTS)
-        q.projection = Projection.parse(rt, _text(params.get("attributes")), _text(params.get("excludedAttributes")))
+        q.projection = projection_of(rt, params)
         i = Identity.__table__.c
         sort_by = _text(params.get("sortBy"))
         if sort_by:
@@ -703,8 +693,17 @@ def _integer(value: Any, name: str, default: int) -> int:
         raise invalid_value(f'"{name}" must be an integer') from None
 
 
+def projection_of(rt: ResourceType, params: Any) -> Projection:
+    """`attributes` / `excludedAttributes` of a query string or a search body."""
+    return Projection.parse(rt, _text(params.get("attributes")), _text(params.get("excludedAttributes")))
+
+
+def scim_json(body: Any) -> str:
+    return json.dumps(body, separators=(",", ":"))
+
+
 def respond(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status=status, headers=headers, content_type=SCIM_JSON)
+    return Response(scim_json(body), status=status, headers=headers, content_type=SCIM_JSON)
 
 
 def error_response(error: ScimError) -> Response:

@@ -12,7 +12,6 @@ produces the answer or the error: the lane never answers with an error itself.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -26,6 +25,7 @@ from bridge.scim import quirks
 from bridge.scim.auth import authenticate
 from bridge.scim.errors import ScimError
 from bridge.scim.schema import USER_TYPE
+from bridge.store.fast import raw_cursor
 
 log = logging.getLogger(__name__)
 
@@ -75,24 +75,17 @@ class FastLane:
         return self.app(environ, start_response)
 
     def answer(self, environ: dict[str, Any]) -> bytes | None:
-        from bridge.scim.blueprint import Query, fast_user_lookup
+        from bridge.scim.blueprint import Query, fast_user_lookup, scim_json
 
         pairs = parse_qsl(environ["QUERY_STRING"], keep_blank_values=True, strict_parsing=True)
         params = dict(pairs)
         if len(params) != len(pairs) or not params.keys() <= PARAMETERS or "filter" not in params:
             return None
-        connection = self.engine.raw_connection()
-        try:
-            cursor = connection.cursor()
-            try:
-                caller = authenticate(cursor, self.engine.dialect, environ.get("HTTP_AUTHORIZATION"))
-                query = Query.parse(USER_TYPE, params, caller.tenant_id)
-                found = fast_user_lookup(cursor, self.engine.dialect, caller, query, self.base_url)
-            finally:
-                cursor.close()
-        finally:
-            connection.close()
-        return None if found is None else json.dumps(found, separators=(",", ":")).encode()
+        with raw_cursor(self.engine) as cursor:
+            caller = authenticate(cursor, self.engine.dialect, environ.get("HTTP_AUTHORIZATION"))
+            query = Query.parse(USER_TYPE, params, caller.tenant_id)
+            found = fast_user_lookup(cursor, self.engine.dialect, caller, query, self.base_url)
+        return None if found is None else scim_json(found).encode()
 
 
 def _observe(started: float) -> None:
