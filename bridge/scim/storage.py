@@ -20,7 +20,6 @@ from sqlalchemy import (
     func,
     insert,
     literal_column,
-    or_,
     select,
     update,
 )
@@ -31,7 +30,7 @@ from bridge.scim.errors import invalid_value, uniqueness
 from bridge.scim.resources import source_user
 from bridge.store.bulk import insert_many
 from bridge.store.fast import FastQuery
-from bridge.store.identities import identity_values
+from bridge.store.identities import identity_values, remove_group
 from bridge.store.repo import fold
 from bridge.store.tables import Account, AuditEvent, Identity, Membership, RoleGrant, ScimEmail
 
@@ -135,10 +134,19 @@ _LOOKUPS = {key: _lookup_statement(key[0], column) for key, column in _LOOKUP_CO
 def lookup(conn: Connection, tenant_id: int, kind: str, attribute: str, value: str, limit: int) -> list[Any]:
     """`attribute eq "value"` on an indexed column: the identity providers' hot path (match
     before create)."""
+    rows = conn.execute(_LOOKUPS[(kind, attribute)], _lookup_params(tenant_id, attribute, value, limit))
+    return sorted(rows, key=_creation_order)
+
+
+def _lookup_params(tenant_id: int, attribute: str, value: str, limit: int) -> dict[str, Any]:
     if attribute in ("username", "displayname"):
         value = value.casefold()
-    params = {"tenant_id": tenant_id, "value": value, "limit": limit}
-    return sorted(conn.execute(_LOOKUPS[(kind, attribute)], params), key=lambda r: (r.created_at, r.id))
+    return {"tenant_id": tenant_id, "value": value, "limit": limit}
+
+
+def _creation_order(row: Any) -> tuple[Any, Any]:
+    # No ORDER BY in the statement (see _lookup_statement): the few matches are sorted here.
+    return row.created_at, row.id
 
 
 def count_query(
@@ -321,11 +329,8 @@ def fast_lookup(
     cursor: Any, dialect: Dialect, tenant_id: int, kind: str, attribute: str, value: str, limit: int
 ) -> list[Any]:
     """`lookup` on a DB-API cursor: the same rows, in the same order."""
-    if attribute in ("username", "displayname"):
-        value = value.casefold()
-    params = {"tenant_id": tenant_id, "value": value, "limit": limit}
-    rows = _FAST_LOOKUPS[(kind, attribute)].rows(cursor, dialect, params)
-    return sorted(rows, key=lambda r: (r.created_at, r.id))
+    rows = _FAST_LOOKUPS[(kind, attribute)].rows(cursor, dialect, _lookup_params(tenant_id, attribute, value, limit))
+    return sorted(rows, key=_creation_order)
 
 
 def fast_groups_of(
@@ -544,24 +549,14 @@ def users_under(conn: Connection, tenant_id: int, anchors: Iterable[str]) -> lis
 
 
 def delete_group(conn: Connection, tenant_id: int, anchor: str, actor: str, correlation_id: str, now: datetime) -> None:
-    conn.execute(
-        delete(memberships).where(
-            memberships.c.tenant_id == tenant_id,
-            memberships.c.source == SOURCE,
-            or_(memberships.c.group_anchor == anchor, memberships.c.member_anchor == anchor),
-        )
-    )
-    conn.execute(delete(identities).where(identities.c.id == anchor, identities.c.tenant_id == tenant_id))
-    conn.execute(
-        insert(audit).values(
-            tenant_id=tenant_id,
-            account_id=None,
-            actor=actor,
-            action="group_removed",
-            before={"group": anchor, "source": SOURCE},
-            after=None,
-            reason="deleted by the SCIM client",
-            correlation_id=correlation_id,
-            occurred_at=now,
-        )
+    remove_group(
+        conn,
+        tenant_id,
+        SOURCE,
+        anchor,
+        anchor,  # a SCIM identity's id is its anchor
+        actor=actor,
+        correlation_id=correlation_id,
+        reason="deleted by the SCIM client",
+        now=now,
     )

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select, update
 
 from bridge.core.model import GroupRef, SourceGroup, SourceUser
 from bridge.core.plan import Subject, identity_digest
@@ -158,30 +158,56 @@ def write_groups(
             if anchor in groups:
                 continue
             changed += 1
-            conn.execute(
-                delete(memberships).where(
-                    and_(
-                        memberships.c.tenant_id == tenant_id,
-                        memberships.c.source == source,
-                        memberships.c.group_anchor == anchor,
-                    )
-                )
-            )
-            conn.execute(delete(identities).where(identities.c.id == row.id))
-            conn.execute(
-                insert(audit).values(
-                    tenant_id=tenant_id,
-                    account_id=None,
-                    actor=actor,
-                    action="group_removed",
-                    before={"group": anchor, "source": source},
-                    after=None,
-                    reason="no longer in source",
-                    correlation_id=correlation_id,
-                    occurred_at=now,
-                )
+            remove_group(
+                conn,
+                tenant_id,
+                source,
+                anchor,
+                row.id,
+                actor=actor,
+                correlation_id=correlation_id,
+                reason="no longer in source",
+                now=now,
             )
     return changed
+
+
+def remove_group(
+    conn: Connection,
+    tenant_id: int,
+    source: str,
+    anchor: str,
+    identity_id: str,
+    *,
+    actor: str,
+    correlation_id: str | None,
+    reason: str,
+    now: datetime,
+) -> None:
+    """Delete a group, its memberships on both sides (its members, and its own place in other
+    groups), and record it. A full sync's snapshot has already dropped references to it, so the
+    groups that listed it were rewritten without it; a SCIM DELETE relies on this to unlink it."""
+    conn.execute(
+        delete(memberships).where(
+            memberships.c.tenant_id == tenant_id,
+            memberships.c.source == source,
+            or_(memberships.c.group_anchor == anchor, memberships.c.member_anchor == anchor),
+        )
+    )
+    conn.execute(delete(identities).where(identities.c.id == identity_id, identities.c.tenant_id == tenant_id))
+    conn.execute(
+        insert(audit).values(
+            tenant_id=tenant_id,
+            account_id=None,
+            actor=actor,
+            action="group_removed",
+            before={"group": anchor, "source": source},
+            after=None,
+            reason=reason,
+            correlation_id=correlation_id,
+            occurred_at=now,
+        )
+    )
 
 
 # Prebuilt: these run on every SCIM write and every re-plan; building and cache-keying a new
