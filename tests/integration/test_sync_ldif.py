@@ -188,3 +188,32 @@ def test_entry_that_cannot_be_read_archives_nobody(deployment: Deployment) -> No
     assert out["exit"] == 0 and out["archived"] == 0
     assert any("nobody is archived" in e for e in out["errors"])
     assert users(deployment)[person]["status"] != "archived"
+
+
+def test_a_group_gone_from_the_directory_is_removed_on_both_sides_of_its_memberships(deployment: Deployment) -> None:
+    from bridge.store.tables import Membership
+
+    sync_json(deployment)
+    engine = make_engine(deployment.db_url)
+    try:
+        with engine.connect() as conn:
+            admins = conn.execute(
+                select(Identity.anchor).where(Identity.kind == "group", Identity.name == "admins")
+            ).scalar_one()
+            # Nested: admins is itself a member of managers before it goes.
+            assert conn.execute(select(func.count()).where(Membership.member_anchor == admins)).scalar_one() == 1
+        records = deployment.records()
+        deployment.write_records([r for r in records if not r.startswith("dn: cn=admins,")])
+        assert sync_json(deployment)["exit"] == 0
+        with engine.connect() as conn:
+            assert conn.execute(select(func.count()).where(Identity.anchor == admins)).scalar_one() == 0
+            linked = select(func.count()).where(
+                (Membership.group_anchor == admins) | (Membership.member_anchor == admins)
+            )
+            assert conn.execute(linked).scalar_one() == 0
+            removed = (
+                conn.execute(select(AuditEvent.reason).where(AuditEvent.action == "group_removed")).scalars().all()
+            )
+            assert removed == ["no longer in source"]
+    finally:
+        engine.dispose()
