@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
 import time
-import uuid
 from typing import Any
 
 from flask import Flask, Response, abort, g, jsonify, request
@@ -19,7 +19,7 @@ _DRAIN_LIMIT = 16 * 1024 * 1024
 
 def request_id(incoming: str) -> str:
     """The client's X-Request-ID when it is usable as a log field, else a new one."""
-    return incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else f"req-{uuid.uuid4().hex[:16]}"
+    return incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else f"req-{secrets.token_hex(8)}"
 
 
 def create_app(runtime: Runtime) -> Flask:

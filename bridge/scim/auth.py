@@ -6,7 +6,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import and_, bindparam, select
 from sqlalchemy.engine import Dialect
 
 from bridge.scim import quirks
@@ -22,19 +22,21 @@ tenants = Tenant.__table__
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="bridge SCIM"'}
 
 
-# Every request runs this: prebuilt, and run on the DB-API cursor (bridge/store/fast.py).
-_BY_HASH = FastQuery(
-    select(
-        tokens.c.id,
-        tokens.c.label,
-        tokens.c.read_only,
-        tokens.c.token_hash,
-        tenants.c.id.label("tenant_id"),
-        tenants.c.name,
-    )
-    .join(tenants, tenants.c.id == tokens.c.tenant_id)
-    .where(tokens.c.token_hash == bindparam("digest"), tokens.c.revoked_at.is_(None))
+# The token's columns, for `_BY_HASH` and for statements that check the token while they read
+# (the fast lane's lookup, bridge/scim/storage.py): `caller_of` reads them by these names.
+TOKEN_COLUMNS = (
+    tokens.c.id.label("token_id"),
+    tokens.c.label.label("token_label"),
+    tokens.c.read_only,
+    tokens.c.token_hash,
+    tenants.c.id.label("tenant_id"),
+    tenants.c.name.label("tenant_name"),
 )
+TOKEN_FROM = tokens.join(tenants, tenants.c.id == tokens.c.tenant_id)
+TOKEN_MATCHES = and_(tokens.c.token_hash == bindparam("digest"), tokens.c.revoked_at.is_(None))
+
+# Every request runs this: prebuilt, and run on the DB-API cursor (bridge/store/fast.py).
+_BY_HASH = FastQuery(select(*TOKEN_COLUMNS).select_from(TOKEN_FROM).where(TOKEN_MATCHES))
 
 
 @dataclass(frozen=True)
@@ -45,24 +47,34 @@ class Caller:
     actor: str  # for the audit log: "scim:<token label or id>"
 
 
-def authenticate(cursor: Any, dialect: Dialect, header: str | None) -> Caller:
-    """The caller of a request, looked up on every request: a revoked token stops at once."""
+def token_digest(header: str | None) -> str:
+    """The stored form of the request's bearer token; 401 when there is none."""
     token = quirks.bearer_token(header)
     if not token:
         raise ScimError(401, "missing bearer token", headers=CHALLENGE)
-    digest = hash_token(token)
+    return hash_token(token)
+
+
+def caller_of(row: Any, digest: str) -> Caller:
+    """The caller from a row of TOKEN_COLUMNS found by `digest` (None: no such token): 401 unless
+    the token is there and not revoked."""
     # The lookup is by hash of the token, so its timing says nothing about stored tokens; the
     # comparison below is constant-time anyway.
-    rows = _BY_HASH.rows(cursor, dialect, {"digest": digest})
-    row = rows[0] if rows else None
     if row is None or not secrets.compare_digest(row.token_hash, digest):
         raise ScimError(401, "invalid or revoked bearer token", headers=CHALLENGE)
     return Caller(
         tenant_id=row.tenant_id,
-        tenant_name=row.name,
+        tenant_name=row.tenant_name,
         read_only=bool(row.read_only),
-        actor=f"scim:{row.label or row.id}",
+        actor=f"scim:{row.token_label or row.token_id}",
     )
+
+
+def authenticate(cursor: Any, dialect: Dialect, header: str | None) -> Caller:
+    """The caller of a request, looked up on every request: a revoked token stops at once."""
+    digest = token_digest(header)
+    rows = _BY_HASH.rows(cursor, dialect, {"digest": digest})
+    return caller_of(rows[0] if rows else None, digest)
 
 
 def require_write(caller: Caller) -> None:

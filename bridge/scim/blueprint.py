@@ -29,7 +29,7 @@ from bridge.provision.apply import ApplyContext, apply_account
 from bridge.provision.replan import TenantView, replan, tenant_view
 from bridge.runtime import Runtime
 from bridge.scim import discovery, quirks, storage
-from bridge.scim.auth import Caller, authenticate, require_write
+from bridge.scim.auth import Caller, authenticate, caller_of, require_write, token_digest
 from bridge.scim.errors import ScimError, invalid_filter, invalid_syntax, invalid_value, not_found, uniqueness
 from bridge.scim.filter import MAX_FILTER_LENGTH, to_sql, translate
 from bridge.scim.patch import MemberOp, apply_patch, check_immutable, matches
@@ -498,13 +498,21 @@ class ScimApi:
 _SIMPLE_EQ = re.compile(r'^\s*(userName|externalId|id|displayName)\s+eq\s+"((?:[^"\\]|\\.)*)"\s*$', re.I)
 
 
+# Every list is ordered by creation last, so pages are stable.
+_CREATION_ORDER = (storage.identities.c.created_at, storage.identities.c.id)
+
+
+def _filter_string(quoted: str) -> str:
+    """The value of a filter's string literal (its text between the quotes)."""
+    return json.loads(f'"{quoted}"') if "\\" in quoted else quoted
+
+
 class Query:
     """filter, sortBy/sortOrder, startIndex/count and the projection of one list request."""
 
     def __init__(self) -> None:
         self.where: Any = None
         self.lookup: tuple[str, str] | None = None  # (attribute, value) of a plain `attr eq "value"`
-        self.tenant_id = 0
         self.driven_by_subquery = False
         self.order: list[Any] = []
         self.start = 1
@@ -512,9 +520,26 @@ class Query:
         self.projection = Projection()
 
     @classmethod
+    def parse_lookup(cls, rt: ResourceType, params: Any) -> Query | None:
+        """The query when its filter is a plain lookup on an indexed attribute (`userName eq
+        "x"`), which needs no tenant to parse: the fast lane parses it before it knows the
+        caller. None for any other filter."""
+        text = _text(params.get("filter"))
+        simple = _SIMPLE_EQ.match(text) if text and len(text) <= MAX_FILTER_LENGTH else None
+        kind = "user" if rt is USER_TYPE else "group"
+        attribute = simple.group(1).casefold() if simple else ""
+        if simple is None or (kind, attribute) not in storage.LOOKUP_ATTRIBUTES:
+            return None
+        if len(params) > 1:
+            return cls.parse(rt, params, tenant_id=0)  # the tenant only scopes a translated filter
+        q = cls()  # the filter alone, as identity providers send it: every other setting is the default
+        q.lookup = (attribute, _filter_string(simple.group(2)))
+        q.order = list(_CREATION_ORDER)
+        return q
+
+    @classmethod
     def parse(cls, rt: ResourceType, params: Any, tenant_id: int) -> Query:
         from bridge.scim.filter import GROUP_TARGETS, USER_TARGETS, Column
-        from bridge.store.tables import Identity
 
         q = cls()
         text = _text(params.get("filter"))
@@ -523,28 +548,26 @@ class Query:
         simple = _SIMPLE_EQ.match(text) if text else None
         kind = "user" if rt is USER_TYPE else "group"
         if simple and (kind, simple.group(1).casefold()) in storage.LOOKUP_ATTRIBUTES:
-            q.lookup = (simple.group(1).casefold(), json.loads(f'"{simple.group(2)}"'))
+            q.lookup = (simple.group(1).casefold(), _filter_string(simple.group(2)))
         elif text:
             q.where, q.driven_by_subquery = translate(rt.name, text, tenant_id)
-        q.tenant_id = tenant_id
         q.start = max(_integer(params.get("startIndex"), "startIndex", 1), 1)
         q.count = min(max(_integer(params.get("count"), "count", discovery.DEFAULT_COUNT), 0), discovery.MAX_RESULTS)
         q.projection = projection_of(rt, params)
-        i = Identity.__table__.c
         sort_by = _text(params.get("sortBy"))
         if sort_by:
             targets = USER_TARGETS if rt is USER_TYPE else GROUP_TARGETS
             key = sort_by.casefold().removeprefix(rt.schema.id.casefold() + ":")
             target = targets.get(key)
             if key in ("emails", "emails.value") and rt is USER_TYPE:
-                column: Any = i.email_norm
+                column: Any = storage.identities.c.email_norm
             elif isinstance(target, Column):
                 column = target.column
             else:
                 raise invalid_value(f'cannot sort by "{sort_by}"')
             descending = (_text(params.get("sortOrder")) or "ascending").lower() == "descending"
             q.order.append(column.desc() if descending else column.asc())
-        q.order.extend([i.created_at, i.id])
+        q.order.extend(_CREATION_ORDER)
         return q
 
     def run(
@@ -583,14 +606,41 @@ def fast_user_lookup(cursor: Any, dialect: Any, caller: Caller, query: Query, ba
     """`userName eq "x"` (and externalId, id) as identity providers send it before every create,
     on a DB-API cursor (bridge/store/fast.py); None when the request needs the general path (a
     page that may not hold every match, sorting, or the product's roles in the answer)."""
-    if query.lookup is None or query.start != 1 or query.count <= 0 or len(query.order) != 2:
+    if not _fast_lookup_answers(query, caller):
         return None
-    projection = query.projection
-    if projection.wants(ACCOUNT) if caller.read_only else projection.names(ACCOUNT):
-        return None
+    assert query.lookup is not None
     rows = storage.fast_lookup(cursor, dialect, caller.tenant_id, "user", *query.lookup, query.count)
+    return _fast_user_page(cursor, dialect, caller, query, rows, base_url)
+
+
+def fast_token_user_lookup(
+    cursor: Any, dialect: Any, header: str | None, query: Query, base_url: str
+) -> dict[str, Any] | None:
+    """`fast_user_lookup` for a request not authenticated yet: the token is checked by the
+    lookup's own statement (the fast lane's). A token that does not authenticate raises the 401."""
+    if query.lookup is None:
+        return None
+    digest = token_digest(header)
+    token, rows = storage.fast_lookup_with_token(cursor, dialect, digest, *query.lookup, query.count)
+    caller = caller_of(token, digest)
+    if not _fast_lookup_answers(query, caller):
+        return None
+    return _fast_user_page(cursor, dialect, caller, query, rows, base_url)
+
+
+def _fast_lookup_answers(query: Query, caller: Caller) -> bool:
+    if query.lookup is None or query.start != 1 or query.count <= 0 or len(query.order) != 2:
+        return False
+    projection = query.projection
+    return not (projection.wants(ACCOUNT) if caller.read_only else projection.names(ACCOUNT))
+
+
+def _fast_user_page(
+    cursor: Any, dialect: Any, caller: Caller, query: Query, rows: list[Any], base_url: str
+) -> dict[str, Any] | None:
     if len(rows) >= query.count:
         return None  # maybe more than one page: the general path counts them
+    projection = query.projection
     anchors = [r.anchor for r in rows] if projection.wants("groups") else []
     groups = storage.fast_groups_of(cursor, dialect, caller.tenant_id, anchors, base_url)
     resources = [render_user(r, base_url, groups.get(r.anchor), None, projection) for r in rows]

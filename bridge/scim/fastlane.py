@@ -3,29 +3,30 @@ userName eq "…"` (Entra ID and Okta look a user up before every create and on 
 
 The lane answers that one request shape without Flask's request context, routing and hooks,
 which cost more than the lookup itself (docs/benchmarks.md). It runs the same code as the
-blueprint for everything that decides the answer (token check, `Query.parse`,
-`fast_user_lookup`, rendering) and gives the same body and headers. Anything else, and anything
-unusual about this request (another parameter, a body, a token that does not authenticate, a
-filter that is not a plain `eq`, a database error), goes to the Flask app untouched, which
-produces the answer or the error: the lane never answers with an error itself.
+blueprint for everything that decides the answer (`Query.parse`, the token check by
+`auth.caller_of`, the lookup's rows, rendering) and gives the same body and headers; it checks
+the token in the lookup's own statement, so a lookup is one statement (two when the user is in
+groups) on a connection the server thread keeps. Anything else, and anything unusual about this
+request (another parameter, a body, a token that does not authenticate, a filter that is not a
+plain `eq`, a database error), goes to the Flask app untouched, which produces the answer or the
+error: the lane never answers with an error itself.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 from sqlalchemy import Engine
 
 from bridge.app import request_id
 from bridge.scim import quirks
-from bridge.scim.auth import authenticate
 from bridge.scim.errors import ScimError
 from bridge.scim.schema import USER_TYPE
-from bridge.store.fast import raw_cursor
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +37,22 @@ PARAMETERS = frozenset({"filter", "attributes", "excludedAttributes", "count", "
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
+class _ThreadConnection(threading.local):
+    connection: Any = None
+    cursor: Any = None
+
+
 class FastLane:
     def __init__(self, app: WsgiApp, engine: Engine, base_url: str) -> None:
         self.app = app
         self.engine = engine
         self.base_url = base_url
+        # One DB-API connection per server thread, detached from the pool: a pool checkout and
+        # return (with PostgreSQL's pre-ping) cost more than the lookup, and a detached
+        # connection does not take a pool slot from the requests that need one. Rolled back
+        # after every request; dropped, and the request passed to the app, on any error.
+        self._local = _ThreadConnection()
+        self._observers: tuple[Any, Any] | None = None
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if (
@@ -58,6 +70,7 @@ class FastLane:
                 body = None  # bad token or filter: the app answers with the SCIM error
             except Exception:  # the app meets the same problem and answers it properly
                 log.debug("SCIM fast lane passed a request to the app", exc_info=True)
+                self._drop_connection()
                 body = None
             if body is not None:
                 rid = request_id(environ.get("HTTP_X_REQUEST_ID", ""))
@@ -70,26 +83,64 @@ class FastLane:
                         ("Cache-Control", "no-store"),
                     ],
                 )
-                _observe(started)
+                self._observe(started)
                 return [body]
         return self.app(environ, start_response)
 
     def answer(self, environ: dict[str, Any]) -> bytes | None:
-        from bridge.scim.blueprint import Query, fast_user_lookup, scim_json
+        from bridge.scim.blueprint import Query, fast_token_user_lookup, scim_json
 
-        pairs = parse_qsl(environ["QUERY_STRING"], keep_blank_values=True, strict_parsing=True)
-        params = dict(pairs)
-        if len(params) != len(pairs) or not params.keys() <= PARAMETERS or "filter" not in params:
+        params = _parameters(environ["QUERY_STRING"])
+        if params is None or not params.keys() <= PARAMETERS:
             return None
-        with raw_cursor(self.engine) as cursor:
-            caller = authenticate(cursor, self.engine.dialect, environ.get("HTTP_AUTHORIZATION"))
-            query = Query.parse(USER_TYPE, params, caller.tenant_id)
-            found = fast_user_lookup(cursor, self.engine.dialect, caller, query, self.base_url)
+        query = Query.parse_lookup(USER_TYPE, params)
+        if query is None:
+            return None
+        cursor = self._cursor()
+        try:
+            header = environ.get("HTTP_AUTHORIZATION")
+            found = fast_token_user_lookup(cursor, self.engine.dialect, header, query, self.base_url)
+        finally:
+            self._local.connection.rollback()  # PostgreSQL opened a transaction; SQLite has none
         return None if found is None else scim_json(found).encode()
 
+    def _cursor(self) -> Any:
+        local = self._local
+        if local.cursor is None:
+            pooled = self.engine.raw_connection()  # runs the engine's connect hooks (PRAGMAs)
+            pooled.detach()
+            local.connection = pooled.dbapi_connection
+            local.cursor = local.connection.cursor()
+        return local.cursor
 
-def _observe(started: float) -> None:
-    from bridge.metrics import HTTP_LATENCY, HTTP_REQUESTS
+    def _drop_connection(self) -> None:
+        local = self._local
+        connection, local.connection, local.cursor = local.connection, None, None
+        if connection is not None:
+            try:
+                connection.close()
+            except Exception:  # already broken: nothing left to release
+                log.debug("SCIM fast lane could not close its connection", exc_info=True)
 
-    HTTP_REQUESTS.labels(route=ROUTE, method="GET", status="200").inc()
-    HTTP_LATENCY.labels(route=ROUTE, method="GET").observe(time.perf_counter() - started)
+    def _observe(self, started: float) -> None:
+        if self._observers is None:
+            from bridge.metrics import HTTP_LATENCY, HTTP_REQUESTS
+
+            # The label children, looked up once (in the serving process, after any fork).
+            self._observers = (
+                HTTP_REQUESTS.labels(route=ROUTE, method="GET", status="200"),
+                HTTP_LATENCY.labels(route=ROUTE, method="GET"),
+            )
+        requests, latency = self._observers
+        requests.inc()
+        latency.observe(time.perf_counter() - started)
+
+
+def _parameters(query_string: str) -> dict[str, str] | None:
+    """The query string as a dict; None when a name repeats. One `filter=` parameter, which is
+    what identity providers send, is decoded the way `parse_qsl` would without its general loop."""
+    if "&" not in query_string and query_string.startswith("filter="):
+        return {"filter": unquote(query_string[7:].replace("+", " "))}
+    pairs = parse_qsl(query_string, keep_blank_values=True, strict_parsing=True)
+    params = dict(pairs)
+    return params if len(params) == len(pairs) else None

@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 
 from bridge.core.plan import identity_digest
+from bridge.scim.auth import TOKEN_COLUMNS, TOKEN_FROM, TOKEN_MATCHES, tokens
 from bridge.scim.errors import invalid_value, uniqueness
 from bridge.scim.resources import source_user
 from bridge.store.bulk import insert_many
@@ -112,14 +113,24 @@ _USER_FROM = _from("user")
 LOOKUP_ATTRIBUTES = frozenset(_LOOKUP_COLUMNS)
 
 
+def _scim_source(lookup_column: Any) -> ColumnElement[bool]:
+    """`source = 'scim'` for a lookup by `lookup_column`. A literal, so that SQLite can use the
+    partial unique indexes on userName and displayName. For externalId it is written so that no
+    index serves it: SQLite (which has no statistics) otherwise walks every identity of the
+    tenant through the (tenant, source, kind, created) index instead of using the externalId one."""
+    if lookup_column is identities.c.external_id:
+        return identities.c.source.concat(literal_column("''")) == literal_column("'scim'")
+    return identities.c.source == literal_column("'scim'")
+
+
 def _lookup_statement(kind: str, column: Any) -> Select[Any]:
     i = identities.c
     base = select(*_USER_COLUMNS).select_from(_USER_FROM) if kind == "user" else select(*_GROUP_COLUMNS)
     # No ORDER BY: it tempted SQLite into walking the creation-order index; the few matches
-    # are sorted in Python. `source` is a literal so the partial unique index qualifies.
+    # are sorted in Python.
     return base.where(
         i.tenant_id == bindparam("tenant_id"),
-        i.source == literal_column("'scim'"),
+        _scim_source(column),
         i.kind == kind,
         i.deleted_at.is_(None),
         column == bindparam("value"),
@@ -134,14 +145,12 @@ _LOOKUPS = {key: _lookup_statement(key[0], column) for key, column in _LOOKUP_CO
 def lookup(conn: Connection, tenant_id: int, kind: str, attribute: str, value: str, limit: int) -> list[Any]:
     """`attribute eq "value"` on an indexed column: the identity providers' hot path (match
     before create)."""
-    rows = conn.execute(_LOOKUPS[(kind, attribute)], _lookup_params(tenant_id, attribute, value, limit))
-    return sorted(rows, key=_creation_order)
+    params = {"tenant_id": tenant_id, "value": _lookup_value(attribute, value), "limit": limit}
+    return sorted(conn.execute(_LOOKUPS[(kind, attribute)], params), key=_creation_order)
 
 
-def _lookup_params(tenant_id: int, attribute: str, value: str, limit: int) -> dict[str, Any]:
-    if attribute in ("username", "displayname"):
-        value = value.casefold()
-    return {"tenant_id": tenant_id, "value": value, "limit": limit}
+def _lookup_value(attribute: str, value: str) -> str:
+    return value.casefold() if attribute in ("username", "displayname") else value
 
 
 def _creation_order(row: Any) -> tuple[Any, Any]:
@@ -329,8 +338,47 @@ def fast_lookup(
     cursor: Any, dialect: Dialect, tenant_id: int, kind: str, attribute: str, value: str, limit: int
 ) -> list[Any]:
     """`lookup` on a DB-API cursor: the same rows, in the same order."""
-    rows = _FAST_LOOKUPS[(kind, attribute)].rows(cursor, dialect, _lookup_params(tenant_id, attribute, value, limit))
-    return sorted(rows, key=_creation_order)
+    params = {"tenant_id": tenant_id, "value": _lookup_value(attribute, value), "limit": limit}
+    return sorted(_FAST_LOOKUPS[(kind, attribute)].rows(cursor, dialect, params), key=_creation_order)
+
+
+def _token_lookup_statement(column: Any) -> Select[Any]:
+    """A request's token (TOKEN_COLUMNS) and its tenant's users with `column = value`, in one
+    statement: one row per user, one row without a user when none matches, no row when the
+    token is unknown or revoked. The fast lane's lookup (bridge/scim/fastlane.py)."""
+    i = identities.c
+    match = and_(
+        i.tenant_id == tokens.c.tenant_id,
+        _scim_source(column),
+        i.kind == "user",
+        i.deleted_at.is_(None),
+        column == bindparam("value"),
+    )
+    return (
+        select(*TOKEN_COLUMNS, *_USER_COLUMNS)
+        .select_from(TOKEN_FROM.outerjoin(identities, match).outerjoin(accounts, accounts.c.identity_id == i.id))
+        .where(TOKEN_MATCHES)
+        .limit(bindparam("limit"))
+    )
+
+
+_FAST_TOKEN_LOOKUPS = {
+    attribute: FastQuery(_token_lookup_statement(column))
+    for (kind, attribute), column in _LOOKUP_COLUMNS.items()
+    if kind == "user"
+}
+
+
+def fast_lookup_with_token(
+    cursor: Any, dialect: Dialect, digest: str, attribute: str, value: str, limit: int
+) -> tuple[Any | None, list[Any]]:
+    """The token's row (for `auth.caller_of`; None when the token is unknown or revoked) and
+    `fast_lookup`'s users, in creation order, from one statement."""
+    params = {"digest": digest, "value": _lookup_value(attribute, value), "limit": limit}
+    rows = _FAST_TOKEN_LOOKUPS[attribute].rows(cursor, dialect, params)
+    if not rows:
+        return None, []
+    return rows[0], sorted((r for r in rows if r.id is not None), key=_creation_order)
 
 
 def fast_groups_of(

@@ -370,6 +370,12 @@ def test_the_wsgi_fast_lane_answers_lookups_and_passes_everything_else_on(scim: 
     assert headers["Content-Type"] == over_http.headers["Content-Type"] == "application/scim+json"
     assert headers["Cache-Control"] == over_http.headers["Cache-Control"] == "no-store"
     assert headers["X-Request-ID"] == "trace-1" and int(headers["Content-Length"]) == len(body)
+    # The other lookups, and one that matches nobody, are the lane's too, with the app's answer.
+    for other in ({"filter": f'id eq "{uid}"'}, {"filter": 'userName eq "nobody@example.org"'}):
+        status, _, body = call(other)
+        assert status == "200 OK" and passed == [], other
+        assert json.loads(body) == scim.call("GET", "/Users", params={**other, "sortBy": "userName"}).json()
+    assert json.loads(call({"filter": 'userName eq "nobody@example.org"'})[2])["totalResults"] == 0
     # Everything else goes to the app: errors included, so their SCIM bodies come from one place.
     for query, token in (
         (lookup, "wrong-token"),
@@ -384,3 +390,25 @@ def test_the_wsgi_fast_lane_answers_lookups_and_passes_everything_else_on(scim: 
         assert call(query, token)[0] == "599 Passed", query
         assert len(passed) == before + 1
     assert call(lookup, CONTENT_LENGTH="5")[0] == "599 Passed"  # a GET with a body: the app's business
+    assert call({}, QUERY_STRING="filter=a&filter=b")[0] == "599 Passed"  # repeated: the app refuses it
+
+    # The lane keeps one connection per thread. A connection that breaks is dropped and the
+    # request goes to the app; the next request opens a new one.
+    lane._local.connection.close()
+    assert call(lookup)[0] == "599 Passed"
+    assert call(lookup)[0] == "200 OK"
+    # A revoked token stops at once, although the lane's connection stayed open.
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from bridge.store.db import transaction
+    from bridge.store.repo import hash_token, revoke_token
+    from bridge.store.tables import ScimToken
+
+    tokens = ScimToken.__table__
+    with transaction(scim.server.db()) as conn:
+        token_id = conn.execute(select(tokens.c.id).where(tokens.c.token_hash == hash_token(scim.token))).scalar_one()
+        assert revoke_token(conn, token_id, datetime.now(UTC))
+    passed.clear()
+    assert call(lookup)[0] == "599 Passed" and len(passed) == 1

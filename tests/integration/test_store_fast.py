@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, insert, select
@@ -87,3 +88,25 @@ def test_fast_query_rows_equal_connection_rows(engine: Engine) -> None:
     with raw_cursor(engine) as cursor:
         got = [tuple(r) for r in FastQuery(query.order_by(audit.c.id)).rows(cursor, engine.dialect, {"tenant": 1})]
     assert got == expected and len(got) == 3 and got[0][-1].tzinfo is not None
+
+
+def test_scim_lookups_are_served_by_an_index(tmp_path: Path) -> None:
+    """Every lookup an identity provider sends before a create finds its rows through an index
+    on the looked-up attribute, on SQLite (which has no statistics to go by: it chose the
+    (tenant, source, kind, created) index for `externalId eq`, a walk over every identity of
+    the tenant)."""
+    from bridge.scim import storage
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'plans.db'}")
+    upgrade(engine)
+    statements = [*storage._FAST_LOOKUPS.values(), *storage._FAST_TOKEN_LOOKUPS.values()]
+    with raw_cursor(engine) as cursor:
+        for statement in statements:
+            compiled = statement._compile(engine.dialect)
+            values = {"tenant_id": 1, "value": "x", "limit": 2, "digest": "d", **compiled.fixed}
+            assert compiled.positional is not None
+            cursor.execute(f"EXPLAIN QUERY PLAN {compiled.sql}", tuple(values[n] for n in compiled.positional))
+            plan = [row[3] for row in cursor.fetchall()]
+            identity_step = next(step for step in plan if " identities " in step)
+            used = identity_step.split(" USING ")[1]
+            assert "ix_identities_created" not in used and ("=?)" in used), (statement.statement, plan)
