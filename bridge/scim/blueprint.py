@@ -20,6 +20,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from bridge import jsonfast
 from bridge.config import TenantConfig
 from bridge.core.lifecycle import Status
 from bridge.core.mapping import RoleMapping
@@ -748,8 +749,8 @@ def projection_of(rt: ResourceType, params: Any) -> Projection:
     return Projection.parse(rt, _text(params.get("attributes")), _text(params.get("excludedAttributes")))
 
 
-def scim_json(body: Any) -> str:
-    return json.dumps(body, separators=(",", ":"))
+def scim_json(body: Any) -> bytes:
+    return jsonfast.dumps_bytes(body)
 
 
 def respond(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -5,8 +5,8 @@ The lane answers that one request shape without Flask's request context, routing
 which cost more than the lookup itself (docs/benchmarks.md). It runs the same code as the
 blueprint for everything that decides the answer (`Query.parse`, the token check by
 `auth.caller_of`, the lookup's rows, rendering) and gives the same body and headers; it checks
-the token in the lookup's own statement, so a lookup is one statement (two when the user is in
-groups) on a connection the server thread keeps. Anything else, and anything unusual about this
+the token in the lookup's own statement (a second one reads the user's groups), on a connection
+the server thread keeps. Anything else, and anything unusual about this
 request (another parameter, a body, a token that does not authenticate, a filter that is not a
 plain `eq`, a database error), goes to the Flask app untouched, which produces the answer or the
 error: the lane never answers with an error itself.
@@ -102,7 +102,7 @@ class FastLane:
             found = fast_token_user_lookup(cursor, self.engine.dialect, header, query, self.base_url)
         finally:
             self._local.connection.rollback()  # PostgreSQL opened a transaction; SQLite has none
-        return None if found is None else scim_json(found).encode()
+        return None if found is None else scim_json(found)
 
     def _cursor(self) -> Any:
         local = self._local

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session
 
+from bridge import jsonfast
 from bridge.errors import BridgeError, ConfigError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -31,12 +32,22 @@ def make_engine(url: str, *, origin: str = "config", echo: bool = False) -> Engi
                 url,
                 echo=echo,
                 connect_args={"check_same_thread": False, "timeout": 30},
+                json_serializer=jsonfast.dumps,
+                json_deserializer=jsonfast.loads,
                 # The driver's own transaction handling is off so that we can say BEGIN IMMEDIATE.
                 isolation_level=None,
             )
             _sqlite_setup(engine)
         else:
-            engine = create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10)
+            engine = create_engine(
+                url,
+                echo=echo,
+                pool_pre_ping=True,
+                pool_size=10,
+                max_overflow=10,
+                json_serializer=jsonfast.dumps,
+                json_deserializer=jsonfast.loads,
+            )
     except (ArgumentError, ImportError) as exc:
         raise ConfigError(origin, "database.url", f"cannot use this database URL: {exc}") from None
     return engine
@@ -52,7 +63,6 @@ def _sqlite_setup(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:

@@ -6,7 +6,6 @@ import hashlib
 import os
 import secrets
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -46,7 +45,8 @@ def new_id() -> str:
         | 0b10 << 62
         | (random_bits & 0x3FFF_FFFF_FFFF_FFFF)
     )
-    return str(uuid.UUID(int=value))
+    text = f"{value:032x}"  # what str(uuid.UUID(int=value)) gives, without building the object
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def fold(value: str | None) -> str | None:
