@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 PATH = "/scim/v2/Users"
 ROUTE = "/scim/v2/<any(Users, Groups):endpoint>"  # the blueprint's rule: the same metrics series
-MMAP_BYTES = 256 * 1024 * 1024
 PARAMETERS = frozenset({"filter", "attributes", "excludedAttributes", "count", "startIndex"})
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -112,12 +111,6 @@ class FastLane:
             pooled.detach()
             local.connection = pooled.dbapi_connection
             local.cursor = local.connection.cursor()
-            if self.engine.dialect.name == "sqlite":
-                # Lookups read a few random index and table pages each; through a memory map
-                # they come straight from the OS's file cache (shared by every thread and
-                # worker) instead of a read() into SQLite's 2 MiB per-connection cache, which a
-                # database of 100k users does not fit.
-                local.cursor.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
         return local.cursor
 
     def _drop_connection(self) -> None:
