@@ -528,15 +528,9 @@ class Query:
         text = _text(params.get("filter"))
         simple = _SIMPLE_EQ.match(text) if text and len(text) <= MAX_FILTER_LENGTH else None
         kind = "user" if rt is USER_TYPE else "group"
-        attribute = simple.group(1).casefold() if simple else ""
-        if simple is None or (kind, attribute) not in storage.LOOKUP_ATTRIBUTES:
+        if simple is None or (kind, simple.group(1).casefold()) not in storage.LOOKUP_ATTRIBUTES:
             return None
-        if len(params) > 1:
-            return cls.parse(rt, params, tenant_id=0)  # the tenant only scopes a translated filter
-        q = cls()  # the filter alone, as identity providers send it: every other setting is the default
-        q.lookup = (attribute, _filter_string(simple.group(2)))
-        q.order = list(_CREATION_ORDER)
-        return q
+        return cls.parse(rt, params, tenant_id=0)  # the tenant only scopes a translated filter
 
     @classmethod
     def parse(cls, rt: ResourceType, params: Any, tenant_id: int) -> Query:
