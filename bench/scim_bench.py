@@ -4,12 +4,13 @@
     .venv/bin/python bench/scim_bench.py --users 5000 --group 1000 --seconds 3 --no-scim2-server
 
 One command, prints a table (and --json FILE writes the figures). What it does:
-1. bridge: a temporary deployment (SQLite, WAL) served by `bridge serve` (gunicorn, 2 workers x 4
-   threads by default). Users are bulk-loaded through the store with the code paths of POST /Users
-   (bridge.scim.storage.write_user, then the core's replan in batches): loading 100k users over
-   HTTP would take most of the time budget and measure the same code. Lookup latency is measured
-   at 1k users and again at the full count.
-2. A bare Flask JSON route served by the same gunicorn settings: the framework ceiling.
+1. bridge: a temporary deployment (SQLite, WAL) served by `bridge serve` (granian, 2 workers x 4
+   threads by default; `--server gunicorn` for the other server bridge offers). Users are
+   bulk-loaded through the store with the code paths of POST /Users (bridge.scim.storage.write_user,
+   then the core's replan in batches): loading 100k users over HTTP would take most of the time
+   budget and measure the same code. Lookup latency is measured at 1k users and again at the full
+   count.
+2. A bare Flask JSON route served by the same server and settings: the framework ceiling.
 3. scim2-server 0.8.3 (in-memory store), installed into bench/.venv-scim2-server (its pins clash
    with scim2-tester's), loaded over /Bulk with --reference-users users (default 10k: loading
    100k into it takes longer than the whole bench; it gets the smaller, easier data set).
@@ -228,10 +229,10 @@ def stop(proc: subprocess.Popen[bytes] | None) -> None:
 
 
 class Bridge:
-    def __init__(self, root: Path, workers: int, threads: int) -> None:
+    def __init__(self, root: Path, server: str, workers: int, threads: int) -> None:
         self.root = root
         self.port = free_port()
-        self.workers, self.threads = workers, threads
+        self.server, self.workers, self.threads = server, workers, threads
         self.config = root / "bridge.toml"
         mapping = root / "mapping.toml"
         shutil.copy(ROOT / "mappings" / "example.toml", mapping)
@@ -303,6 +304,8 @@ class Bridge:
                 "--port",
                 str(self.port),
                 "--no-scheduler",
+                "--server",
+                self.server,
                 "--workers",
                 str(self.workers),
                 "--threads",
@@ -314,7 +317,7 @@ class Bridge:
         wait_up(self.port, "/healthz", self.proc, log)
 
 
-def start_flask(root: Path, workers: int, threads: int) -> tuple[subprocess.Popen[bytes], int]:
+def start_flask(root: Path, server: str, workers: int, threads: int) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     app = root / "bare_flask.py"
     app.write_text(
@@ -323,25 +326,44 @@ def start_flask(root: Path, workers: int, threads: int) -> tuple[subprocess.Pope
         "    return jsonify(schemas=['urn:ietf:params:scim:api:messages:2.0:ListResponse'], totalResults=0,\n"
         "                   Resources=[], startIndex=1, itemsPerPage=0)\n"
     )
-    exe = Path(sys.executable).with_name("gunicorn")
     log = root / "flask.log"
+    granian = [
+        str(Path(sys.executable).with_name("granian")),
+        "--interface",
+        "wsgi",
+        "--workers",
+        str(workers),
+        "--blocking-threads",
+        str(threads),
+        "--http",
+        "1",
+        "--log-level",
+        "warning",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "bare_flask:app",
+    ]
+    gunicorn = [
+        str(Path(sys.executable).with_name("gunicorn")),
+        "--chdir",
+        str(root),
+        "-b",
+        f"127.0.0.1:{port}",
+        "-w",
+        str(workers),
+        "--threads",
+        str(threads),
+        "-k",
+        "gthread",
+        "--keep-alive",
+        "75",
+        "bare_flask:app",
+    ]
     proc = subprocess.Popen(
-        [
-            str(exe),
-            "--chdir",
-            str(root),
-            "-b",
-            f"127.0.0.1:{port}",
-            "-w",
-            str(workers),
-            "--threads",
-            str(threads),
-            "-k",
-            "gthread",
-            "--keep-alive",
-            "75",
-            "bare_flask:app",
-        ],
+        granian if server == "granian" else gunicorn,
+        cwd=root,
         stdout=open(log, "wb"),  # noqa: SIM115 - the server outlives this block; closed with it
         stderr=subprocess.STDOUT,
     )
@@ -455,6 +477,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8, help="client threads for the concurrent runs")
     parser.add_argument("--posts", type=int, default=400)
     parser.add_argument("--patches", type=int, default=50)
+    parser.add_argument("--server", choices=["granian", "gunicorn"], default="granian")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--no-scim2-server", action="store_true")
@@ -466,7 +489,7 @@ def main() -> None:
     procs: list[subprocess.Popen[bytes]] = []
     t0 = time.monotonic()
     try:
-        bridge = Bridge(root, args.workers, args.threads)
+        bridge = Bridge(root, args.server, args.workers, args.threads)
         small = min(1000, args.users)
         bridge.load_users(small)
         bridge.start()
@@ -487,7 +510,7 @@ def main() -> None:
         out["bridge"]["lookup_ms_small"] = lookup_small
         out["bridge"]["load_seconds"] = load_seconds
 
-        flask, flask_port = start_flask(root, max(args.workers, 1), args.threads)
+        flask, flask_port = start_flask(root, args.server, max(args.workers, 1), args.threads)
         procs.append(flask)
         out["bare Flask"] = {
             "lookup_1": throughput(flask_port, None, lambda: "/scim/v2/Users", 1, args.seconds),
@@ -550,7 +573,8 @@ def report(out: dict[str, dict[str, float]], args: Any, seconds: float) -> None:
     ]
     print(
         f"\nSCIM benchmark: bridge with {args.users:,} users and a {args.group:,}-member group "
-        f"(gunicorn {args.workers}x{args.threads}, SQLite); scim2-server 0.8.3 with {args.reference_users:,} users "
+        f"({args.server} {args.workers}x{args.threads}, SQLite); "
+        f"scim2-server 0.8.3 with {args.reference_users:,} users "
         f"and a {int(r.get('group_members', 0)):,}-member group; {os.cpu_count()} CPUs; run took {seconds:.0f} s\n"
     )
     print(f"| {'measure':<58} | {'bridge':>10} | {'scim2-server':>12} | {'bare Flask':>10} | {'bridge/scim2':>12} |")

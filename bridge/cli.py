@@ -703,28 +703,44 @@ def audit(state: State, tenant: str | None, user: str | None, since: str | None,
 @click.option("--port", type=int, default=None, help="Default: [server] port (8080).")
 @click.option("--no-scheduler", is_flag=True, help="Serve HTTP only; run jobs elsewhere.")
 @click.option(
+    "--server",
+    "server_name",
+    type=click.Choice(["granian", "gunicorn", "waitress"]),
+    default="granian",
+    show_default=True,
+    help="HTTP server. waitress serves from this process (no workers).",
+)
+@click.option(
     "--workers",
     type=click.IntRange(min=0),
     default=2,
     show_default=True,
-    help="gunicorn worker processes; 0 serves from this process with waitress (no fork).",
+    help="Worker processes (granian, gunicorn); 0 is the same as --server waitress.",
 )
 @click.option(
     "--threads",
     type=click.IntRange(min=1),
     default=None,
-    help="Threads per worker. Default: [server] threads (8) with waitress, 4 with gunicorn.",
+    help="Threads per worker. Default: [server] threads (8) with waitress, 4 with granian or gunicorn.",
 )
 @pass_state
 def serve(
-    state: State, host: str | None, port: int | None, no_scheduler: bool, workers: int, threads: int | None
+    state: State,
+    host: str | None,
+    port: int | None,
+    no_scheduler: bool,
+    server_name: str,
+    workers: int,
+    threads: int | None,
 ) -> None:
     """Serve the SCIM API, activation pages and health endpoints."""
     from bridge.logs import setup_logging
     from bridge.services import start_background
 
+    if workers == 0:
+        server_name = "waitress"
     metrics_dir = None
-    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    if server_name != "waitress" and workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Several worker processes: metrics are summed over them through files in this directory
         # (bridge.metrics). Must be set before prometheus_client is first imported.
         import tempfile
@@ -735,20 +751,25 @@ def serve(
     setup_logging(runtime.config.logging["format"], runtime.config.logging["level"])
     host = host or runtime.config.server["host"]
     port = port if port is not None else runtime.config.server["port"]
-    server = f"gunicorn, {workers} workers x {threads or 4} threads" if workers else "waitress"
+    described = server_name
+    if server_name != "waitress":
+        described += f", {workers} workers x {threads or 4} threads"
     click.echo(
-        f"bridge serving on http://{host}:{port} with {server} "
+        f"bridge serving on http://{host}:{port} with {described} "
         f"(SCIM base {runtime.config.server['public_url']}/scim/v2)",
         err=True,
     )
-    if workers:
+    if server_name != "waitress":
         # Background services (outbox worker, scheduler) run once, in this parent process; the
-        # workers only answer HTTP. See docs/benchmarks.md for why gunicorn is the default.
-        from bridge.wsgi import serve_gunicorn
+        # workers only answer HTTP. See docs/benchmarks.md for why granian is the default.
+        from bridge.wsgi import serve_granian, serve_gunicorn
 
         stop_background = start_background(runtime, scheduler=not no_scheduler)
         try:
-            serve_gunicorn(runtime, host, port, workers, threads or 4)
+            if server_name == "granian":
+                serve_granian(runtime, state.path, host, port, workers, threads or 4)
+            else:
+                serve_gunicorn(runtime, host, port, workers, threads or 4)
         finally:
             stop_background()
             if metrics_dir is not None:

@@ -1,43 +1,123 @@
-"""gunicorn for `bridge serve`: several worker processes, each with a few threads.
+"""The production servers behind `bridge serve`: granian (the default) or gunicorn, each with
+several worker processes of a few threads; `--workers 0` serves from one waitress process.
 
-The app is built once in the parent (preload) so a broken config fails before any fork; each
-worker then drops the database connections it inherited and opens its own.
+The app is built once in the parent so a broken config fails before any worker starts; a worker
+forked from the parent drops the database connections it inherited and opens its own. Why granian
+is the default: docs/benchmarks.md ("Why the server is granian").
 """
 
 from __future__ import annotations
 
 import gc
 import os
+from pathlib import Path
 from typing import Any
 
-from gunicorn.app.base import BaseApplication
+from bridge.runtime import Runtime, open_runtime
 
-from bridge.runtime import Runtime
+# CGI request variables (RFC 3875, section 4.1) that a WSGI server derives from the request.
+_REQUEST_VARIABLES = frozenset(
+    {
+        "AUTH_TYPE",
+        "CONTENT_LENGTH",
+        "CONTENT_TYPE",
+        "PATH_INFO",
+        "PATH_TRANSLATED",
+        "QUERY_STRING",
+        "REMOTE_ADDR",
+        "REMOTE_HOST",
+        "REMOTE_IDENT",
+        "REMOTE_USER",
+        "REQUEST_METHOD",
+        "SCRIPT_NAME",
+    }
+)
+
+# Set in the parent before the workers start; a forked worker finds it here (a spawned one does
+# not, and builds its own from the config file).
+_preloaded: tuple[Runtime, Any] | None = None
 
 
-class _Server(BaseApplication):  # type: ignore[misc]
-    def __init__(self, app: Any, options: dict[str, Any]) -> None:
-        self.application = app
-        self.options = options
-        super().__init__()
+def _freeze_preloaded() -> None:
+    # Everything built so far (config, mappings, SQLAlchemy's metadata and compiled statements)
+    # lives as long as the process: kept out of the collector's scans in the workers, which
+    # otherwise walk it on every full collection (the Python docs' advice for fork servers).
+    gc.collect()
+    gc.freeze()
 
-    def load_config(self) -> None:
-        for key, value in self.options.items():
-            self.cfg.set(key, value)
 
-    def load(self) -> Any:
-        return self.application
+def _forget_inherited_connections(runtime: Runtime) -> None:
+    # Connections opened by the parent must not be shared with the child (SQLAlchemy docs,
+    # "Using Connection Pools with Multiprocessing"): forget them without closing them.
+    runtime.engine.dispose(close=False)
+
+
+def granian_worker_app(config: str, _target: str = "") -> Any:
+    """The WSGI app of one granian worker (called in the worker, before it serves)."""
+    # granian starts every request's environ from a copy of the process environment, so a
+    # variable such as HTTP_PROXY or HTTP_AUTHORIZATION set for the service would read as a
+    # header the client never sent (the "httpoxy" class of bug). The workers only answer HTTP;
+    # the jobs that need the environment (sync, mail, webhooks) run in the parent.
+    for name in [n for n in os.environ if n.startswith("HTTP_") or n in _REQUEST_VARIABLES]:
+        del os.environ[name]
+    if _preloaded is not None:
+        runtime, app = _preloaded
+        _forget_inherited_connections(runtime)
+        return app
+    from bridge.app import create_app
+
+    return create_app(open_runtime(Path(config)))
+
+
+def serve_granian(runtime: Runtime, config: Path, host: str, port: int, workers: int, threads: int) -> None:
+    from functools import partial
+
+    from granian.constants import HTTPModes, Interfaces
+    from granian.http import HTTP1Settings
+    from granian.log import LogLevels
+    from granian.server import Server
+
+    from bridge.app import create_app
+
+    global _preloaded
+    _preloaded = (runtime, create_app(runtime))
+    server = Server(
+        "bridge",  # granian's name for the target; the loader below ignores it
+        address=host,
+        port=port,
+        interface=Interfaces.WSGI,
+        workers=workers,
+        blocking_threads=threads,
+        http=HTTPModes.http1,
+        http1_settings=HTTP1Settings(keep_alive=True),  # identity providers reuse connections
+        log_level=LogLevels.warning,
+        log_access=False,
+        # In-flight SCIM requests take milliseconds; a worker stuck longer (a lock wait) must not
+        # hold a stop or a restart for long.
+        workers_kill_timeout=10,
+        respawn_failed_workers=True,
+    )
+    _freeze_preloaded()
+    server.serve(target_loader=partial(granian_worker_app, str(config)))
 
 
 def serve_gunicorn(runtime: Runtime, host: str, port: int, workers: int, threads: int) -> None:
+    from gunicorn.app.base import BaseApplication
+
     from bridge.app import create_app
 
     app = create_app(runtime)
 
+    class _Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return app
+
     def post_fork(_server: Any, _worker: Any) -> None:
-        # Connections opened by the parent must not be shared with the child (SQLAlchemy docs,
-        # "Using Connection Pools with Multiprocessing"): forget them without closing them.
-        runtime.engine.dispose(close=False)
+        _forget_inherited_connections(runtime)
 
     def child_exit(_server: Any, worker: Any) -> None:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -65,9 +145,5 @@ def serve_gunicorn(runtime: Runtime, host: str, port: int, workers: int, threads
         "loglevel": "warning",
         "proc_name": "bridge",
     }
-    # Everything built so far (config, mappings, SQLAlchemy's metadata and compiled statements)
-    # lives as long as the process: kept out of the collector's scans in the workers, which
-    # otherwise walk it on every full collection (the Python docs' advice for fork servers).
-    gc.collect()
-    gc.freeze()
-    _Server(app, options).run()
+    _freeze_preloaded()
+    _Server().run()

@@ -1,0 +1,75 @@
+"""`bridge serve` on each HTTP server it offers (granian by default, gunicorn, waitress): the same
+SCIM answers, and no request variable taken from the service's own environment."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.fixtures.scim import SCIM_JSON, USER, ScimServer, _free_port, bridge_cli, new_token
+
+SERVERS = {
+    "granian": (),
+    "gunicorn": ("--server", "gunicorn"),
+    "waitress": ("--workers", "0"),
+}
+
+
+@pytest.fixture(params=list(SERVERS))
+def served(request: pytest.FixtureRequest) -> Iterator[tuple[ScimServer, str]]:
+    root = Path(tempfile.mkdtemp(prefix="bridge-serve-"))
+    server = ScimServer(
+        root=root, db_url=f"sqlite:///{root / 'bridge.db'}", config=root / "bridge.toml", port=_free_port()
+    )
+    server.write_config()
+    bridge_cli(server.config, "db", "upgrade")
+    _, token = new_token(server, "t1")
+    # Variables a service manager could well set (a proxy) or an attacker on the host could try:
+    # granian copies the process environment into every request's environ.
+    server.start(
+        *SERVERS[request.param],
+        env={
+            "HTTP_AUTHORIZATION": f"Bearer {token}",
+            "HTTP_X_REQUEST_ID": "from-the-environment",
+            "HTTP_PROXY": "http://127.0.0.1:9",
+        },
+    )
+    try:
+        yield server, token
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_each_server_answers_scim_and_ignores_request_variables_from_its_environment(
+    served: tuple[ScimServer, str],
+) -> None:
+    server, token = served
+    lookup = f'{server.base}/Users?filter=userName eq "ada@example.com"'
+
+    # No Authorization header: the token in the service's environment must not count.
+    for url in (lookup, f"{server.base}/Users"):
+        response = requests.get(url, timeout=30)
+        assert response.status_code == 401, response.text
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+    http = requests.Session()
+    http.headers.update({"Authorization": f"Bearer {token}", "Content-Type": SCIM_JSON})
+    created = http.post(
+        f"{server.base}/Users",
+        json={"schemas": [USER], "userName": "ada@example.com", "name": {"givenName": "Ada", "familyName": "L"}},
+        timeout=30,
+    )
+    assert created.status_code == 201, created.text
+    for _ in range(3):  # the lane's thread connection is reused across requests
+        found = http.get(lookup, timeout=30)
+        assert found.status_code == 200, found.text
+        assert [r["id"] for r in found.json()["Resources"]] == [created.json()["id"]]
+        assert found.headers["X-Request-ID"] != "from-the-environment"
+    assert http.get(lookup, headers={"X-Request-ID": "abc-123"}, timeout=30).headers["X-Request-ID"] == "abc-123"
+    assert requests.get(f"{server.url}/healthz", timeout=30).status_code == 200
