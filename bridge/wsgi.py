@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +63,10 @@ def granian_worker_app(config: str, _target: str = "") -> Any:
     # the jobs that need the environment (sync, mail, webhooks) run in the parent.
     for name in [n for n in os.environ if n.startswith("HTTP_") or n in _REQUEST_VARIABLES]:
         del os.environ[name]
+    # A granian worker outlives a parent killed with SIGKILL (the OOM killer, `kill -9`) and would
+    # go on answering on the shared socket with the old config; gunicorn's workers watch their
+    # parent, and so do these.
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True).start()
     if _preloaded is not None:
         runtime, app = _preloaded
         _forget_inherited_connections(runtime)
@@ -67,6 +74,12 @@ def granian_worker_app(config: str, _target: str = "") -> Any:
     from bridge.app import create_app
 
     return create_app(open_runtime(Path(config)))
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGTERM)  # the worker's own graceful shutdown
 
 
 def serve_granian(runtime: Runtime, config: Path, host: str, port: int, workers: int, threads: int) -> None:

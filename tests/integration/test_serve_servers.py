@@ -3,8 +3,11 @@ SCIM answers, and no request variable taken from the service's own environment."
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,3 +76,54 @@ def test_each_server_answers_scim_and_ignores_request_variables_from_its_environ
         assert found.headers["X-Request-ID"] != "from-the-environment"
     assert http.get(lookup, headers={"X-Request-ID": "abc-123"}, timeout=30).headers["X-Request-ID"] == "abc-123"
     assert requests.get(f"{server.url}/healthz", timeout=30).status_code == 200
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("server", ["granian", "gunicorn"])
+def test_workers_exit_when_the_serving_parent_is_killed(server: str) -> None:
+    root = Path(tempfile.mkdtemp(prefix="bridge-serve-"))
+    served = ScimServer(
+        root=root, db_url=f"sqlite:///{root / 'bridge.db'}", config=root / "bridge.toml", port=_free_port()
+    )
+    served.write_config()
+    bridge_cli(served.config, "db", "upgrade")
+    served.start("--server", server)
+    assert served.process is not None
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 20
+        while len(workers) < 2:  # --workers 2 (the default); the second may still be starting
+            assert time.monotonic() < deadline, f"workers: {workers}"
+            time.sleep(0.1)
+            workers = _children(served.process.pid)
+        served.process.kill()  # SIGKILL: no chance to stop its workers
+        served.process.wait()
+        deadline = time.monotonic() + 20
+        while any(_alive(w) for w in workers):
+            assert time.monotonic() < deadline, f"workers outlived their parent: {[w for w in workers if _alive(w)]}"
+            time.sleep(0.2)
+    finally:
+        for w in workers:
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
+        served.stop()
+        shutil.rmtree(root, ignore_errors=True)
