@@ -110,3 +110,46 @@ def test_scim_lookups_are_served_by_an_index(tmp_path: Path) -> None:
             identity_step = next(step for step in plan if " identities " in step)
             used = identity_step.split(" USING ")[1]
             assert "ix_identities_created" not in used and ("=?)" in used), (statement.statement, plan)
+
+
+def _stored_memberships(engine: Engine) -> set[tuple[str, str]]:
+    with engine.connect() as conn:
+        return {(r.group_anchor, r.member_anchor) for r in conn.execute(select(memberships))}
+
+
+def test_group_members_go_in_as_json_statements_and_replace_the_old_ones(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridge.core.model import SourceGroup, SourceUser
+    from bridge.store import identities
+
+    # Several statements per call (three members each), to cover the chunk boundaries too.
+    monkeypatch.setattr(identities, "_MEMBERS_PER_STATEMENT", 3)
+    now = datetime.now(UTC)
+    odd = 'quote " back\\slash ünï €'  # anchors are opaque strings: JSON escapes must round-trip
+    groups = {
+        "g1": SourceGroup(anchor="g1", name="one", members=("u1", "u2", odd)),
+        "g2": SourceGroup(anchor="g2", name="two", members=("g1",)),  # nested
+        "g3": SourceGroup(anchor="g3", name="three"),  # empty
+        "g4": SourceGroup(anchor="g4", name="four", members=tuple(f"u{i}" for i in range(10))),
+    }
+    users = {"u9": SourceUser(anchor="u9", user_name="nine", groups=("g2", "gone"))}  # listed on the user's side
+
+    def write(groups: dict[str, SourceGroup]) -> int:
+        with transaction(engine) as conn:
+            return identities.write_groups(
+                conn, 1, "dir", groups, users, now, complete_scope=True, actor="test", correlation_id="c"
+            )
+
+    assert write(groups) == 4
+    expected = {("g1", "u1"), ("g1", "u2"), ("g1", odd), ("g2", "g1"), ("g2", "u9")}
+    expected |= {("g4", f"u{i}") for i in range(10)}
+    assert _stored_memberships(engine) == expected
+
+    assert write(groups) == 0  # unchanged: nothing rewritten, nothing duplicated
+    assert _stored_memberships(engine) == expected
+
+    groups["g1"] = SourceGroup(anchor="g1", name="one", members=("u3",))
+    del groups["g4"]
+    assert write(groups) == 2  # g1 rewritten, g4 removed
+    assert _stored_memberships(engine) == {("g1", "u3"), ("g2", "g1"), ("g2", "u9")}

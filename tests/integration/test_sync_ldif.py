@@ -41,6 +41,22 @@ def table_counts(d: Deployment) -> dict[str, int]:
         engine.dispose()
 
 
+def group_state(d: Deployment) -> tuple[set[tuple[str, str, str]], set[tuple[str, str]]]:
+    """Stored groups (anchor, name, digest) and memberships (group, member)."""
+    from bridge.store.tables import Membership
+
+    engine = make_engine(d.db_url)
+    try:
+        with engine.connect() as conn:
+            groups = conn.execute(
+                select(Identity.anchor, Identity.name, Identity.digest).where(Identity.kind == "group")
+            )
+            members = conn.execute(select(Membership.group_anchor, Membership.member_anchor))
+            return {tuple(r) for r in groups}, {tuple(r) for r in members}  # type: ignore[misc]
+    finally:
+        engine.dispose()
+
+
 def activation_mails(d: Deployment, user_name: str) -> list[tuple[str, str]]:
     engine = make_engine(d.db_url)
     try:
@@ -131,11 +147,16 @@ def test_changed_email_while_pending_supersedes_the_old_activation_mail(deployme
 def test_deletion_threshold_aborts_without_force_and_writes_nothing(deployment: Deployment) -> None:
     sync_json(deployment)
     before = table_counts(deployment)
+    groups_before = group_state(deployment)
     people = deployment.people()
     deployment.remove_people(people[: int(len(people) * 0.3)])
+    # A group gone too: the aborted run must not remove it (groups are written while the plan is
+    # computed, in a transaction that commits only after the checks).
+    deployment.write_records([r for r in deployment.records() if not r.startswith("dn: cn=admins,")])
     out = sync_json(deployment)
     assert out["exit"] == 1 and out["aborted"] and "deletion threshold" in out["reason"]
     assert table_counts(deployment) == before
+    assert group_state(deployment) == groups_before
     forced = sync_json(deployment, "--force")
     assert forced["exit"] == 0 and forced["archived"] == int(len(people) * 0.3)
 
@@ -143,10 +164,12 @@ def test_deletion_threshold_aborts_without_force_and_writes_nothing(deployment: 
 def test_empty_directory_read_aborts(deployment: Deployment) -> None:
     sync_json(deployment)
     before = table_counts(deployment)
+    groups_before = group_state(deployment)
     deployment.write_records([r for r in deployment.records() if ",ou=people," not in deployment.dn_of(r)])
     out = sync_json(deployment)
     assert out["exit"] == 1 and "no users" in out["reason"]
     assert table_counts(deployment) == before
+    assert group_state(deployment) == groups_before
 
 
 def test_seat_limit_leaves_latecomers_no_access_with_reason_in_audit(deployment: Deployment) -> None:
@@ -217,3 +240,23 @@ def test_a_group_gone_from_the_directory_is_removed_on_both_sides_of_its_members
             assert removed == ["no longer in source"]
     finally:
         engine.dispose()
+
+
+def test_a_failure_writing_group_members_writes_nothing(deployment: Deployment, monkeypatch: Any) -> None:
+    from bridge.store.identities import StagedGroups
+
+    def broken(self: StagedGroups, conn: Any) -> None:
+        raise RuntimeError("disk full")  # what a failing INSERT raises from the members' thread
+
+    monkeypatch.setattr(StagedGroups, "insert_members", broken)
+    try:
+        bridge(deployment, "sync")
+    except RuntimeError as exc:
+        assert "disk full" in str(exc)
+    else:
+        raise AssertionError("the sync did not fail")
+    assert group_state(deployment) == (set(), set())
+    assert table_counts(deployment) == dict.fromkeys(table_counts(deployment), 0)
+    monkeypatch.undo()
+    assert sync_json(deployment)["exit"] == 0  # and the next run converges
+    assert len(group_state(deployment)[1]) > 0
