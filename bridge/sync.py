@@ -27,7 +27,7 @@ from bridge.logs import correlation_id as correlation_var
 from bridge.provision.apply import ApplyContext, apply_plan
 from bridge.store.db import page_cache, transaction
 from bridge.store.delta import load_bookmark, save_bookmark
-from bridge.store.identities import stage_groups, write_groups
+from bridge.store.identities import diff_groups, write_groups
 from bridge.store.repo import get_tenant, load_account_states, usage_outside
 from bridge.store.tables import SyncRun
 
@@ -38,6 +38,14 @@ sync_runs = SyncRun.__table__
 # the plan is built, the cache adds to the plan's peak, and 8 MiB still finishes the members
 # before the plan does (first sync at 100k: peak RSS 385 MB with 8 MiB, 398 MB with 16).
 _GROUPS_CACHE_MIB = 8
+# From this many member rows to write, a full sync writes them while it plans (see `_run`); below
+# it, the groups are written after the plan, so the write lock is not held while planning.
+_OVERLAP_MIN_MEMBERS = 20_000
+
+
+def _can_overlap(engine: Engine) -> bool:
+    # An in-memory SQLite database has one connection for the whole process: nothing to overlap.
+    return not (engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"))
 
 
 class _Discard(Exception):
@@ -59,10 +67,21 @@ class _InThread:
         self._thread = threading.Thread(target=run, name="sync-groups", daemon=True)
         self._thread.start()
 
-    def wait(self) -> None:
-        self._thread.join()
+    def wait(self, *, quiet: bool = False) -> None:
+        """Join the thread, even through a Ctrl-C (it still uses the caller's connection), and
+        raise its error, or only log it when `quiet`."""
+        interrupted: BaseException | None = None
+        while self._thread.is_alive():
+            try:
+                self._thread.join()
+            except BaseException as exc:
+                interrupted = exc
+        if interrupted is not None:
+            raise interrupted
         if self._error is not None:
-            raise self._error
+            if not quiet:
+                raise self._error
+            log.error("writing group members failed", exc_info=self._error)
 
 
 class Source(Protocol):
@@ -355,38 +374,58 @@ def _run(
         ended = plan_run()
         assert ended is not None
         return ended()
-    # The groups go in while the plan is computed: their member rows (300,000 at 100k people)
-    # are written by the database without the GIL, in a thread (StagedGroups.insert_members),
-    # in a transaction that commits only once the plan has passed its checks.
     step = time.monotonic()
-    ended = None
-    try:
+    with transaction(engine, write=False) as conn:
+        changes = diff_groups(
+            conn,
+            tenant.id,
+            source_name,
+            snapshot.groups,
+            snapshot.users,
+            now,
+            complete_scope=True,
+            actor=f"sync:{source_name}",
+            correlation_id=correlation_id,
+        )
+    diffing = time.monotonic() - step
+    if changes.member_rows < _OVERLAP_MIN_MEMBERS or not _can_overlap(engine):
+        # The usual nightly run: few groups changed. Plan first, without holding the write lock.
+        ended = plan_run()
+        if ended is not None:
+            return ended()
+        step = time.monotonic()
         with transaction(engine) as conn, page_cache(conn, _GROUPS_CACHE_MIB):
-            staged = stage_groups(
-                conn,
-                tenant.id,
-                source_name,
-                snapshot.groups,
-                snapshot.users,
-                now,
-                complete_scope=True,
-                actor=f"sync:{source_name}",
-                correlation_id=correlation_id,
-            )
-            staging = time.monotonic() - step
-            members = _InThread(staged.insert_members, conn)
-            try:
-                ended = plan_run()
-            finally:
+            changes.write_rows(conn)
+            changes.insert_members(conn)
+            changes.remove_gone(conn)
+        result.timings["groups"] = diffing + time.monotonic() - step
+    else:
+        # Many member rows (a first sync: 300,000 at 100k people): they are written while the
+        # plan is computed, by the database without the GIL, in a thread
+        # (GroupChanges.insert_members), in a transaction that commits only once the plan has
+        # passed its checks. The write lock is held meanwhile, as the group step held it before.
+        step = time.monotonic()
+        ended = None
+        try:
+            with transaction(engine) as conn, page_cache(conn, _GROUPS_CACHE_MIB):
+                changes.write_rows(conn)
+                staging = diffing + time.monotonic() - step
+                members = _InThread(changes.insert_members, conn)
+                try:
+                    ended = plan_run()
+                except BaseException:
+                    members.wait(quiet=True)  # the plan's own error is the one to report
+                    raise
                 waited = time.monotonic()
-                members.wait()
+                members.wait(quiet=ended is not None)  # an ended run rolls back anyway
                 result.timings["groups"] = staging + time.monotonic() - waited
-            if ended is not None:
-                raise _Discard  # rolls the groups back: an ended run writes nothing
-    except _Discard:
-        pass
-    if ended is not None:
-        return ended()
+                if ended is not None:
+                    raise _Discard  # an ended run writes nothing
+                changes.remove_gone(conn)
+        except _Discard:
+            pass
+        if ended is not None:
+            return ended()
     plan = result.plan
     assert plan is not None
     step = time.monotonic()

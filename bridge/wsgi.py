@@ -36,6 +36,9 @@ _REQUEST_VARIABLES = frozenset(
     }
 )
 
+# In-flight SCIM requests take milliseconds; a worker stuck longer on shutdown is killed.
+_KILL_AFTER_SECONDS = 10
+
 # Set in the parent before the workers start; a forked worker finds it here (a spawned one does
 # not, and builds its own from the config file).
 _preloaded: tuple[Runtime, Any] | None = None
@@ -55,7 +58,7 @@ def _forget_inherited_connections(runtime: Runtime) -> None:
     runtime.engine.dispose(close=False)
 
 
-def granian_worker_app(config: str, _target: str = "") -> Any:
+def granian_worker_app(config: str, parent: int, _target: str = "") -> Any:
     """The WSGI app of one granian worker (called in the worker, before it serves)."""
     # granian starts every request's environ from a copy of the process environment, so a
     # variable such as HTTP_PROXY or HTTP_AUTHORIZATION set for the service would read as a
@@ -66,20 +69,26 @@ def granian_worker_app(config: str, _target: str = "") -> Any:
     # A granian worker outlives a parent killed with SIGKILL (the OOM killer, `kill -9`) and would
     # go on answering on the shared socket with the old config; gunicorn's workers watch their
     # parent, and so do these.
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True).start()
+    threading.Thread(target=_exit_with_parent, args=(parent,), name="parent-watch", daemon=True).start()
     if _preloaded is not None:
         runtime, app = _preloaded
         _forget_inherited_connections(runtime)
         return app
+    # Spawned (Python 3.14 makes granian spawn): build the app here; the parent has migrated.
     from bridge.app import create_app
+    from bridge.logs import setup_logging
 
-    return create_app(open_runtime(Path(config)))
+    runtime = open_runtime(Path(config), migrate=False)
+    setup_logging(runtime.config.logging["format"], runtime.config.logging["level"])
+    return create_app(runtime)
 
 
 def _exit_with_parent(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(1.0)
     os.kill(os.getpid(), signal.SIGTERM)  # the worker's own graceful shutdown
+    time.sleep(_KILL_AFTER_SECONDS)  # the parent would have killed a worker that does not stop
+    os._exit(1)
 
 
 def serve_granian(runtime: Runtime, config: Path, host: str, port: int, workers: int, threads: int) -> None:
@@ -105,13 +114,11 @@ def serve_granian(runtime: Runtime, config: Path, host: str, port: int, workers:
         http1_settings=HTTP1Settings(keep_alive=True),  # identity providers reuse connections
         log_level=LogLevels.warning,
         log_access=False,
-        # In-flight SCIM requests take milliseconds; a worker stuck longer (a lock wait) must not
-        # hold a stop or a restart for long.
-        workers_kill_timeout=10,
+        workers_kill_timeout=_KILL_AFTER_SECONDS,
         respawn_failed_workers=True,
     )
     _freeze_preloaded()
-    server.serve(target_loader=partial(granian_worker_app, str(config)))
+    server.serve(target_loader=partial(granian_worker_app, str(config), os.getpid()))
 
 
 def serve_gunicorn(runtime: Runtime, host: str, port: int, workers: int, threads: int) -> None:

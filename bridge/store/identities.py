@@ -66,7 +66,7 @@ def user_from_row(row: Any, groups: tuple[str, ...] = ()) -> SourceUser:
 
 
 # Members per INSERT statement: each statement is one call into the database that runs without
-# the GIL (see `StagedGroups.insert_members`); chunks bound the JSON text held at once (~0.4 MB;
+# the GIL (see `GroupChanges.insert_members`); chunks bound the JSON text held at once (~0.4 MB;
 # 100,000 per statement raised a first sync's peak RSS by 13 MB).
 _MEMBERS_PER_STATEMENT = 10_000
 
@@ -85,14 +85,50 @@ _INSERT_MEMBERS = {
 
 
 @dataclass
-class StagedGroups:
-    """Groups written but for their member rows, which `insert_members` adds on the same
-    connection and in the same transaction."""
+class GroupChanges:
+    """What a write of the source's groups changes, computed by `diff_groups` without writing.
+
+    `write_groups` applies it in one transaction: `write_rows` (group rows, old member rows),
+    `insert_members`, then `remove_gone`. A full sync runs `insert_members` in a thread while it
+    plans (bridge/sync.py), which is why the three are separate."""
 
     tenant_id: int
     source: str
-    changed: int
+    new_groups: list[dict[str, Any]]
+    updated: list[tuple[str, dict[str, Any]]]  # (identity id, new values)
     members: dict[str, list[str]]  # group anchor -> its members, for each group (re)written
+    gone: list[tuple[str, str]]  # (anchor, identity id) of groups no longer in the source
+    now: datetime
+    actor: str
+    correlation_id: str | None
+
+    @property
+    def changed(self) -> int:
+        return len(self.members) + len(self.gone)
+
+    @property
+    def member_rows(self) -> int:
+        return sum(len(m) for m in self.members.values())
+
+    def write_rows(self, conn: Connection) -> None:
+        for identity_id, values in self.updated:
+            conn.execute(
+                update(identities)
+                .where(identities.c.id == identity_id)
+                .values(version=identities.c.version + 1, **values)
+            )
+        # The old member rows of every rewritten group, new ones included: a row left over from
+        # elsewhere must not make every later sync fail on the primary key.
+        rewritten = list(self.members)
+        for start in range(0, len(rewritten), 500):
+            conn.execute(
+                delete(memberships).where(
+                    memberships.c.tenant_id == self.tenant_id,
+                    memberships.c.source == self.source,
+                    memberships.c.group_anchor.in_(rewritten[start : start + 500]),
+                )
+            )
+        insert_many(conn, identities, self.new_groups)  # one executemany (bridge/store/bulk.py)
 
     def insert_members(self, conn: Connection) -> None:
         """The member rows in a few statements, each a single call into the database: the driver
@@ -111,18 +147,34 @@ class StagedGroups:
         chunk: dict[str, list[str]] = {}
         size = 0
         for anchor, members in self.members.items():
-            if not members:
-                continue
-            chunk[anchor] = members
-            size += len(members)
-            if size >= _MEMBERS_PER_STATEMENT:
-                self._insert(conn, statement, chunk)
-                chunk, size = {}, 0
+            # A group larger than a statement is split over several (a JSON key appears once).
+            for start in range(0, len(members), _MEMBERS_PER_STATEMENT):
+                part = members[start : start + _MEMBERS_PER_STATEMENT]
+                if chunk and (anchor in chunk or size + len(part) > _MEMBERS_PER_STATEMENT):
+                    self._insert(conn, statement, chunk)
+                    chunk, size = {}, 0
+                chunk[anchor] = part
+                size += len(part)
         if chunk:
             self._insert(conn, statement, chunk)
 
     def _insert(self, conn: Connection, statement: Any, chunk: dict[str, list[str]]) -> None:
         conn.execute(statement, {"tenant_id": self.tenant_id, "source": self.source, "groups": dumps(chunk)})
+
+    def remove_gone(self, conn: Connection) -> None:
+        """After the member rows: removing a group also deletes the rows that name it as a member."""
+        for anchor, identity_id in self.gone:
+            remove_group(
+                conn,
+                self.tenant_id,
+                self.source,
+                anchor,
+                identity_id,
+                actor=self.actor,
+                correlation_id=self.correlation_id,
+                reason="no longer in source",
+                now=self.now,
+            )
 
 
 def write_groups(
@@ -138,7 +190,7 @@ def write_groups(
     correlation_id: str | None,
 ) -> int:
     """Store the source's groups and their direct members; returns how many groups changed."""
-    staged = stage_groups(
+    changes = diff_groups(
         conn,
         tenant_id,
         source,
@@ -149,11 +201,13 @@ def write_groups(
         actor=actor,
         correlation_id=correlation_id,
     )
-    staged.insert_members(conn)
-    return staged.changed
+    changes.write_rows(conn)
+    changes.insert_members(conn)
+    changes.remove_gone(conn)
+    return changes.changed
 
 
-def stage_groups(
+def diff_groups(
     conn: Connection,
     tenant_id: int,
     source: str,
@@ -164,8 +218,8 @@ def stage_groups(
     complete_scope: bool,
     actor: str,
     correlation_id: str | None,
-) -> StagedGroups:
-    """Write the source's groups (new, changed, removed) but not their member rows.
+) -> GroupChanges:
+    """Compare the source's groups with the stored ones (reads only).
 
     Membership comes from both sides (group `members`, user `groups`) since some directories
     fill only one. Unchanged groups (same digest) are not rewritten, so a no-change sync is cheap.
@@ -184,6 +238,7 @@ def stage_groups(
         )
     }
     new_groups: list[dict[str, Any]] = []
+    updated: list[tuple[str, dict[str, Any]]] = []
     rewritten: dict[str, list[str]] = {}
     for anchor, group in sorted(groups.items()):  # primary-key order: appends on a first sync
         digest = _group_digest(group, members[anchor])
@@ -216,38 +271,19 @@ def stage_groups(
                 }
             )
         else:
-            conn.execute(
-                update(identities).where(identities.c.id == row.id).values(version=identities.c.version + 1, **values)
-            )
-    # The old member rows of every rewritten group that had any (a new group has none).
-    stale = [anchor for anchor in rewritten if anchor in existing]
-    for start in range(0, len(stale), 500):
-        conn.execute(
-            delete(memberships).where(
-                memberships.c.tenant_id == tenant_id,
-                memberships.c.source == source,
-                memberships.c.group_anchor.in_(stale[start : start + 500]),
-            )
-        )
-    insert_many(conn, identities, new_groups)  # one executemany (bridge/store/bulk.py)
-    changed = len(rewritten)
-    if complete_scope:
-        for anchor, row in existing.items():
-            if anchor in groups:
-                continue
-            changed += 1
-            remove_group(
-                conn,
-                tenant_id,
-                source,
-                anchor,
-                row.id,
-                actor=actor,
-                correlation_id=correlation_id,
-                reason="no longer in source",
-                now=now,
-            )
-    return StagedGroups(tenant_id=tenant_id, source=source, changed=changed, members=rewritten)
+            updated.append((row.id, values))
+    gone = [(anchor, row.id) for anchor, row in existing.items() if anchor not in groups] if complete_scope else []
+    return GroupChanges(
+        tenant_id=tenant_id,
+        source=source,
+        new_groups=new_groups,
+        updated=updated,
+        members=rewritten,
+        gone=gone,
+        now=now,
+        actor=actor,
+        correlation_id=correlation_id,
+    )
 
 
 def remove_group(

@@ -127,3 +127,34 @@ def test_workers_exit_when_the_serving_parent_is_killed(server: str) -> None:
                 os.kill(w, signal.SIGKILL)
         served.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_spawned_granian_worker_builds_its_app_from_the_config(tmp_path: Path) -> None:
+    """Where granian spawns its workers (Python 3.14's default start method), nothing is
+    preloaded: the loader opens the config itself. Run in a fresh interpreter, as a spawned
+    worker would be."""
+    import subprocess
+    import sys
+
+    server = ScimServer(
+        root=tmp_path, db_url=f"sqlite:///{tmp_path / 'bridge.db'}", config=tmp_path / "bridge.toml", port=0
+    )
+    server.write_config()
+    bridge_cli(server.config, "db", "upgrade")
+    probe = (
+        "import os, sys\n"
+        "from bridge.wsgi import granian_worker_app\n"
+        "app = granian_worker_app(sys.argv[1], os.getppid())\n"
+        "client = app.test_client()\n"
+        "print(app.name, client.get('/healthz').status_code, 'HTTP_PROXY' in os.environ)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(server.config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "HTTP_PROXY": "http://127.0.0.1:9"},
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["bridge", "200", "False"]

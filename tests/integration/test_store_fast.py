@@ -123,7 +123,7 @@ def test_group_members_go_in_as_json_statements_and_replace_the_old_ones(
     from bridge.core.model import SourceGroup, SourceUser
     from bridge.store import identities
 
-    # Several statements per call (three members each), to cover the chunk boundaries too.
+    # Three members per statement: groups share statements, and g4 (10 members) spans four.
     monkeypatch.setattr(identities, "_MEMBERS_PER_STATEMENT", 3)
     now = datetime.now(UTC)
     odd = 'quote " back\\slash ünï €'  # anchors are opaque strings: JSON escapes must round-trip
@@ -150,6 +150,14 @@ def test_group_members_go_in_as_json_statements_and_replace_the_old_ones(
     assert _stored_memberships(engine) == expected
 
     groups["g1"] = SourceGroup(anchor="g1", name="one", members=("u3",))
+    # g2 still names g4 as it goes (a source that does not drop references to removed groups):
+    # the removal comes after the member rows, so no row names a group that is gone.
+    groups["g2"] = SourceGroup(anchor="g2", name="two", members=("g1", "g4"))
     del groups["g4"]
-    assert write(groups) == 2  # g1 rewritten, g4 removed
-    assert _stored_memberships(engine) == {("g1", "u3"), ("g2", "g1"), ("g2", "u9")}
+    # A member row left over for a group the store does not know yet (a repair, an old bug):
+    # writing that group must replace it, not fail on the primary key in every later sync.
+    with transaction(engine) as conn:
+        conn.execute(insert(memberships).values(tenant_id=1, source="dir", group_anchor="g5", member_anchor="u1"))
+    groups["g5"] = SourceGroup(anchor="g5", name="five", members=("u1", "u2"))
+    assert write(groups) == 4  # g1, g2 rewritten, g5 new, g4 removed
+    assert _stored_memberships(engine) == {("g1", "u3"), ("g2", "g1"), ("g2", "u9"), ("g5", "u1"), ("g5", "u2")}

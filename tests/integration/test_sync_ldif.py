@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import func, select
 
@@ -12,6 +13,15 @@ from bridge.cli import main
 from bridge.store.db import make_engine
 from bridge.store.tables import Account, AuditEvent, Identity, OutboxMessage, RoleGrant, SyncRun
 from tests.conftest import Deployment
+
+
+@pytest.fixture(params=["groups after the plan", "groups beside the plan"])
+def group_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways a full sync writes groups (bridge/sync.py): the small directory here stays under
+    the member count that moves the member rows beside the plan, unless the limit is lowered."""
+    if request.param == "groups beside the plan":
+        monkeypatch.setattr("bridge.sync._OVERLAP_MIN_MEMBERS", 0)
+    return str(request.param)
 
 
 def bridge(d: Deployment, *args: str) -> Result:
@@ -144,7 +154,7 @@ def test_changed_email_while_pending_supersedes_the_old_activation_mail(deployme
     ]
 
 
-def test_deletion_threshold_aborts_without_force_and_writes_nothing(deployment: Deployment) -> None:
+def test_deletion_threshold_aborts_without_force_and_writes_nothing(deployment: Deployment, group_path: str) -> None:
     sync_json(deployment)
     before = table_counts(deployment)
     groups_before = group_state(deployment)
@@ -161,7 +171,7 @@ def test_deletion_threshold_aborts_without_force_and_writes_nothing(deployment: 
     assert forced["exit"] == 0 and forced["archived"] == int(len(people) * 0.3)
 
 
-def test_empty_directory_read_aborts(deployment: Deployment) -> None:
+def test_empty_directory_read_aborts(deployment: Deployment, group_path: str) -> None:
     sync_json(deployment)
     before = table_counts(deployment)
     groups_before = group_state(deployment)
@@ -213,7 +223,9 @@ def test_entry_that_cannot_be_read_archives_nobody(deployment: Deployment) -> No
     assert users(deployment)[person]["status"] != "archived"
 
 
-def test_a_group_gone_from_the_directory_is_removed_on_both_sides_of_its_memberships(deployment: Deployment) -> None:
+def test_a_group_gone_from_the_directory_is_removed_on_both_sides_of_its_memberships(
+    deployment: Deployment, group_path: str
+) -> None:
     from bridge.store.tables import Membership
 
     sync_json(deployment)
@@ -242,21 +254,58 @@ def test_a_group_gone_from_the_directory_is_removed_on_both_sides_of_its_members
         engine.dispose()
 
 
-def test_a_failure_writing_group_members_writes_nothing(deployment: Deployment, monkeypatch: Any) -> None:
-    from bridge.store.identities import StagedGroups
+def test_a_failure_writing_group_members_writes_nothing(
+    deployment: Deployment, group_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridge.store import identities
 
-    def broken(self: StagedGroups, conn: Any) -> None:
-        raise RuntimeError("disk full")  # what a failing INSERT raises from the members' thread
+    # One member per statement, and the second statement fails: rows were written before it.
+    monkeypatch.setattr(identities, "_MEMBERS_PER_STATEMENT", 1)
+    real_insert = identities.GroupChanges._insert
+    calls = []
 
-    monkeypatch.setattr(StagedGroups, "insert_members", broken)
-    try:
+    def failing(self: identities.GroupChanges, conn: Any, statement: Any, chunk: dict[str, list[str]]) -> None:
+        calls.append(chunk)
+        if len(calls) == 2:
+            raise RuntimeError("disk full")
+        real_insert(self, conn, statement, chunk)
+
+    monkeypatch.setattr(identities.GroupChanges, "_insert", failing)
+    with pytest.raises(RuntimeError, match="disk full"):
         bridge(deployment, "sync")
-    except RuntimeError as exc:
-        assert "disk full" in str(exc)
-    else:
-        raise AssertionError("the sync did not fail")
+    assert len(calls) == 2
     assert group_state(deployment) == (set(), set())
     assert table_counts(deployment) == dict.fromkeys(table_counts(deployment), 0)
-    monkeypatch.undo()
+    monkeypatch.setattr(identities.GroupChanges, "_insert", real_insert)
     assert sync_json(deployment)["exit"] == 0  # and the next run converges
     assert len(group_state(deployment)[1]) > 0
+
+
+def test_planning_holds_the_write_lock_only_beside_many_member_rows(
+    tmp_path: Any, group_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SCIM writes go on while a nightly full sync plans; only the member rows of a first sync
+    (many rows) are written beside the plan, under the write lock. SQLite: one lock per file."""
+    import sqlite3
+
+    import bridge.sync
+
+    d = Deployment(tmp_path, f"sqlite:///{tmp_path / 'bridge.db'}")
+    seen: list[bool] = []
+    real_plan = bridge.sync.build_plan
+
+    def plan_and_try_a_write(*args: Any, **kwargs: Any) -> Any:
+        probe = sqlite3.connect(tmp_path / "bridge.db", timeout=0.2)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            seen.append(True)
+        except sqlite3.OperationalError:  # database is locked
+            seen.append(False)
+        finally:
+            probe.close()
+        return real_plan(*args, **kwargs)
+
+    monkeypatch.setattr(bridge.sync, "build_plan", plan_and_try_a_write)
+    assert sync_json(d)["exit"] == 0
+    assert seen == [group_path == "groups after the plan"]
