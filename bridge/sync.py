@@ -256,185 +256,194 @@ def _run(
         result.reason = reason
         return finish("aborted")
 
-    seat_limit = _seat_limit(tenant.seat_limit, tenant_cfg)
     try:
-        if mode == "delta":
-            from bridge.directory.ldap_source import DeltaUnavailable, KnownReferences
-            from bridge.sync_delta import DeltaTooLarge, known_references, plan_delta
+        seat_limit = _seat_limit(tenant.seat_limit, tenant_cfg)
+        try:
+            if mode == "delta":
+                from bridge.directory.ldap_source import DeltaUnavailable, KnownReferences
+                from bridge.sync_delta import DeltaTooLarge, known_references, plan_delta
 
-            try:
-                snapshot, report = source.fetch_delta(  # type: ignore[union-attr]
-                    now, bookmark, lambda: KnownReferences(*known_references(engine, tenant.id, source_name))
-                )
-                result.errors.extend(getattr(report, "errors", []) or [])
-                delta = plan_delta(
-                    engine,
+                try:
+                    snapshot, report = source.fetch_delta(  # type: ignore[union-attr]
+                        now, bookmark, lambda: KnownReferences(*known_references(engine, tenant.id, source_name))
+                    )
+                    result.errors.extend(getattr(report, "errors", []) or [])
+                    delta = plan_delta(
+                        engine,
+                        tenant.id,
+                        source_name,
+                        snapshot,
+                        mapping,
+                        now=now,
+                        seat_limit=seat_limit,
+                        suspended_counts_as_seat=tenant_cfg.suspended_counts_as_seat,
+                    )
+                except (DeltaUnavailable, DeltaTooLarge) as exc:
+                    log.info("sync %s: running full instead of delta: %s", source_name, exc)
+                    result.errors.clear()
+                    mode = "full"
+                else:
+                    if source is not None:
+                        source.close()  # type: ignore[attr-defined]
+                    return _apply_delta(
+                        engine,
+                        config,
+                        tenant,
+                        tenant_cfg,
+                        source_name,
+                        source,
+                        delta,
+                        result,
+                        now,
+                        correlation_id,
+                        dry_run,
+                        progress,
+                        finish,
+                    )
+            step = time.monotonic()
+            if fetch is not None:
+                snapshot, report = fetch(source_cfg, now)
+            else:
+                snapshot, report = source.fetch(now)  # type: ignore[union-attr]
+        except SourceUnavailable as exc:
+            return abort(f"source unavailable: {exc}")
+        finally:
+            if source is not None and hasattr(source, "close"):
+                source.close()
+        result.errors.extend(getattr(report, "errors", []) or [])
+        result.timings["read"] = time.monotonic() - step
+        if not snapshot.complete:
+            return abort("the source returned an incomplete read")
+
+        def plan_run() -> Callable[[], SyncResult] | None:
+            """Load, plan and check. Returns how the run ends early (aborted, dry run), or None when
+            the plan is to be written. Writes nothing itself."""
+            step = time.monotonic()
+            with transaction(engine, write=False) as conn:
+                accounts = load_account_states(conn, tenant.id, source_name)
+                usage = usage_outside(
+                    conn,
                     tenant.id,
-                    source_name,
-                    snapshot,
                     mapping,
-                    now=now,
-                    seat_limit=seat_limit,
+                    exclude_source=source_name,
                     suspended_counts_as_seat=tenant_cfg.suspended_counts_as_seat,
                 )
-            except (DeltaUnavailable, DeltaTooLarge) as exc:
-                log.info("sync %s: running full instead of delta: %s", source_name, exc)
-                result.errors.clear()
-                mode = "full"
-            else:
-                if source is not None:
-                    source.close()  # type: ignore[attr-defined]
-                return _apply_delta(
-                    engine,
-                    config,
-                    tenant,
-                    tenant_cfg,
-                    source_name,
-                    source,
-                    delta,
-                    result,
-                    now,
-                    correlation_id,
-                    dry_run,
-                    progress,
-                    finish,
+            result.timings["load"] = time.monotonic() - step
+            live = sum(1 for a in accounts.values() if a.status.value != "archived")
+            if not snapshot.users and live and not force:
+                return partial(
+                    abort, f"the source returned no users while {live} accounts exist; use --force if that is right"
                 )
-        step = time.monotonic()
-        if fetch is not None:
-            snapshot, report = fetch(source_cfg, now)
-        else:
-            snapshot, report = source.fetch(now)  # type: ignore[union-attr]
-    except SourceUnavailable as exc:
-        return abort(f"source unavailable: {exc}")
-    finally:
-        if source is not None and hasattr(source, "close"):
-            source.close()
-    result.errors.extend(getattr(report, "errors", []) or [])
-    result.timings["read"] = time.monotonic() - step
-    if not snapshot.complete:
-        return abort("the source returned an incomplete read")
 
-    def plan_run() -> Callable[[], SyncResult] | None:
-        """Load, plan and check. Returns how the run ends early (aborted, dry run), or None when
-        the plan is to be written. Writes nothing itself."""
-        step = time.monotonic()
-        with transaction(engine, write=False) as conn:
-            accounts = load_account_states(conn, tenant.id, source_name)
-            usage = usage_outside(
-                conn,
-                tenant.id,
+            # Entries the source returned but that could not become identities (no anchor, no
+            # userName) make the read partial: those people are in the directory, so their absence
+            # from the snapshot must not archive them. The others are still planned; nobody is
+            # archived until it is fixed.
+            if partial_read:
+                result.errors.append(f"{len(result.errors)} entries could not be read: nobody is archived in this run")
+            step = time.monotonic()
+            groups = expand_groups(snapshot)
+            subjects = [Subject(user=u, groups=groups.get(u.anchor, ())) for u in snapshot.users.values()]
+            plan = build_plan(
+                source_name,
+                subjects,
+                accounts,
                 mapping,
-                exclude_source=source_name,
+                now=now,
+                seat_limit=_seat_limit(tenant.seat_limit, tenant_cfg),
+                usage=usage,
+                complete_scope=not partial_read,
                 suspended_counts_as_seat=tenant_cfg.suspended_counts_as_seat,
             )
-        result.timings["load"] = time.monotonic() - step
-        live = sum(1 for a in accounts.values() if a.status.value != "archived")
-        if not snapshot.users and live and not force:
-            return partial(
-                abort, f"the source returned no users while {live} accounts exist; use --force if that is right"
-            )
+            result.plan = plan
+            result.counts = plan.counts()
+            result.timings["plan"] = time.monotonic() - step
 
-        # Entries the source returned but that could not become identities (no anchor, no
-        # userName) make the read partial: those people are in the directory, so their absence
-        # from the snapshot must not archive them. The others are still planned; nobody is
-        # archived until it is fixed.
-        if partial_read:
-            result.errors.append(f"{len(result.errors)} entries could not be read: nobody is archived in this run")
-        step = time.monotonic()
-        groups = expand_groups(snapshot)
-        subjects = [Subject(user=u, groups=groups.get(u.anchor, ())) for u in snapshot.users.values()]
-        plan = build_plan(
-            source_name,
-            subjects,
-            accounts,
-            mapping,
-            now=now,
-            seat_limit=_seat_limit(tenant.seat_limit, tenant_cfg),
-            usage=usage,
-            complete_scope=not partial_read,
-            suspended_counts_as_seat=tenant_cfg.suspended_counts_as_seat,
-        )
-        result.plan = plan
-        result.counts = plan.counts()
-        result.timings["plan"] = time.monotonic() - step
+            threshold = float(source_cfg.get("deletion_threshold"))
+            minimum = int(source_cfg.get("deletion_threshold_min"))
+            archives = plan.archives
+            if archives > minimum and archives > threshold * plan.active_before and not force:
+                return partial(
+                    abort,
+                    f"deletion threshold: the run would archive {archives} of {plan.active_before} accounts "
+                    f"(more than {threshold:.0%}); nothing was written. Check the source, or use --force",
+                )
+            return partial(finish, "dry-run") if dry_run else None
 
-        threshold = float(source_cfg.get("deletion_threshold"))
-        minimum = int(source_cfg.get("deletion_threshold_min"))
-        archives = plan.archives
-        if archives > minimum and archives > threshold * plan.active_before and not force:
-            return partial(
-                abort,
-                f"deletion threshold: the run would archive {archives} of {plan.active_before} accounts "
-                f"(more than {threshold:.0%}); nothing was written. Check the source, or use --force",
-            )
-        return partial(finish, "dry-run") if dry_run else None
-
-    partial_read = bool(result.errors)
-    if dry_run:
-        ended = plan_run()
-        assert ended is not None
-        return ended()
-    step = time.monotonic()
-    with transaction(engine, write=False) as conn:
-        changes = diff_groups(
-            conn,
-            tenant.id,
-            source_name,
-            snapshot.groups,
-            snapshot.users,
-            now,
-            complete_scope=True,
-            actor=f"sync:{source_name}",
-            correlation_id=correlation_id,
-        )
-    diffing = time.monotonic() - step
-    if changes.member_rows < _OVERLAP_MIN_MEMBERS or not _can_overlap(engine):
-        # The usual nightly run: few groups changed. Plan first, without holding the write lock.
-        ended = plan_run()
-        if ended is not None:
+        partial_read = bool(result.errors)
+        if dry_run:
+            ended = plan_run()
+            assert ended is not None
             return ended()
         step = time.monotonic()
-        with transaction(engine) as conn, page_cache(conn, _GROUPS_CACHE_MIB):
-            changes.write_rows(conn)
-            changes.insert_members(conn)
-            changes.remove_gone(conn)
-        result.timings["groups"] = diffing + time.monotonic() - step
-    else:
-        # Many member rows (a first sync: 300,000 at 100k people): they are written while the
-        # plan is computed, by the database without the GIL, in a thread
-        # (GroupChanges.insert_members), in a transaction that commits only once the plan has
-        # passed its checks. The write lock is held meanwhile, as the group step held it before.
-        step = time.monotonic()
-        ended = None
-        try:
+        with transaction(engine, write=False) as conn:
+            changes = diff_groups(
+                conn,
+                tenant.id,
+                source_name,
+                snapshot.groups,
+                snapshot.users,
+                now,
+                complete_scope=True,
+                actor=f"sync:{source_name}",
+                correlation_id=correlation_id,
+            )
+        diffing = time.monotonic() - step
+        if changes.member_rows < _OVERLAP_MIN_MEMBERS or not _can_overlap(engine):
+            # The usual nightly run: few groups changed. Plan first, without holding the write lock.
+            ended = plan_run()
+            if ended is not None:
+                return ended()
+            step = time.monotonic()
             with transaction(engine) as conn, page_cache(conn, _GROUPS_CACHE_MIB):
                 changes.write_rows(conn)
-                staging = diffing + time.monotonic() - step
-                members = _InThread(changes.insert_members, conn)
-                try:
-                    ended = plan_run()
-                except BaseException:
-                    members.wait(quiet=True)  # the plan's own error is the one to report
-                    raise
-                waited = time.monotonic()
-                members.wait(quiet=ended is not None)  # an ended run rolls back anyway
-                result.timings["groups"] = staging + time.monotonic() - waited
-                if ended is not None:
-                    raise _Discard  # an ended run writes nothing
+                changes.insert_members(conn)
                 changes.remove_gone(conn)
-        except _Discard:
-            pass
-        if ended is not None:
-            return ended()
-    plan = result.plan
-    assert plan is not None
-    step = time.monotonic()
-    applied = _apply(engine, config, tenant, tenant_cfg, source_name, plan, now, correlation_id, progress)
-    result.timings["apply"] = time.monotonic() - step
-    result.errors.extend(applied.errors)
-    if not applied.errors:
-        _save_bookmark(engine, tenant.id, source_name, source, now)
-    return finish("ok" if not (applied.errors or partial_read) else "partial")
+            result.timings["groups"] = diffing + time.monotonic() - step
+        else:
+            # Many member rows (a first sync: 300,000 at 100k people): they are written while the
+            # plan is computed, by the database without the GIL, in a thread
+            # (GroupChanges.insert_members), in a transaction that commits only once the plan has
+            # passed its checks. The write lock is held meanwhile, as the group step held it before.
+            step = time.monotonic()
+            ended = None
+            try:
+                with transaction(engine) as conn, page_cache(conn, _GROUPS_CACHE_MIB):
+                    changes.write_rows(conn)
+                    staging = diffing + time.monotonic() - step
+                    members = _InThread(changes.insert_members, conn)
+                    try:
+                        ended = plan_run()
+                    except BaseException:
+                        members.wait(quiet=True)  # the plan's own error is the one to report
+                        raise
+                    waited = time.monotonic()
+                    members.wait(quiet=ended is not None)  # an ended run rolls back anyway
+                    result.timings["groups"] = staging + time.monotonic() - waited
+                    if ended is not None:
+                        raise _Discard  # an ended run writes nothing
+                    changes.remove_gone(conn)
+            except _Discard:
+                pass
+            if ended is not None:
+                return ended()
+        plan = result.plan
+        assert plan is not None
+        step = time.monotonic()
+        applied = _apply(engine, config, tenant, tenant_cfg, source_name, plan, now, correlation_id, progress)
+        result.timings["apply"] = time.monotonic() - step
+        result.errors.extend(applied.errors)
+        if not applied.errors:
+            _save_bookmark(engine, tenant.id, source_name, source, now)
+        return finish("ok" if not (applied.errors or partial_read) else "partial")
+    except Exception as exc:
+        # An unexpected failure (a database error, a bug): recorded as such, not left "running".
+        result.reason = f"{type(exc).__name__}: {exc}"[:1000]
+        try:
+            finish("failed")
+        except Exception:
+            log.exception("sync %s: could not record the failed run", source_name)
+        raise
 
 
 def _apply(

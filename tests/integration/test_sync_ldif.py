@@ -309,3 +309,18 @@ def test_planning_holds_the_write_lock_only_beside_many_member_rows(
     monkeypatch.setattr(bridge.sync, "build_plan", plan_and_try_a_write)
     assert sync_json(d)["exit"] == 0
     assert seen == [group_path == "groups after the plan"]
+
+
+def test_a_run_that_fails_is_recorded_as_failed_not_left_running(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_plan(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("planner bug")
+
+    monkeypatch.setattr("bridge.sync.build_plan", broken_plan)
+    with pytest.raises(RuntimeError, match="planner bug"):
+        bridge(deployment, "sync")
+    history = json.loads(bridge(deployment, "sync", "--history", "--json").stdout)
+    assert [h["outcome"] for h in history] == ["failed"]
+    assert "RuntimeError: planner bug" in history[0]["reason"]
+    assert table_counts(deployment)["accounts"] == 0
