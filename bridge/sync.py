@@ -27,7 +27,7 @@ from bridge.logs import correlation_id as correlation_var
 from bridge.provision.apply import ApplyContext, apply_plan
 from bridge.store.db import page_cache, transaction
 from bridge.store.delta import load_bookmark, save_bookmark
-from bridge.store.identities import diff_groups, write_groups
+from bridge.store.identities import diff_groups
 from bridge.store.repo import get_tenant, load_account_states, usage_outside
 from bridge.store.tables import SyncRun
 
@@ -396,9 +396,7 @@ def _run(
                 return ended()
             step = time.monotonic()
             with transaction(engine) as conn, page_cache(conn, _GROUPS_CACHE_MIB):
-                changes.write_rows(conn)
-                changes.insert_members(conn)
-                changes.remove_gone(conn)
+                changes.write(conn)
             result.timings["groups"] = diffing + time.monotonic() - step
         else:
             # Many member rows (a first sync: 300,000 at 100k people): they are written while the
@@ -509,7 +507,7 @@ def _apply_delta(
     if applied.errors:
         return finish("partial")
     with transaction(engine) as conn:
-        write_groups(
+        diff_groups(
             conn,
             tenant.id,
             source_name,
@@ -519,7 +517,7 @@ def _apply_delta(
             complete_scope=False,
             actor=f"sync:{source_name}",
             correlation_id=correlation_id,
-        )
+        ).write(conn)
     _save_bookmark(engine, tenant.id, source_name, source, now)
     return finish("ok")
 

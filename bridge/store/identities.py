@@ -88,9 +88,9 @@ _INSERT_MEMBERS = {
 class GroupChanges:
     """What a write of the source's groups changes, computed by `diff_groups` without writing.
 
-    `write_groups` applies it in one transaction: `write_rows` (group rows, old member rows),
+    `write` applies it on the caller's transaction: `write_rows` (group rows, old member rows),
     `insert_members`, then `remove_gone`. A full sync runs `insert_members` in a thread while it
-    plans (bridge/sync.py), which is why the three are separate."""
+    plans (bridge/sync.py), which is why the three are also separate."""
 
     tenant_id: int
     source: str
@@ -109,6 +109,13 @@ class GroupChanges:
     @property
     def member_rows(self) -> int:
         return sum(len(m) for m in self.members.values())
+
+    def write(self, conn: Connection) -> int:
+        """Store the groups and their direct members; returns how many groups changed."""
+        self.write_rows(conn)
+        self.insert_members(conn)
+        self.remove_gone(conn)
+        return self.changed
 
     def write_rows(self, conn: Connection) -> None:
         for identity_id, values in self.updated:
@@ -175,36 +182,6 @@ class GroupChanges:
                 reason="no longer in source",
                 now=self.now,
             )
-
-
-def write_groups(
-    conn: Connection,
-    tenant_id: int,
-    source: str,
-    groups: Mapping[str, SourceGroup],
-    users: Mapping[str, SourceUser],
-    now: datetime,
-    *,
-    complete_scope: bool,
-    actor: str,
-    correlation_id: str | None,
-) -> int:
-    """Store the source's groups and their direct members; returns how many groups changed."""
-    changes = diff_groups(
-        conn,
-        tenant_id,
-        source,
-        groups,
-        users,
-        now,
-        complete_scope=complete_scope,
-        actor=actor,
-        correlation_id=correlation_id,
-    )
-    changes.write_rows(conn)
-    changes.insert_members(conn)
-    changes.remove_gone(conn)
-    return changes.changed
 
 
 def diff_groups(

@@ -137,9 +137,9 @@ def test_group_members_go_in_as_json_statements_and_replace_the_old_ones(
 
     def write(groups: dict[str, SourceGroup]) -> int:
         with transaction(engine) as conn:
-            return identities.write_groups(
+            return identities.diff_groups(
                 conn, 1, "dir", groups, users, now, complete_scope=True, actor="test", correlation_id="c"
-            )
+            ).write(conn)
 
     assert write(groups) == 4
     expected = {("g1", "u1"), ("g1", "u2"), ("g1", odd), ("g2", "g1"), ("g2", "u9")}
