@@ -27,10 +27,12 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check bridge tests bench
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check bridge tests bench
+	$(BIN)/lint-imports
 	$(BIN)/ruff format --check bridge tests bench
 
 clean:
