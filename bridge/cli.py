@@ -340,6 +340,8 @@ def sync(
         )
         for error in result.errors:
             click.echo(f"  error: {error}", err=True)
+        for warning in result.warnings:
+            click.echo(f"  warning: {warning}", err=True)
         if result.aborted:
             click.echo(f"{name}: aborted: {result.reason}", err=True)
     if failed:
@@ -364,6 +366,7 @@ def _sync_history(runtime: Runtime, source_name: str | None, as_json: bool) -> N
             "reason": r.reason,
             "counts": r.counts or {},
             "errors": len(r.errors or []),
+            "warnings": list(r.warnings or []),
             "correlationId": r.correlation_id,
         }
         for r in rows
@@ -372,7 +375,7 @@ def _sync_history(runtime: Runtime, source_name: str | None, as_json: bool) -> N
         _print_json(data)
         return
     _table(
-        ["ID", "SOURCE", "MODE", "STARTED", "OUTCOME", "CREATED", "ARCHIVED", "ERRORS", "REASON"],
+        ["ID", "SOURCE", "MODE", "STARTED", "OUTCOME", "CREATED", "ARCHIVED", "ERRORS", "WARNINGS", "REASON"],
         [
             [
                 d["id"],
@@ -383,6 +386,7 @@ def _sync_history(runtime: Runtime, source_name: str | None, as_json: bool) -> N
                 d["counts"].get("created", 0),
                 d["counts"].get("archived", 0),
                 d["errors"],
+                len(d["warnings"]),
                 d["reason"] or "",
             ]
             for d in data

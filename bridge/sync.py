@@ -8,10 +8,11 @@ and a plan archiving more than the deletion threshold abort the run with nothing
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -20,6 +21,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, insert, update
 
 from bridge.config import Config, SourceConfig
+from bridge.core.mapping import RoleMapping, unseen_attributes
 from bridge.core.model import Snapshot, expand_groups
 from bridge.core.plan import Plan, Subject, build_plan
 from bridge.errors import SourceUnavailable
@@ -92,9 +94,11 @@ class Source(Protocol):
         ...
 
 
-def make_source(source: SourceConfig) -> Source:
-    from bridge.directory.normalize import DirectorySettings
+def make_source(source: SourceConfig, mapping: RoleMapping | None = None) -> Source:
+    """The source a `[[sources]]` entry describes, reading what `mapping` (its tenant's) needs."""
+    from bridge.directory.normalize import DEFAULT_KEEP_ATTRIBUTES, DirectorySettings
 
+    renames = dict(source.get("attributes") or {})
     settings = DirectorySettings(
         flavor=source.get("flavor"),
         user_base=source.get("user_base"),
@@ -102,7 +106,8 @@ def make_source(source: SourceConfig) -> Source:
         user_name_attribute=(source.get("user_name_attribute") or None),
         email_attribute=source.get("email_attribute") or "mail",
         anchor_attribute=source.get("anchor_attribute") or None,
-        attribute_map=dict(source.get("attributes") or {}),
+        attribute_map=renames,
+        keep_attributes=(*DEFAULT_KEEP_ATTRIBUTES, *directory_attributes(mapping, renames)),
     )
     if source.kind == "ldif":
         from pathlib import Path
@@ -115,6 +120,31 @@ def make_source(source: SourceConfig) -> Source:
     return LdapSource(source, settings)
 
 
+# An LDAP attribute description (RFC 4512 descr or numericoid, then options such as ;lang-fr).
+_LDAP_ATTRIBUTE = re.compile(r"(?:[a-z][a-z0-9-]*|\d+(?:\.\d+)+)(?:;[a-z0-9-]+)*", re.IGNORECASE)
+
+
+def directory_attributes(mapping: RoleMapping | None, renames: Mapping[str, str]) -> tuple[str, ...]:
+    """The directory attributes to read so that every attribute the mapping's rules name arrives.
+
+    The one place where the mapping decides what a directory source requests (and so its delta
+    scope: a mapping that reads a new attribute makes the next delta a full run). A SCIM path
+    (`urn:...:User:department`) means its last part; a name the source's `attributes` table
+    renames to is read under its directory names. Names that cannot be LDAP attributes
+    (`name.givenName`) are not requested; the run then warns that nobody has them.
+    """
+    if mapping is None:
+        return ()
+    sources_of: dict[str, list[str]] = {}
+    for directory_name, target in renames.items():
+        sources_of.setdefault(target.lower(), []).append(directory_name.lower())
+    names: list[str] = []
+    for name in mapping.attribute_names():
+        name = name.rsplit(":", 1)[-1]
+        names += sources_of.get(name, [name])
+    return tuple(n for n in dict.fromkeys(names) if _LDAP_ATTRIBUTE.fullmatch(n))
+
+
 @dataclass
 class SyncResult:
     source: str
@@ -124,6 +154,9 @@ class SyncResult:
     reason: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    # Doubtful data taken in anyway, and rules that match nobody because no one read has their
+    # attribute: the run went through, but an administrator should look.
+    warnings: list[str] = field(default_factory=list)
     duration: float = 0.0
     plan: Plan | None = None
     run_id: str = ""
@@ -143,6 +176,7 @@ class SyncResult:
             **{k: int(self.counts.get(k, 0)) for k in keys},
             "seatDelta": self.plan.seat_delta if self.plan else 0,
             "errors": list(self.errors),
+            "warnings": list(self.warnings),
             "durationSeconds": round(self.duration, 3),
         }
 
@@ -199,7 +233,7 @@ def _run(
     with transaction(engine, write=False) as conn:
         tenant = get_tenant(conn, tenant_cfg.name)
         stored_bookmark = load_bookmark(conn, tenant.id, source_name)
-    source = make_source(source_cfg) if fetch is None else None
+    source = make_source(source_cfg, mapping) if fetch is None else None
     bookmark = None
     if mode == "delta" and source is not None and getattr(source, "supports_delta", False):
         from bridge.directory.ldap_source import Bookmark
@@ -237,6 +271,7 @@ def _run(
                         reason=result.reason,
                         counts=result.counts,
                         errors=result.errors[:100],
+                        warnings=result.warnings[:100],
                     )
                 )
         steps = " ".join(f"{k}={v:.1f}s" for k, v in result.timings.items())
@@ -249,6 +284,8 @@ def _run(
             steps,
             extra={"correlation_id": correlation_id},
         )
+        for warning in result.warnings[:100]:
+            log.warning("sync %s: %s", source_name, warning, extra={"correlation_id": correlation_id})
         return result
 
     def abort(reason: str) -> SyncResult:
@@ -268,6 +305,7 @@ def _run(
                         now, bookmark, lambda: KnownReferences(*known_references(engine, tenant.id, source_name))
                     )
                     result.errors.extend(getattr(report, "errors", []) or [])
+                    result.warnings.extend(getattr(report, "warnings", []) or [])
                     delta = plan_delta(
                         engine,
                         tenant.id,
@@ -281,6 +319,7 @@ def _run(
                 except (DeltaUnavailable, DeltaTooLarge) as exc:
                     log.info("sync %s: running full instead of delta: %s", source_name, exc)
                     result.errors.clear()
+                    result.warnings.clear()
                     mode = "full"
                 else:
                     if source is not None:
@@ -311,6 +350,9 @@ def _run(
             if source is not None and hasattr(source, "close"):
                 source.close()
         result.errors.extend(getattr(report, "errors", []) or [])
+        result.warnings.extend(getattr(report, "warnings", []) or [])
+        # Only a complete read can show that nobody has an attribute; a delta reads a few people.
+        result.warnings.extend(gap.describe() for gap in unseen_attributes(mapping, snapshot.users.values()))
         result.timings["read"] = time.monotonic() - step
         if not snapshot.complete:
             return abort("the source returned an incomplete read")

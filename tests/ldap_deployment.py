@@ -71,7 +71,8 @@ class LdapDeployment:
         self.root = root
         self.db_url = db_url
         self.config = root / "bridge.toml"
-        (root / "mapping.toml").write_text(MAPPING)
+        self.mapping = root / "mapping.toml"
+        self.mapping.write_text(MAPPING)
         monkeypatch.setenv(PASSWORD_ENV, password)
         self.source: dict[str, Any] = {
             "name": "dir",
@@ -95,6 +96,10 @@ class LdapDeployment:
         body = "".join(f"{k} = {json.dumps(v)}\n" for k, v in self.source.items() if v is not None)
         lines.append("[[sources]]\n" + body)
         self.config.write_text("\n".join(lines))
+
+    def add_to_mapping(self, toml: str) -> None:
+        """Append rules (or a [user_type] table) to the mapping."""
+        self.mapping.write_text(self.mapping.read_text() + "\n" + toml)
 
     # -- CLI --------------------------------------------------------------------------------
     def bridge(self, *args: str) -> Result:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -60,6 +60,18 @@ class RoleMapping:
     external_attribute: ExternalAttribute | None = None
     external_expires_after_days: int | None = None
     origin: str = "<mapping>"
+
+    def attribute_names(self) -> tuple[str, ...]:
+        """The user attributes the rules and `[user_type]` read, lower-cased, in file order.
+
+        A directory source must request exactly these (besides its own): an attribute it does not
+        read is absent from every person, and a rule on it silently matches nobody. A new matcher
+        that reads an attribute adds it here.
+        """
+        names = [rule.value for rule in self.rules if rule.kind == "attribute"]
+        if self.external_attribute is not None:
+            names.append(self.external_attribute.attribute)
+        return tuple(dict.fromkeys(names))
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +226,45 @@ def load_mapping(path: Path) -> RoleMapping:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(origin, None, f"invalid TOML: {exc}") from None
     return parse_mapping(data, origin)
+
+
+@dataclass(frozen=True, slots=True)
+class UnseenAttribute:
+    """An attribute the mapping reads that no person of a complete read has."""
+
+    name: str  # as the mapping writes it, lower-cased
+    used_by: tuple[str, ...]  # "rule 5: attribute ... = ...", "[user_type] external_attribute"
+
+    def describe(self) -> str:
+        return (
+            f"no person read has the attribute {self.name!r}, so {'; '.join(self.used_by)} "
+            f"{'matches' if len(self.used_by) == 1 else 'match'} nobody. Is it spelled as the source spells it, "
+            "and may the bind account read it? (An ACL that hides an attribute looks exactly like this.)"
+        )
+
+
+def unseen_attributes(mapping: RoleMapping, users: Iterable[SourceUser]) -> list[UnseenAttribute]:
+    """The attributes `mapping` reads that none of `users` has (with a value).
+
+    Meant for a complete read of a source: there, an attribute nobody has usually means the source
+    never delivered it (not requested, hidden by an ACL, misspelled), not that nobody has one.
+    """
+    wanted = list(mapping.attribute_names())
+    seen = False
+    for user in users:
+        if not wanted:
+            return []
+        seen = True
+        wanted = [name for name in wanted if not _attribute_values(user, name)]
+    if not seen:
+        return []  # of an empty read nothing can be said
+    out = []
+    for name in wanted:
+        used_by = [rule.describe() for rule in mapping.rules if rule.kind == "attribute" and rule.value == name]
+        if mapping.external_attribute is not None and mapping.external_attribute.attribute == name:
+            used_by.append("[user_type] external_attribute")
+        out.append(UnseenAttribute(name=name, used_by=tuple(used_by)))
+    return out
 
 
 def _attribute_values(user: SourceUser, name: str) -> tuple[str, ...]:

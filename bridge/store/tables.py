@@ -253,6 +253,8 @@ class SyncRun(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     counts: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     errors: Mapped[list[Any] | None] = mapped_column(JSON)
+    # What the run took in but an administrator should look at (a rule's attribute nobody has).
+    warnings: Mapped[list[Any] | None] = mapped_column(JSON)
 
 
 class SourceState(Base):

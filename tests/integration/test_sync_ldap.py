@@ -283,3 +283,51 @@ def test_dry_run_writes_no_bookmark(deploy_sqlite: LdapDeployment) -> None:
     result = deploy_sqlite.bridge("sync", "--dry-run")
     assert result.exit_code == 0 and "alice" in result.output
     assert deploy_sqlite.bookmark() == {} and deploy_sqlite.counts()["accounts"] == 0
+
+
+DEPARTMENT_RULE = '[[rules]]\nattribute = "departmentNumber"\nequals = "42"\nroles = ["engineering"]\n'
+
+
+def test_a_rule_on_an_attribute_outside_the_usual_ones_grants_its_role(
+    deploy: LdapDeployment, directory: Slapd
+) -> None:
+    directory.modify(f"uid=frank,{PEOPLE}", {"departmentNumber": [(MODIFY_ADD, ["42"])]})
+    deploy.add_to_mapping(DEPARTMENT_RULE)
+    out = deploy.sync()
+    assert out["exit"] == 0 and out["errors"] == [], out
+    assert deploy.users()["frank"]["roles"] == ["engineering"]
+    assert out["warnings"] == []
+
+
+def test_a_mapping_that_reads_another_attribute_makes_the_next_delta_a_full_run(
+    deploy_sqlite: LdapDeployment, directory: Slapd
+) -> None:
+    directory.modify(f"uid=frank,{PEOPLE}", {"departmentNumber": [(MODIFY_ADD, ["42"])]})
+    deploy_sqlite.sync()
+    assert deploy_sqlite.sync()["mode"] == "delta"
+    # frank's entry does not change: only a full read can see that the new rule applies to him.
+    deploy_sqlite.add_to_mapping(DEPARTMENT_RULE)
+    out = deploy_sqlite.sync()
+    assert out["exit"] == 0 and out["mode"] == "full" and out["rolesChanged"] == 1, out
+    assert deploy_sqlite.users()["frank"]["roles"] == ["engineering"]
+    assert deploy_sqlite.sync()["mode"] == "delta"
+
+
+def test_a_rule_on_an_attribute_nobody_has_is_a_warning_in_the_result_and_the_history(
+    deploy_sqlite: LdapDeployment,
+) -> None:
+    deploy_sqlite.add_to_mapping(DEPARTMENT_RULE.replace("departmentNumber", "departmentNumbr"))
+    out = deploy_sqlite.sync()
+    assert out["exit"] == 0 and not out["aborted"] and out["errors"] == [] and out["created"] == 7, out
+    (warning,) = out["warnings"]
+    assert warning.startswith(
+        "no person read has the attribute 'departmentnumbr', so rule 6: attribute departmentnumbr = \"42\" "
+        "matches nobody."
+    )
+    assert deploy_sqlite.history()[0]["warnings"] == [warning]
+    text = deploy_sqlite.bridge("sync", "--full")
+    assert text.exit_code == 0 and f"  warning: {warning}" in text.output
+    table = deploy_sqlite.bridge("sync", "--history").output.splitlines()
+    assert "WARNINGS" in table[0]
+    # A delta reads a few changed people, so it cannot tell: it says nothing.
+    assert deploy_sqlite.sync()["warnings"] == []

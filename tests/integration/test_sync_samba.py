@@ -213,3 +213,30 @@ def test_another_domain_controller_makes_the_delta_a_full_run(
     out = deploy.sync()
     assert out["exit"] == 0 and out["mode"] == "full", out
     assert deploy.bookmark()["delta.server"].startswith("CN=NTDS Settings,CN=DC1,")
+
+
+def test_a_rule_on_another_attribute_matches_after_a_full_run_and_one_nobody_has_is_a_warning(
+    small_ou: Directory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = small_ou
+    conn = d.dc.connect()
+    try:
+        # A title too: the base mapping's rule on title would otherwise warn that nobody has one.
+        changes = {"departmentNumber": [(MODIFY_ADD, ["42"])], "title": [(MODIFY_ADD, ["Clerk"])]}
+        assert conn.modify(f"CN=frank,{d.ou}", changes), conn.result
+    finally:
+        conn.unbind()
+    deploy = deployment(tmp_path, d, monkeypatch)
+    first = deploy.sync()
+    assert first["warnings"] == [] and deploy.users()[d.sam("frank")]["roles"] == [], first
+    assert deploy.sync()["mode"] == "delta"
+    rule = '[[rules]]\nattribute = "{}"\nequals = "42"\nroles = ["engineering"]\n'
+    # departmentNumber is read only once a rule names it; the misspelled name is requested too
+    # (a DC ignores attribute names its schema does not know) and found on nobody.
+    deploy.add_to_mapping(rule.format("departmentNumber") + rule.format("departmentNumbr"))
+    out = deploy.sync()
+    assert out["exit"] == 0 and out["mode"] == "full" and out["errors"] == [], out
+    assert deploy.users()[d.sam("frank")]["roles"] == ["engineering"]
+    (warning,) = out["warnings"]
+    assert "'departmentnumbr'" in warning and "rule 7" in warning
+    assert deploy.history()[0]["warnings"] == [warning]

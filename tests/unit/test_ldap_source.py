@@ -95,3 +95,65 @@ def test_page_size_above_1000_and_bad_filters_are_config_errors(tmp_path: Path) 
         source(page_size=5000)
     with pytest.raises(ConfigError, match="user_filter"):
         source(user_filter="(&(objectClass=user)")
+
+
+def _mapping(*rules: dict[str, Any], user_type: dict[str, Any] | None = None) -> Any:
+    from bridge.core.mapping import parse_mapping
+
+    return parse_mapping({"roles": {"r": {}}, "rules": list(rules), "user_type": user_type or {}}, "m.toml")
+
+
+def _made(mapping: Any, flavor: str = "openldap", **settings: Any) -> LdapSource:
+    from bridge.sync import make_source
+
+    cfg = SourceConfig(
+        name="dir",
+        tenant="t",
+        kind="ldap",
+        origin="bridge.toml",
+        settings={
+            "url": "ldap://127.0.0.1:389",
+            "flavor": flavor,
+            "user_base": "dc=x",
+            "group_base": "dc=x",
+            **settings,
+        },
+    )
+    made = make_source(cfg, mapping)
+    assert isinstance(made, LdapSource)
+    return made
+
+
+def test_the_source_requests_every_attribute_the_mapping_reads() -> None:
+    mapping = _mapping(
+        {"attribute": "departmentNumber", "equals": "42", "roles": ["r"]},
+        {
+            "attribute": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter",
+            "equals": "9",
+            "roles": ["r"],
+        },
+        {"attribute": "name.givenName", "equals": "Al", "roles": ["r"]},  # a SCIM path no directory has
+        {"attribute": "division", "equals": "North", "roles": ["r"]},
+        user_type={"external_attribute": {"attribute": "employeeType", "equals": "contractor"}},
+    )
+    src = _made(mapping, attributes={"businessCategory": "division"})
+    requested = {name.lower() for name in src.user_attributes}
+    assert {"departmentnumber", "costcenter", "businesscategory", "employeetype"} <= requested
+    assert "name.givenname" not in requested and "division" not in requested
+    # What is read is kept for the rules, under the mapping's name.
+    assert {"departmentnumber", "costcenter", "businesscategory"} <= set(src.settings.keep_attributes)
+    assert src.settings.attribute_map["businesscategory"] == "division"
+    ad = _made(mapping, flavor="ad")
+    assert "departmentnumber" in {name.lower() for name in ad.user_attributes}
+
+
+def test_a_mapping_reading_another_attribute_changes_the_delta_scope() -> None:
+    on_title = _mapping({"attribute": "title", "equals": "Boss", "roles": ["r"]})
+    on_number = _mapping({"attribute": "DepartmentNumber", "equals": "42", "roles": ["r"]})
+    # title is read anyway: the same scope as a mapping without attribute rules.
+    assert _made(on_title).scope == _made(_mapping()).scope == _made(None).scope
+    assert _made(on_number).scope != _made(on_title).scope
+    assert (
+        _made(on_number).scope
+        == _made(_mapping({"attribute": "departmentnumber", "equals": "1", "roles": ["r"]})).scope
+    )

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.core.mapping import decide_roles, load_mapping, parse_mapping
+from bridge.core.mapping import decide_roles, load_mapping, parse_mapping, unseen_attributes
 from bridge.core.model import GroupRef, SourceUser
 from bridge.errors import ConfigError
 
@@ -132,3 +132,44 @@ def test_bundled_example_mapping_loads() -> None:
     mapping = load_mapping(Path(__file__).parents[2] / "mappings" / "example.toml")
     assert "administration" in mapping.roles
     assert mapping.roles["external_technician"].external_allowed
+
+
+def _with_rules(*rules: dict, user_type: dict | None = None):  # type: ignore[no-untyped-def,type-arg]
+    return parse_mapping(
+        {**MAPPING, "rules": [*MAPPING["rules"], *rules], "user_type": user_type or {}},  # type: ignore[dict-item]
+        "m.toml",
+    )
+
+
+def test_attribute_names_are_what_the_rules_and_user_type_read_lower_cased_once() -> None:
+    mapping = _with_rules(
+        {"attribute": "departmentNumber", "equals": "42", "roles": ["viewer"]},
+        {"attribute": "Department", "equals": "Sales", "roles": ["viewer"]},
+        user_type={"external_attribute": {"attribute": "employeeType", "equals": "contractor"}},
+    )
+    assert mapping.attribute_names() == ("department", "departmentnumber", "employeetype")
+
+
+def test_unseen_attributes_names_each_rule_that_matches_nobody() -> None:
+    mapping = _with_rules(
+        {"attribute": "departmentNumber", "equals": "42", "roles": ["viewer"]},
+        {"attribute": "departmentnumber", "equals": "43", "roles": ["front_desk"]},
+        user_type={"external_attribute": {"attribute": "employeeType", "equals": "contractor"}},
+    )
+    people = [
+        user(attributes={"department": ("Finance",)}),
+        SourceUser(anchor="u2", user_name="bob", attributes={"employeetype": ("employee",)}),
+    ]
+    (gap,) = unseen_attributes(mapping, people)
+    assert gap.name == "departmentnumber" and len(gap.used_by) == 2
+    assert gap.describe().startswith(
+        "no person read has the attribute 'departmentnumber', so rule 7: attribute departmentnumber "
+        '= "42"; rule 8: attribute departmentnumber = "43" match nobody.'
+    )
+    assert "ACL" in gap.describe()
+    # Someone has each attribute: nothing to say. An empty read says nothing either.
+    assert unseen_attributes(mapping, [*people, user(attributes={"departmentnumber": ("42",)})]) == []
+    assert unseen_attributes(mapping, []) == []
+    hidden = unseen_attributes(mapping, [people[0]])
+    assert [g.name for g in hidden] == ["departmentnumber", "employeetype"]
+    assert hidden[1].used_by == ("[user_type] external_attribute",)
