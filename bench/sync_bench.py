@@ -111,8 +111,10 @@ def phase_raw(config_path: Path) -> dict[str, Any]:
     from bridge.config import load_config
     from bridge.sync import make_source
 
-    cfg = load_config(config_path).source("dir")
-    source: Any = make_source(cfg)
+    config = load_config(config_path)
+    cfg = config.source("dir")
+    # The attributes the sync requests, the mapping's included, so the raw read is comparable.
+    source: Any = make_source(cfg, config.tenants[cfg.tenant].mapping())
     server = Server(cfg.get("url"), get_info=NONE)
     conn = Connection(server, cfg.get("bind_dn"), cfg.secret("bind_password"), auto_bind=True, auto_referrals=False)
     entries = 0
