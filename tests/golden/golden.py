@@ -238,11 +238,21 @@ class Session:
                         value = f"<{type(value).__name__}>"
                     values[column] = value
                 rows.append(values)
-            # Row order by content with ids masked: insertion order and UUIDv7 values vary.
-            rows.sort(key=lambda r: json.dumps(UUID.sub("<id>", json.dumps(r, sort_keys=True, default=str))))
-            out[table] = [self.normaliser.value(json.loads(json.dumps(r, default=str))) for r in rows]
+            # Row order by content with every varying value masked (ids, correlation ids, times,
+            # tokens): insertion order and those values differ between runs. Rows still tied are
+            # put in order again once their ids are numbered.
+            rows.sort(key=_masked)
+            normalised = [self.normaliser.value(json.loads(json.dumps(r, default=str))) for r in rows]
+            out[table] = sorted(normalised, key=lambda r: json.dumps(r, sort_keys=True))
         db.close()
         return out
+
+
+def _masked(row: dict[str, Any]) -> str:
+    text = json.dumps(row, sort_keys=True, default=str)
+    for pattern, mask in ((UUID, "<id>"), (TIME, "<time>"), (HEX, "<hex>"), (TOKEN, "<token>")):
+        text = pattern.sub(mask, text)
+    return text
 
 
 def _free_port() -> int:
