@@ -739,7 +739,7 @@ def serve(
 ) -> None:
     """Serve the SCIM API, activation pages and health endpoints."""
     from bridge.logs import setup_logging
-    from bridge.services import start_background
+    from bridge.services import start_background, start_background_process
 
     if workers == 0:
         server_name = "waitress"
@@ -764,11 +764,12 @@ def serve(
         err=True,
     )
     if server_name != "waitress":
-        # Background services (outbox worker, scheduler) run once, in this parent process; the
-        # workers only answer HTTP. See docs/benchmarks.md for why granian is the default.
+        # Background services (outbox worker, scheduler) run once, in a spawned process of their
+        # own; the workers only answer HTTP, and the master that forks them holds no database
+        # connection (bridge/services.py). See docs/benchmarks.md for why granian is the default.
         from bridge.wsgi import serve_granian, serve_gunicorn
 
-        stop_background = start_background(runtime, scheduler=not no_scheduler)
+        stop_background = start_background_process(state.path, scheduler=not no_scheduler)
         try:
             if server_name == "granian":
                 serve_granian(runtime, state.path, host, port, workers, threads or 4)

@@ -342,11 +342,9 @@ def start_scheduler_service(runtime: Runtime, enabled: bool) -> Callable[[], Non
     """The SERVICES hook of `bridge serve`."""
     if not enabled:
         return None
-    from bridge.store.db import guard_fork, make_engine
+    from bridge.store.db import make_engine
 
     engine = make_engine(runtime.config.database_url, origin=runtime.config.origin)
-    if engine.dialect.name == "sqlite":
-        guard_fork(engine)
     scheduler = build_scheduler(Runtime(config=runtime.config, engine=engine))
     scheduler.start()
     log.info("scheduler started with %d jobs", len(scheduler.get_jobs()))

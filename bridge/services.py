@@ -1,8 +1,22 @@
-"""Background services of `bridge serve` (outbox worker, scheduler), started beside the web server."""
+"""Background services of `bridge serve` (outbox worker, scheduler), started beside the web server.
+
+With waitress (one process, no fork) they are threads of the serving process (`start_background`).
+With granian or gunicorn they run in a process of their own (`start_background_process`), spawned
+from a fresh interpreter: the server's master process forks its workers (at start-up, and again
+whenever a worker is replaced), and a child forked while another thread of the parent is inside an
+SQLite transaction inherits that thread's lock bookkeeping and can never write (issue 12, see
+docs/operations/deploy.md, "Processes of bridge serve"). The master therefore holds no database
+connection and runs no thread that uses one when it forks.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from bridge.runtime import Runtime
 
@@ -11,6 +25,10 @@ Stop = Callable[[], None]
 # Each entry is "module:function"; the function takes (runtime, scheduler: bool) and returns a
 # callable that stops what it started (or None when it started nothing).
 SERVICES: list[str] = ["bridge.scheduler:start_scheduler_service", "bridge.notify.worker:start_service"]
+
+# A background process that does not stop within this after SIGTERM is killed (one mail or webhook
+# delivery in flight is bounded well below it).
+_STOP_TIMEOUT_SECONDS = 60
 
 
 def start_background(runtime: Runtime, *, scheduler: bool) -> Stop:
@@ -28,3 +46,53 @@ def start_background(runtime: Runtime, *, scheduler: bool) -> Stop:
             stop()
 
     return stop_all
+
+
+def start_background_process(config: Path, *, scheduler: bool) -> Stop:
+    """The background services in a spawned process (nothing inherited); returns how to stop it."""
+    if not scheduler:
+        return lambda: None  # --no-scheduler: jobs, mail and webhooks run elsewhere
+    import multiprocessing
+
+    process = multiprocessing.get_context("spawn").Process(
+        target=_background_main, args=(str(config), os.getpid()), name="bridge-background", daemon=False
+    )
+    process.start()
+
+    def stop() -> None:
+        if process.is_alive():
+            process.terminate()  # SIGTERM: the services stop cleanly
+            process.join(_STOP_TIMEOUT_SECONDS)
+        if process.is_alive():
+            process.kill()
+            process.join()
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and process.pid is not None:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(process.pid)
+
+    return stop
+
+
+def _background_main(config: str, parent: int) -> None:
+    """The background process: the services until SIGTERM/SIGINT or until the parent is gone."""
+    from bridge.logs import setup_logging
+    from bridge.runtime import open_runtime
+
+    done = threading.Event()
+
+    def finish(_signum: int, _frame: Any) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, finish)
+    signal.signal(signal.SIGINT, finish)
+    runtime = open_runtime(Path(config), migrate=False)  # the parent has migrated
+    setup_logging(runtime.config.logging["format"], runtime.config.logging["level"])
+    stop = start_background(runtime, scheduler=True)
+    try:
+        # A parent killed with SIGKILL cannot stop us: leave with it (the workers do the same).
+        while not done.wait(1.0) and os.getppid() == parent:
+            pass
+    finally:
+        stop()
+        runtime.engine.dispose()

@@ -52,6 +52,14 @@ def _freeze_preloaded() -> None:
     gc.freeze()
 
 
+def _close_connections_before_fork(runtime: Runtime) -> None:
+    # The master forks every worker (and every replacement) from this state: with no SQLite
+    # connection open in it, there is no lock bookkeeping a worker could inherit. The background
+    # services run in a spawned process of their own (bridge/services.py), so nothing in the
+    # master opens one again.
+    runtime.engine.dispose()
+
+
 def _forget_inherited_connections(runtime: Runtime) -> None:
     # Connections opened by the parent must not be shared with the child (SQLAlchemy docs,
     # "Using Connection Pools with Multiprocessing"): forget them without closing them.
@@ -117,6 +125,7 @@ def serve_granian(runtime: Runtime, config: Path, host: str, port: int, workers:
         workers_kill_timeout=_KILL_AFTER_SECONDS,
         respawn_failed_workers=True,
     )
+    _close_connections_before_fork(runtime)
     _freeze_preloaded()
     server.serve(target_loader=partial(granian_worker_app, str(config), os.getpid()))
 
@@ -165,5 +174,6 @@ def serve_gunicorn(runtime: Runtime, host: str, port: int, workers: int, threads
         "loglevel": "warning",
         "proc_name": "bridge",
     }
+    _close_connections_before_fork(runtime)
     _freeze_preloaded()
     _Server().run()

@@ -53,7 +53,7 @@ from bridge.notify.mail import (
 from bridge.notify.secret import server_secret
 from bridge.notify.webhook import WebhookSender, disable_endpoint, endpoint_disabled
 from bridge.runtime import Runtime
-from bridge.store.db import guard_fork, make_engine, transaction
+from bridge.store.db import make_engine, transaction
 from bridge.store.tables import Account, Identity, Tenant
 
 log = logging.getLogger(__name__)
@@ -474,8 +474,6 @@ def start_service(runtime: Runtime, scheduler: bool) -> Callable[[], None] | Non
     if not scheduler:
         return None
     engine = make_engine(runtime.config.database_url, origin=runtime.config.origin)
-    if engine.dialect.name == "sqlite":
-        guard_fork(engine)
     worker = OutboxWorker(Runtime(config=runtime.config, engine=engine))
     thread = threading.Thread(target=worker.run_forever, name="bridge-outbox", daemon=True)
     thread.start()

@@ -146,30 +146,3 @@ def upgrade(engine: Engine) -> tuple[str | None, str | None]:
 
 def is_current(engine: Engine) -> bool:
     return current_revision(engine) == head_revision()
-
-
-def guard_fork(engine: Engine) -> None:
-    """Make fork() wait while this SQLite engine has a transaction open.
-
-    `bridge serve` forks its HTTP workers (gunicorn) from the process in which background
-    threads (outbox worker, scheduler) use the database, and forks again when a worker is
-    replaced. SQLite keeps its POSIX lock bookkeeping per process: a child forked while another
-    thread is inside a transaction inherits that state, believes the lock is held by one of its
-    own connections, and its writes wait for a release that never comes (SQLite FAQ: do not carry
-    a connection across fork()). Background services therefore get their own engine, guarded here.
-    """
-    import os
-    import threading
-
-    guard = threading.RLock()
-
-    def hold(*_args: Any) -> None:
-        guard.acquire()
-
-    def release(*_args: Any) -> None:
-        guard.release()
-
-    event.listen(engine, "begin", hold)
-    event.listen(engine, "commit", release)
-    event.listen(engine, "rollback", release)
-    os.register_at_fork(before=guard.acquire, after_in_parent=guard.release, after_in_child=guard.release)
