@@ -5,6 +5,7 @@ Exit codes (contract): 0 success, 1 a failed operation, 2 a usage or configurati
 
 from __future__ import annotations
 
+import errno
 import getpass
 import json
 import os
@@ -758,11 +759,22 @@ def serve(
     described = server_name
     if server_name != "waitress":
         described += f", {workers} workers x {threads or 4} threads"
-    click.echo(
-        f"bridge serving on http://{host}:{port} with {described} "
-        f"(SCIM base {runtime.config.server['public_url']}/scim/v2)",
-        err=True,
-    )
+
+    def announce() -> None:
+        # Only once the socket is bound: a start that fails to bind never claimed to serve.
+        click.echo(
+            f"bridge serving on http://{host}:{port} with {described} "
+            f"(SCIM base {runtime.config.server['public_url']}/scim/v2)",
+            err=True,
+        )
+
+    from bridge.wsgi import PortInUse, check_port_free
+
+    try:
+        check_port_free(host, port)
+    except PortInUse as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
     if server_name != "waitress":
         # Background services (outbox worker, scheduler) run once, in a spawned process of their
         # own; the workers only answer HTTP, and the master that forks them holds no database
@@ -772,9 +784,9 @@ def serve(
         stop_background = start_background_process(state.path, scheduler=not no_scheduler)
         try:
             if server_name == "granian":
-                serve_granian(runtime, state.path, host, port, workers, threads or 4)
+                serve_granian(runtime, state.path, host, port, workers, threads or 4, announce)
             else:
-                serve_gunicorn(runtime, host, port, workers, threads or 4)
+                serve_gunicorn(runtime, host, port, workers, threads or 4, announce)
         finally:
             stop_background()
             if metrics_dir is not None:
@@ -783,22 +795,30 @@ def serve(
                 shutil.rmtree(metrics_dir, ignore_errors=True)
         return
 
-    from waitress import serve as waitress_serve
+    from waitress import create_server
 
     from bridge.app import create_app
 
     app = create_app(runtime)
-    stop_background = start_background(runtime, scheduler=not no_scheduler)
     try:
-        waitress_serve(
+        server = create_server(
             app,
             host=host,
             port=port,
             threads=threads or int(runtime.config.server["threads"]),
             ident="bridge",
-            _quiet=True,
         )
+    except OSError as exc:  # lost a race for the port since the check
+        click.echo(f"{host}:{port} is in use" if exc.errno == errno.EADDRINUSE else f"cannot serve: {exc}", err=True)
+        sys.exit(1)
+    announce()
+    stop_background = start_background(runtime, scheduler=not no_scheduler)
+    try:
+        server.run()
+    except KeyboardInterrupt:  # SIGTERM (bridge.notify.worker) or Ctrl-C: a clean stop
+        pass
     finally:
+        server.close()
         stop_background()
 
 

@@ -66,6 +66,37 @@ def _forget_inherited_connections(runtime: Runtime) -> None:
     runtime.engine.dispose(close=False)
 
 
+class PortInUse(Exception):
+    """Another process listens on the address `bridge serve` was asked to serve on."""
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise PortInUse when something already listens on host:port.
+
+    granian binds with SO_REUSEPORT, so a second `bridge serve` (perhaps on another database)
+    would bind beside the first and the kernel would share the connections out between them;
+    gunicorn retries for five seconds, waitress fails after saying it serves. A bind without
+    SO_REUSEPORT fails against any listener, whatever its options. SO_REUSEADDR as the servers
+    set it: connections of a server stopped a moment ago (TIME_WAIT) do not count."""
+    import errno
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror:
+        return  # the server itself reports an address it cannot use
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(f"{host}:{port} is in use") from None
+            raise
+
+
 def granian_worker_app(config: str, parent: int, _target: str = "") -> Any:
     """The WSGI app of one granian worker (called in the worker, before it serves)."""
     # granian starts every request's environ from a copy of the process environment, so a
@@ -99,7 +130,15 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
-def serve_granian(runtime: Runtime, config: Path, host: str, port: int, workers: int, threads: int) -> None:
+def serve_granian(
+    runtime: Runtime,
+    config: Path,
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    announce: Any = None,
+) -> None:
     from functools import partial
 
     from granian.constants import HTTPModes, Interfaces
@@ -125,12 +164,14 @@ def serve_granian(runtime: Runtime, config: Path, host: str, port: int, workers:
         workers_kill_timeout=_KILL_AFTER_SECONDS,
         respawn_failed_workers=True,
     )
+    if announce is not None:
+        server.on_startup(announce)  # called once the listening socket is bound
     _close_connections_before_fork(runtime)
     _freeze_preloaded()
     server.serve(target_loader=partial(granian_worker_app, str(config), os.getpid()))
 
 
-def serve_gunicorn(runtime: Runtime, host: str, port: int, workers: int, threads: int) -> None:
+def serve_gunicorn(runtime: Runtime, host: str, port: int, workers: int, threads: int, announce: Any = None) -> None:
     from gunicorn.app.base import BaseApplication
 
     from bridge.app import create_app
@@ -154,8 +195,13 @@ def serve_gunicorn(runtime: Runtime, host: str, port: int, workers: int, threads
 
             multiprocess.mark_process_dead(worker.pid)
 
+    def when_ready(_server: Any) -> None:  # the master has bound its sockets
+        if announce is not None:
+            announce()
+
     options = {
         "bind": f"{host}:{port}",
+        "when_ready": when_ready,
         "workers": workers,
         "threads": threads,
         "worker_class": "gthread",

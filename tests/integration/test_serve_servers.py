@@ -6,6 +6,9 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -158,3 +161,56 @@ def test_a_spawned_granian_worker_builds_its_app_from_the_config(tmp_path: Path)
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["bridge", "200", "False"]
+
+
+def _second_serve(config: Path, port: int, *extra: str) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("bridge")
+    command = [str(exe), "--config", str(config), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(
+        [*command, "--no-scheduler", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        out, err = proc.communicate(timeout=60)  # a cap: it must give up at once, not serve
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"a second bridge serve on a busy port kept running:\n{err[-2000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.mark.parametrize("server", list(SERVERS))
+def test_a_busy_port_is_refused_in_one_line_by_each_server(tmp_path: Path, server: str) -> None:
+    served = ScimServer(
+        root=tmp_path, db_url=f"sqlite:///{tmp_path / 'bridge.db'}", config=tmp_path / "bridge.toml", port=_free_port()
+    )
+    served.write_config()
+    bridge_cli(served.config, "db", "upgrade")
+    # The port is held by a listener with SO_REUSEPORT, as granian binds its own: a server that
+    # also sets it would bind beside it and get half of its connections.
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind(("127.0.0.1", served.port))
+        holder.listen()
+        result = _second_serve(served.config, served.port, *SERVERS[server])
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines() == [f"127.0.0.1:{served.port} is in use"]
+    assert "serving" not in result.stdout + result.stderr
+
+
+def test_a_second_bridge_serve_beside_the_first_refuses_and_the_first_says_serving_once(tmp_path: Path) -> None:
+    served = ScimServer(
+        root=tmp_path, db_url=f"sqlite:///{tmp_path / 'bridge.db'}", config=tmp_path / "bridge.toml", port=_free_port()
+    )
+    served.write_config()
+    bridge_cli(served.config, "db", "upgrade")
+    served.start()  # granian, the default
+    try:
+        # "serving" is printed once the socket is bound, so by the time it answers it is there.
+        log = (tmp_path / "serve.log").read_text()
+        assert log.count("bridge serving on http://127.0.0.1:") == 1, log
+        result = _second_serve(served.config, served.port)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.strip().splitlines() == [f"127.0.0.1:{served.port} is in use"]
+        assert requests.get(f"{served.url}/healthz", timeout=30).status_code == 200
+    finally:
+        served.stop()
