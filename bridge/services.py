@@ -29,6 +29,9 @@ SERVICES: list[str] = ["bridge.scheduler:start_scheduler_service", "bridge.notif
 # A background process that does not stop within this after SIGTERM is killed (one mail or webhook
 # delivery in flight is bounded well below it).
 _STOP_TIMEOUT_SECONDS = 60
+# A background process that died is started again after this pause (no tight loop when it cannot
+# start at all, say a database that went away).
+_RESTART_PAUSE_SECONDS = 2.0
 
 
 def start_background(runtime: Runtime, *, scheduler: bool) -> Stop:
@@ -49,29 +52,70 @@ def start_background(runtime: Runtime, *, scheduler: bool) -> Stop:
 
 
 def start_background_process(config: Path, *, scheduler: bool) -> Stop:
-    """The background services in a spawned process (nothing inherited); returns how to stop it."""
+    """The background services in a spawned process (nothing inherited); returns how to stop it.
+
+    A process that dies (the OOM killer, `kill -9`) is started again after a pause, logged: the
+    server would otherwise go on answering while no mail, webhook or job runs. The watching thread
+    of the master only waits on the process; it never touches the database."""
     if not scheduler:
         return lambda: None  # --no-scheduler: jobs, mail and webhooks run elsewhere
+    import logging
     import multiprocessing
 
-    process = multiprocessing.get_context("spawn").Process(
-        target=_background_main, args=(str(config), os.getpid()), name="bridge-background", daemon=False
-    )
-    process.start()
+    log = logging.getLogger(__name__)
+    context = multiprocessing.get_context("spawn")
+    stopping = threading.Event()
+    lock = threading.Lock()
+    current: list[Any] = []
+
+    def launch() -> Any:
+        process = context.Process(
+            target=_background_main, args=(str(config), os.getpid()), name="bridge-background", daemon=False
+        )
+        process.start()
+        return process
+
+    def watch() -> None:
+        while True:
+            process = current[0]
+            process.join()
+            if stopping.wait(_RESTART_PAUSE_SECONDS):
+                return
+            _forget_metrics(process.pid)
+            log.error(
+                "the background services (outbox, scheduler) exited with code %s; starting them again",
+                process.exitcode,
+            )
+            with lock:
+                if stopping.is_set():
+                    return
+                current[0] = launch()
+
+    with lock:
+        current.append(launch())
+    watcher = threading.Thread(target=watch, name="bridge-background-watch", daemon=True)
+    watcher.start()
 
     def stop() -> None:
+        with lock:
+            stopping.set()
+            process = current[0]
         if process.is_alive():
             process.terminate()  # SIGTERM: the services stop cleanly
             process.join(_STOP_TIMEOUT_SECONDS)
         if process.is_alive():
             process.kill()
             process.join()
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and process.pid is not None:
-            from prometheus_client import multiprocess
-
-            multiprocess.mark_process_dead(process.pid)
+        _forget_metrics(process.pid)
 
     return stop
+
+
+def _forget_metrics(pid: int | None) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and pid is not None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
 
 
 def _background_main(config: str, parent: int) -> None:

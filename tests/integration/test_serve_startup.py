@@ -183,3 +183,43 @@ def _start_up_and_write(root: Path, token: str, server: str, start_up: int) -> l
             process.wait()
         log.close()
     return failures
+
+
+def test_a_killed_background_process_is_started_again(deployment: tuple[Path, str]) -> None:
+    root, _ = deployment
+    for suffix in ("", "-wal", "-shm"):
+        (root / f"bridge.db{suffix}").unlink(missing_ok=True)
+    shutil.copy(root / "pristine.db", root / "bridge.db")
+    port = _free_port()
+    log = open(root / "serve.log", "wb")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [BRIDGE, "--config", str(root / "bridge.toml"), "serve", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+
+        def background() -> set[int]:
+            # The spawned process (multiprocessing's spawn_main), not its resource tracker.
+            assert process.poll() is None, (root / "serve.log").read_text()[-3000:]
+            return {
+                p
+                for p in _children(process.pid)
+                if b"spawn_main" in _cmdline(p) and b"resource_tracker" not in _cmdline(p)
+            }
+
+        _wait(lambda: len(background()) == 1, "the background process")
+        (first,) = background()
+        os.kill(first, signal.SIGKILL)  # as the OOM killer would
+        _wait(lambda: len(background()) == 1 and first not in background(), "a new background process")
+        _wait(lambda: "starting them again" in (root / "serve.log").read_text(), "the restart in the log")
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+    assert process.returncode == 0, (root / "serve.log").read_text()[-3000:]
