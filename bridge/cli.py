@@ -490,6 +490,7 @@ def users_list(state: State, tenant: str | None, status: str | None, as_json: bo
 @click.option("--json", "as_json", is_flag=True)
 @pass_state
 def users_show(state: State, user: str, tenant: str | None, as_json: bool) -> None:
+    from bridge.notify.outbox import account_mail
     from bridge.store.db import transaction
     from bridge.store.repo import account_roles, find_account, get_tenant, list_audit
 
@@ -509,8 +510,10 @@ def users_show(state: State, user: str, tenant: str | None, as_json: bool) -> No
             }
             for e in list_audit(conn, tenant_row.id, account_id=row.id)
         ]
+        mail = account_mail(conn, row.id)
     data["roleRules"] = rules
     data["history"] = history
+    data["mail"] = mail
     if as_json:
         _print_json(data)
         return
@@ -535,6 +538,10 @@ def users_show(state: State, user: str, tenant: str | None, as_json: bool) -> No
     for role, why in data["leftOut"].items():
         click.echo(f"{'left out':>13}: {role} ({why})")
     click.echo(f"{'groups':>13}: " + (", ".join(data["groups"]) or "(none)"))
+    for m in mail:
+        # Mail that did not go out, and why: the first place to look when someone says
+        # "I never got the activation mail".
+        click.echo(f"{'mail':>13}: {m['topic']} #{m['id']} {m['status']}" + (f": {m['reason']}" if m["reason"] else ""))
     click.echo("\nhistory:")
     _table(
         ["AT", "ACTOR", "ACTION", "FROM", "TO", "REASON"],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -57,6 +58,12 @@ class StoreCollector(Collector):
         outbox = GaugeMetricFamily(
             "bridge_outbox_messages", "Outbox rows by channel and status", labels=["channel", "status"]
         )
+        oldest = GaugeMetricFamily(
+            "bridge_outbox_oldest_queued_age_seconds",
+            "Age of the oldest queued outbox row by channel (absent: nothing queued); a growing value "
+            "means mail or webhooks are not going out",
+            labels=["channel"],
+        )
         try:
             with self.runtime.engine.connect() as conn:
                 names = dict(conn.execute(select(Tenant.id, Tenant.name)).all())
@@ -73,14 +80,23 @@ class StoreCollector(Collector):
                     seats.add_metric([name], self._seats(conn, name, cfg))
                 for channel, status, count in conn.execute(
                     select(OutboxMessage.channel, OutboxMessage.status, func.count())
-                    .where(OutboxMessage.status.in_(["queued", "dead"]))
+                    .where(OutboxMessage.status.in_(["queued", "dead", "failed"]))
                     .group_by(OutboxMessage.channel, OutboxMessage.status)
                 ):
                     outbox.add_metric([channel, status], count)
+                now = datetime.now(UTC)
+                for channel, created in conn.execute(
+                    select(OutboxMessage.channel, func.min(OutboxMessage.created_at))
+                    .where(OutboxMessage.status == "queued")
+                    .group_by(OutboxMessage.channel)
+                ):
+                    if created.tzinfo is None:  # SQLite hands back naive UTC
+                        created = created.replace(tzinfo=UTC)
+                    oldest.add_metric([channel], max(0.0, (now - created).total_seconds()))
         except Exception:  # a scrape must not fail because the database is briefly away
             log.exception("metrics: database figures unavailable")
         del RoleGrant
-        yield from (accounts, seats, limits, outbox)
+        yield from (accounts, seats, limits, outbox, oldest)
 
     @staticmethod
     def _seats(conn: Any, tenant: str, cfg: Any) -> int:

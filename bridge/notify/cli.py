@@ -41,12 +41,17 @@ def register(main: click.Group) -> None:
         worker.run_forever()
 
     @outbox.command("list")
-    @click.option("--dead", "dead_only", is_flag=True, help="Only the dead ones (gave up after max_attempts).")
+    @click.option(
+        "--dead",
+        "dead_only",
+        is_flag=True,
+        help="Only those that will not go out by themselves: dead (gave up) and failed (refused).",
+    )
     @click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True)
     @click.option("--json", "as_json", is_flag=True)
     @pass_state
     def outbox_list(state: Any, dead_only: bool, limit: int, as_json: bool) -> None:
-        """Undelivered messages: queued (with their last error) and dead."""
+        """Undelivered messages: queued (with their last error), dead and failed (with the reason)."""
         from bridge.notify.outbox import list_messages
         from bridge.store.db import transaction
 
@@ -77,7 +82,7 @@ def register(main: click.Group) -> None:
     @click.argument("message_id", type=int)
     @pass_state
     def outbox_retry(state: Any, message_id: int) -> None:
-        """Queue a dead message again, due now, with a fresh attempt count."""
+        """Queue a dead or failed message again, due now, with a fresh attempt count."""
         from bridge.notify.outbox import retry_message
         from bridge.store.db import transaction
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.charset import QP, Charset
 from email.header import Header
-from email.headerregistry import Address
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.policy import compat32
@@ -23,6 +22,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from bridge.config import read_secret
+from bridge.core.address import address_problem
 
 LANGUAGES = ("en", "fr")
 
@@ -144,13 +144,8 @@ def build_message(rendered: Rendered, *, to: str, from_header: str, msg_id: str,
 
 
 def valid_address(value: str | None) -> bool:
-    if not value or any(c in value for c in "\r\n"):
-        return False
-    try:
-        Address(addr_spec=value)
-    except (ValueError, IndexError):
-        return False
-    return "@" in value
+    """Whether bridge can mail `value` (the rules: bridge.core.address)."""
+    return address_problem(value) is None
 
 
 # ---- SMTP ------------------------------------------------------------------------------------
@@ -230,8 +225,12 @@ class SmtpSender:
     def send(self, to: str, message: bytes) -> None:
         if self._conn is None:
             self._conn = self._connect()
+        # An internationalised mailbox (RFC 6531) needs the relay's SMTPUTF8; ASCII ones never ask.
+        options = () if to.isascii() else ("SMTPUTF8",)
         try:
-            refused = self._conn.sendmail(self.envelope_from, [to], message)
+            refused = self._conn.sendmail(self.envelope_from, [to], message, mail_options=options)
+        except smtplib.SMTPNotSupportedError:
+            raise MailRejected("the relay does not accept non-ASCII addresses (no SMTPUTF8)", permanent=True) from None
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()))
             raise MailRejected(f"recipient refused: {_reply(code, text)}", permanent=code >= 500) from None

@@ -158,6 +158,24 @@ def mark_superseded(engine: Engine, row_id: int, worker_id: str, reason: str) ->
     return result.rowcount == 1
 
 
+def mark_refused(engine: Engine, row_id: int, worker_id: str, reason: str) -> bool:
+    """Refuse a row for good (status `failed`): bridge cannot make a message of it (no usable
+    address, no template, data that breaks the template), so no retry would help. Unlike `dead`,
+    nothing was handed to a relay or receiver."""
+    with transaction(engine) as conn:
+        result = conn.execute(
+            update(outbox)
+            .where(_mine(row_id, worker_id))
+            .values(
+                status="failed",
+                claimed_until=None,
+                attempts=outbox.c.attempts + 1,
+                last_error=reason[:MAX_ERROR_LENGTH],
+            )
+        )
+    return result.rowcount == 1
+
+
 def backoff_seconds(attempts: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
     """Delay before the next try after `attempts` failed tries: doubling from `base`, capped, with
     "equal jitter" (half fixed, half random) so rows that failed together do not retry together."""
@@ -198,9 +216,10 @@ def mark_failed(
 
 
 def list_messages(conn: Connection, *, dead_only: bool = False, limit: int = 1000) -> list[dict[str, Any]]:
-    """Undelivered rows (queued and dead), or only the dead ones. Never the payload's secrets:
-    payloads hold none, activation tokens are derived at delivery."""
-    statuses = ["dead"] if dead_only else ["queued", "dead"]
+    """Undelivered rows (queued, dead and failed), or only those that will not go out by
+    themselves (dead and failed). Never the payload's secrets: payloads hold none, activation
+    tokens are derived at delivery."""
+    statuses = ["dead", "failed"] if dead_only else ["queued", "dead", "failed"]
     rows = conn.execute(
         select(outbox, tenants.c.name.label("tenant"))
         .join(tenants, tenants.c.id == outbox.c.tenant_id)
@@ -226,6 +245,23 @@ def list_messages(conn: Connection, *, dead_only: bool = False, limit: int = 100
     ]
 
 
+def account_mail(conn: Connection, account_id: str) -> list[dict[str, Any]]:
+    """The account's mails that did not (or not yet) go out: queued, dead, failed, with why."""
+    rows = conn.execute(
+        select(outbox.c.id, outbox.c.topic, outbox.c.status, outbox.c.created_at, outbox.c.last_error)
+        .where(
+            outbox.c.account_id == account_id,
+            outbox.c.channel == "email",
+            outbox.c.status.in_(["queued", "dead", "failed"]),
+        )
+        .order_by(outbox.c.id)
+    ).all()
+    return [
+        {"id": r.id, "topic": r.topic, "status": r.status, "created": r.created_at.isoformat(), "reason": r.last_error}
+        for r in rows
+    ]
+
+
 def counts_by_status(conn: Connection) -> dict[str, int]:
     return {s: n for s, n in conn.execute(select(outbox.c.status, func.count()).group_by(outbox.c.status))}
 
@@ -235,12 +271,16 @@ class RetryRefused(BridgeError):
 
 
 def retry_message(conn: Connection, row_id: int, now: datetime) -> str:
-    """Put a dead (or waiting) row back in the queue, due now, with a fresh attempt count."""
+    """Put a dead, failed (or waiting) row back in the queue, due now, with a fresh attempt count.
+    A failed row is refused again unless what made it fail was fixed (a template, say); a
+    corrected address comes with a new activation row of its own."""
     row = conn.execute(select(outbox.c.status, outbox.c.claimed_until).where(outbox.c.id == row_id)).first()
     if row is None:
         raise NotFound(f"no outbox message {row_id}")
-    if row.status not in ("dead", "queued"):
-        raise RetryRefused(f"outbox message {row_id} is {row.status}; only dead or queued messages can be retried")
+    if row.status not in ("dead", "failed", "queued"):
+        raise RetryRefused(
+            f"outbox message {row_id} is {row.status}; only dead, failed or queued messages can be retried"
+        )
     if row.claimed_until is not None and row.claimed_until >= now:
         # Clearing a live claim would let a second worker send what the first is sending.
         raise RetryRefused(f"outbox message {row_id} is being delivered right now")

@@ -27,6 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.config import TenantConfig, read_secret
+from bridge.core.address import address_problem, usable_address
 from bridge.core.lifecycle import Status
 from bridge.errors import BridgeError, ConfigError
 from bridge.notify import outbox as queue
@@ -48,7 +49,6 @@ from bridge.notify.mail import (
     message_id,
     pick_language,
     render,
-    valid_address,
 )
 from bridge.notify.secret import server_secret
 from bridge.notify.webhook import WebhookSender, disable_endpoint, endpoint_disabled
@@ -63,6 +63,8 @@ identities = Identity.__table__
 tenants = Tenant.__table__
 
 ACTOR = "outbox-worker"
+# The reason a mail is refused for an address bridge cannot mail (plan, explain, outbox alike).
+ADDRESS_UNUSABLE = "address_unusable"
 
 
 @dataclass
@@ -71,6 +73,7 @@ class DeliveryStats:
     retried: int = 0  # failed, back in the queue for later
     dead: int = 0
     superseded: int = 0
+    refused: int = 0  # status `failed`: bridge cannot make a message of the row, for good
     lost: int = 0  # our claim ran out before we could mark the row
 
     def __iadd__(self, other: DeliveryStats) -> DeliveryStats:
@@ -83,7 +86,7 @@ class DeliveryStats:
 
     @property
     def failed(self) -> int:
-        return self.retried + self.dead
+        return self.retried + self.dead + self.refused
 
 
 def default_worker_id() -> str:
@@ -158,7 +161,7 @@ class OutboxWorker:
                 events = [r for r in rows if r.channel == "webhook"]
                 for row in rows:
                     if row.channel not in ("email", "webhook"):
-                        self._fail(row, f"unknown channel {row.channel!r}", stats, permanent=True)
+                        self._refuse(row, f"unknown channel {row.channel!r}", stats)
                 if mails:
                     senders = senders or [
                         SmtpSender(self.email, self.runtime.config.origin) for _ in range(self.connections)
@@ -178,7 +181,7 @@ class OutboxWorker:
             if claimed_any:
                 # After a stop request part of a batch may still be ours; hand it back now.
                 queue.release_claims(self.engine, self.worker_id)
-        if stats.sent or stats.failed or stats.superseded:
+        if stats.sent or stats.failed or stats.superseded or stats.lost:
             log.info("outbox: %s", ", ".join(f"{k} {v}" for k, v in stats.as_dict().items() if v))
         return stats
 
@@ -249,6 +252,19 @@ class OutboxWorker:
         else:
             self._count(stats, "lost")
 
+    def _refuse(self, row: queue.Claimed, reason: str, stats: DeliveryStats) -> None:
+        if queue.mark_refused(self.engine, row.id, self.worker_id, reason):
+            self._count(stats, "refused")
+            log.warning("outbox row %d (%s) refused for good: %s", row.id, row.topic, reason)
+        else:
+            self._count(stats, "lost")
+
+    def _refuse_broken(self, row: queue.Claimed, stats: DeliveryStats, exc: Exception) -> None:
+        """A row whose preparation raised: whatever it is, the same data raises again on every
+        pass, so it is refused for good and never holds back the rows claimed with it."""
+        log.error("outbox row %d (%s): cannot prepare the message", row.id, row.topic, exc_info=exc)
+        self._refuse(row, f"cannot prepare the message: {type(exc).__name__}: {exc}", stats)
+
     def _supersede(self, row: queue.Claimed, reason: str, stats: DeliveryStats) -> None:
         if queue.mark_superseded(self.engine, row.id, self.worker_id, reason):
             self._count(stats, "superseded")
@@ -287,8 +303,7 @@ class OutboxWorker:
                     self._fail(row, str(exc), stats, permanent=exc.permanent)
                     continue
                 except Exception as exc:  # a template or data problem must not stop the batch
-                    log.exception("outbox row %d: cannot build the message", row.id)
-                    self._fail(row, f"{type(exc).__name__}: {exc}", stats)
+                    self._refuse_broken(row, stats, exc)
                     continue
                 self._sent(row, stats)
 
@@ -308,7 +323,12 @@ class OutboxWorker:
     def _prepare_mails(
         self, rows: list[queue.Claimed], stats: DeliveryStats
     ) -> list[tuple[queue.Claimed, str, Callable[[], Any]]]:
-        """Check each mail still makes sense, mint the links, and return what to send."""
+        """Check each mail still makes sense, mint the links, and return what to send.
+
+        Each row is prepared under its own guard: a row that cannot be made into a message is
+        refused (status `failed`, with the reason) and the others go on. Without it one bad
+        row failed the whole claimed batch on every pass, and everything queued behind it (other
+        tenants' mail, webhooks) waited for ever."""
         now = self.clock()
         account_ids = {r.account_id for r in rows if r.account_id}
         with transaction(self.engine, write=False) as conn:
@@ -322,52 +342,95 @@ class OutboxWorker:
                 else {}
             )
         jobs: list[tuple[queue.Claimed, str, Callable[[], Any]]] = []
-        activations: list[queue.Claimed] = []
+        activations: list[tuple[queue.Claimed, str]] = []
         for row in rows:
-            to = row.payload.get("to")
-            if row.topic not in (ACTIVATION_TOPIC, REMINDER_TOPIC):
-                self._fail(row, f"no template for mail topic {row.topic!r}", stats, permanent=True)
-            elif status.get(row.account_id or "") != Status.PENDING.value:
-                # Activated, archived or gone since the mail was queued: a link would be useless.
-                self._supersede(row, f"account is {status.get(row.account_id or '', 'gone')}, not pending", stats)
-            elif not valid_address(to):
-                self._fail(row, "the account has no valid email address", stats, permanent=True)
-            elif row.topic == ACTIVATION_TOPIC:
-                activations.append(row)
+            try:
+                ready = self._check_mail(row, status, now, stats)
+            except Exception as exc:
+                self._refuse_broken(row, stats, exc)
+                continue
+            if ready is None:
+                continue
+            to, reminder = ready
+            if reminder is None:
+                activations.append((row, to))
             else:
-                key = str(row.payload.get("activationKey", ""))
-                token = derive_token(self.server_secret, key)
-                with transaction(self.engine, write=False) as conn:
-                    info = look_up(conn, token, now)
-                if info.state is not LinkState.VALID or info.expires_at is None:
-                    self._supersede(row, f"the link it reminds of is {info.state.value}", stats)
-                    continue
-                jobs.append((row, str(to), self._builder(row, REMINDER_TOPIC, token, info.expires_at, now)))
+                jobs.append((row, to, reminder))
         if activations:
-            requests = []
-            for row in activations:
-                _, tenant_cfg = self._tenant(row.tenant_id)
-                requests.append(
-                    LinkRequest(
-                        outbox_id=row.id,
-                        idempotency_key=row.idempotency_key,
-                        tenant_id=row.tenant_id,
-                        account_id=str(row.account_id),
-                        email=row.payload.get("to"),
-                        expires_days=tenant_cfg.activation_expires_days if tenant_cfg else 7,
-                    )
-                )
-            with transaction(self.engine) as conn:
-                minted = mint_links(conn, requests, secret=self.server_secret, now=now)
-            for row in activations:
-                link = minted[row.id]
-                build = self._builder(row, ACTIVATION_TOPIC, link.token, link.expires_at, now)
-                jobs.append((row, str(row.payload["to"]), build))
+            jobs.extend(self._mint(activations, now, stats))
         jobs.sort(key=lambda job: job[0].id)
         return jobs
 
+    def _check_mail(
+        self, row: queue.Claimed, status: dict[str, str], now: datetime, stats: DeliveryStats
+    ) -> tuple[str, Callable[[], Any] | None] | None:
+        """(address, None) for an activation to mint, (address, builder) for a reminder, or None
+        when the row was marked here (refused or superseded)."""
+        raw = row.payload.get("to")
+        if row.topic not in (ACTIVATION_TOPIC, REMINDER_TOPIC):
+            self._refuse(row, f"no template for mail topic {row.topic!r}", stats)
+            return None
+        if status.get(row.account_id or "") != Status.PENDING.value:
+            # Activated, archived or gone since the mail was queued: a link would be useless.
+            self._supersede(row, f"account is {status.get(row.account_id or '', 'gone')}, not pending", stats)
+            return None
+        to = usable_address(raw if isinstance(raw, str) else None)
+        if to is None:
+            problem = address_problem(raw if isinstance(raw, str) else None)
+            self._refuse(row, f"{ADDRESS_UNUSABLE}: {problem}", stats)
+            return None
+        if row.topic == ACTIVATION_TOPIC:
+            return to, None
+        key = str(row.payload.get("activationKey", ""))
+        token = derive_token(self.server_secret, key)
+        with transaction(self.engine, write=False) as conn:
+            info = look_up(conn, token, now)
+        if info.state is not LinkState.VALID or info.expires_at is None:
+            self._supersede(row, f"the link it reminds of is {info.state.value}", stats)
+            return None
+        return to, self._builder(row, REMINDER_TOPIC, token, info.expires_at, now, to)
+
+    def _mint(
+        self, activations: list[tuple[queue.Claimed, str]], now: datetime, stats: DeliveryStats
+    ) -> list[tuple[queue.Claimed, str, Callable[[], Any]]]:
+        """The activation links, in one transaction; if that fails, row by row, so the row that
+        breaks it is refused and the others still get their link."""
+        requests = {row.id: self._link_request(row) for row, _ in activations}
+        try:
+            with transaction(self.engine) as conn:
+                minted = mint_links(conn, list(requests.values()), secret=self.server_secret, now=now)
+        except Exception as exc:
+            minted = {}
+            if len(activations) == 1:
+                self._refuse_broken(activations[0][0], stats, exc)
+            else:
+                log.warning("minting %d activation links failed; retrying one by one", len(activations))
+                for row, _ in activations:
+                    try:
+                        with transaction(self.engine) as conn:
+                            minted.update(mint_links(conn, [requests[row.id]], secret=self.server_secret, now=now))
+                    except Exception as exc:
+                        self._refuse_broken(row, stats, exc)
+        jobs = []
+        for row, to in activations:
+            link = minted.get(row.id)
+            if link is not None:
+                jobs.append((row, to, self._builder(row, ACTIVATION_TOPIC, link.token, link.expires_at, now, to)))
+        return jobs
+
+    def _link_request(self, row: queue.Claimed) -> LinkRequest:
+        _, tenant_cfg = self._tenant(row.tenant_id)
+        return LinkRequest(
+            outbox_id=row.id,
+            idempotency_key=row.idempotency_key,
+            tenant_id=row.tenant_id,
+            account_id=str(row.account_id),
+            email=row.payload.get("to"),
+            expires_days=tenant_cfg.activation_expires_days if tenant_cfg else 7,
+        )
+
     def _builder(
-        self, row: queue.Claimed, kind: str, token: str, expires_at: datetime, now: datetime
+        self, row: queue.Claimed, kind: str, token: str, expires_at: datetime, now: datetime, to: str
     ) -> Callable[[], Any]:
         def build() -> Any:
             tenant, tenant_cfg = self._tenant(row.tenant_id)
@@ -389,7 +452,7 @@ class OutboxWorker:
             )
             return build_message(
                 rendered,
-                to=str(row.payload["to"]),
+                to=to,
                 from_header=from_header,
                 msg_id=message_id(row.idempotency_key, from_header),
                 now=now,
@@ -417,9 +480,13 @@ class OutboxWorker:
             if row.id not in self._held([r.id for r in rows[i:]]):
                 self._count(stats, "lost")
                 continue
-            payload = dict(row.payload)
-            payload["account"] = {**payload.get("account", {}), **identity.get(row.account_id or "", {})}
-            outcome = hooks.post(payload, int(time.time()))
+            try:
+                payload = dict(row.payload)
+                payload["account"] = {**payload.get("account", {}), **identity.get(row.account_id or "", {})}
+                outcome = hooks.post(payload, int(time.time()))
+            except Exception as exc:  # a payload that cannot be sent must not stop the others
+                self._refuse_broken(row, stats, exc)
+                continue
             if outcome.ok:
                 self._sent(row, stats)
             elif outcome.gone:

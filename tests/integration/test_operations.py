@@ -263,6 +263,8 @@ def test_metrics_move_with_requests_and_syncs(deployment: Deployment, tmp_path: 
         assert _metric(after, "bridge_seat_limit", tenant="example") == 50
         assert 0 < _metric(after, "bridge_seats_used", tenant="example") <= 50
         assert _metric(after, "bridge_outbox_messages", channel="email", status="queued") == pending
+        # Queued since the sync and nothing sends them (--no-scheduler): the age an alert watches.
+        assert _metric(after, "bridge_outbox_oldest_queued_age_seconds", channel="email") > 0
     finally:
         _stop(proc)
 

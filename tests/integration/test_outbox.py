@@ -368,7 +368,7 @@ def test_outbox_run_once_exits_1_while_the_relay_is_down(deployment: Deployment)
     assert result.exit_code == 1 and "retried" in result.output
 
 
-def test_unknown_channel_and_topic_go_dead_at_once(deployment: Deployment, smtp_server: SmtpServer) -> None:
+def test_unknown_channel_and_topic_are_refused_at_once(deployment: Deployment, smtp_server: SmtpServer) -> None:
     synced(deployment, notify_config(smtp=smtp_server))
     with runtime_of(deployment) as runtime, runtime.engine.begin() as conn:
         tenant_id, account_id = conn.execute(select(outbox.c.tenant_id, outbox.c.account_id)).first()
@@ -389,4 +389,5 @@ def test_unknown_channel_and_topic_go_dead_at_once(deployment: Deployment, smtp_
                 )
             )
     run_worker(deployment)
-    assert len(outbox_rows(deployment, status="dead")) == 2
+    refused = outbox_rows(deployment, status="failed")
+    assert sorted(r.last_error for r in refused) == ["no template for mail topic 'newsletter'", "unknown channel 'sms'"]
