@@ -17,7 +17,7 @@ from bridge.core.lifecycle import SEAT_STATES, Status
 from bridge.core.mapping import RoleMapping
 from bridge.core.plan import AccountState, Usage
 from bridge.errors import Ambiguous, NotFound
-from bridge.store.tables import Account, AuditEvent, Identity, RoleGrant, ScimToken, SyncRun, Tenant
+from bridge.store.tables import Account, AuditEvent, Credential, Identity, RoleGrant, ScimToken, SyncRun, Tenant
 
 accounts = Account.__table__
 identities = Identity.__table__
@@ -25,6 +25,7 @@ role_grants = RoleGrant.__table__
 tenants = Tenant.__table__
 tokens = ScimToken.__table__
 audit = AuditEvent.__table__
+credentials = Credential.__table__
 sync_runs = SyncRun.__table__
 
 
@@ -313,6 +314,25 @@ def find_account(conn: Connection, tenant_id: int, user: str) -> Any:
     if len(rows) > 1:
         raise Ambiguous(f'"{user}" matches {len(rows)} accounts; use the account id')
     return rows[0]
+
+
+def find_sign_in_account(conn: Connection, tenant_id: int, login: str) -> Any:
+    """The account a login names, among those that may sign in (active), as `users show`
+    resolves a name: the exact userName first, then the email. A rehired person's archived
+    account with the same address is not a rival. None when nothing or more than one matches."""
+    folded = fold(login)
+    rows = conn.execute(
+        select(accounts.c.id, accounts.c.user_name_norm, credentials.c.password_hash)
+        .join(credentials, credentials.c.account_id == accounts.c.id, isouter=True)
+        .where(
+            accounts.c.tenant_id == tenant_id,
+            accounts.c.status == Status.ACTIVE.value,
+            or_(accounts.c.user_name_norm == folded, accounts.c.email_norm == folded),
+        )
+    ).all()
+    by_name = [r for r in rows if r.user_name_norm == folded]
+    candidates = by_name or rows
+    return candidates[0] if len(candidates) == 1 else None
 
 
 def account_roles(conn: Connection, account_ids: Sequence[str]) -> dict[str, list[tuple[str, str | None]]]:

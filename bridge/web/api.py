@@ -7,17 +7,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
-from sqlalchemy import or_, select, update
+from sqlalchemy import update
 
-from bridge.core.lifecycle import Status
 from bridge.runtime import Runtime
 from bridge.store.db import transaction
-from bridge.store.repo import fold, hash_token, tenant_for_token
-from bridge.store.tables import Account, Credential
-from bridge.web.passwords import MAX_LENGTH, check_password, hash_password, needs_rehash
+from bridge.store.repo import find_sign_in_account, fold, hash_token, tenant_for_token
+from bridge.store.tables import Credential
+from bridge.web.passwords import MAX_LENGTH, hash_password, verify
 from bridge.web.ratelimit import RateLimiter
 
-accounts = Account.__table__
 credentials = Credential.__table__
 
 blueprint = Blueprint("verify_password", __name__)
@@ -60,31 +58,29 @@ def verify_password() -> Response:
         return _error(400, 'expected JSON {"userName": "...", "password": "..."}')
     if len(password) > MAX_LENGTH:
         password = password[: MAX_LENGTH + 1]  # still verified (and wrong): same work, same answer
-    # Keyed on what was asked, known user or not, so a 429 reveals nothing about existence.
-    if not per_token.allow(hash_token(token)) or not per_user.allow((tenant_id, fold(user))):
-        response = _error(429, "too many attempts")
-        response.headers["Retry-After"] = "60"
-        return response
-
+    if not per_token.allow(hash_token(token)):
+        return _too_many()
     with transaction(runtime.engine, write=False) as conn:
-        rows = conn.execute(
-            select(accounts.c.id, accounts.c.status, credentials.c.password_hash)
-            .join(credentials, credentials.c.account_id == accounts.c.id, isouter=True)
-            .where(
-                accounts.c.tenant_id == tenant_id,
-                or_(accounts.c.user_name_norm == fold(user), accounts.c.email_norm == fold(user)),
-            )
-        ).all()
+        row = find_sign_in_account(conn, tenant_id, user)
+    # Keyed on the account, so its userName and its address share one budget; an unknown login is
+    # keyed on what was asked, so a 429 comes as soon for a name that exists as for one that does not.
+    if not per_user.allow(("account", row.id) if row is not None else (tenant_id, fold(user))):
+        return _too_many()
     # One argon2 verification on every path (unknown user, inactive, no password, ambiguous),
     # so the answer takes as long whether or not the user exists.
-    row = rows[0] if len(rows) == 1 else None
-    stored = row.password_hash if row is not None and row.status == Status.ACTIVE.value else None
-    valid = check_password(stored, password)
-    if valid and stored is not None and row is not None and needs_rehash(stored):
+    stored = row.password_hash if row is not None else None
+    verified = verify(stored, password)
+    if verified.rehash and row is not None:
         with transaction(runtime.engine) as conn:
             conn.execute(
                 update(credentials)
                 .where(credentials.c.account_id == row.id)
                 .values(password_hash=hash_password(password), updated_at=datetime.now(UTC))
             )
-    return jsonify(valid=valid)
+    return jsonify(valid=verified.valid)
+
+
+def _too_many() -> Response:
+    response = _error(429, "too many attempts")
+    response.headers["Retry-After"] = "60"
+    return response

@@ -22,6 +22,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "mismatch": "The two passwords are different.",
         "too_short": f"The password is too short: use at least {MIN_LENGTH} characters.",
         "too_long": "The password is too long.",
+        "blank": "The password cannot be only spaces.",
+        "too_common": "This password is too easy to guess: it is a common password or follows a pattern "
+        "(words, names, dates, keyboard rows, repeats). A sentence of several unrelated words works well.",
         "is_identity": "The password must not be your user name or your email address.",
         "done_title": "Your account is active",
         "done_text": "Your {tenant} account is active. You can now sign in with your user name and your new password.",
@@ -65,6 +68,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "mismatch": "Les deux mots de passe sont différents.",
         "too_short": f"Le mot de passe est trop court : utilisez au moins {MIN_LENGTH} caractères.",
         "too_long": "Le mot de passe est trop long.",
+        "blank": "Le mot de passe ne peut pas être fait que d'espaces.",
+        "too_common": "Ce mot de passe est trop facile à deviner : c'est un mot de passe courant ou il suit un "
+        "motif (mots, noms, dates, touches voisines, répétitions). Une phrase de plusieurs mots sans lien convient.",
         "is_identity": "Le mot de passe ne doit être ni votre identifiant ni votre adresse électronique.",
         "done_title": "Votre compte est actif",
         "done_text": "Votre compte {tenant} est actif. Vous pouvez maintenant vous connecter avec votre identifiant "

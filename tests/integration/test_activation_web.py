@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from markupsafe import escape
 from sqlalchemy import select, update
 from waitress import wasyncore
 from waitress.server import create_server
@@ -23,6 +24,7 @@ from waitress.server import create_server
 from bridge.app import create_app
 from bridge.runtime import Runtime, open_runtime
 from bridge.store.tables import Account, ActivationToken, AuditEvent, Credential, OutboxMessage
+from bridge.web.i18n import MESSAGES
 from tests.conftest import Deployment
 from tests.fixtures.postgres import free_port
 from tests.fixtures.smtp import SmtpServer
@@ -353,6 +355,67 @@ def test_verify_password_takes_as_long_for_an_unknown_user(site: Site) -> None:
     # the unknown user several times faster. Wide bounds: the machine is shared.
     ratio = statistics.median(unknown) / statistics.median(known)
     assert 0.5 < ratio < 2.0, (known, unknown)
+
+
+def activate_latest(site: Site, address: str, password: str) -> None:
+    site.deliver()
+    url, _ = site.link_for(address)
+    session = requests.Session()
+    _, csrf = open_form(session, url)
+    page = session.post(url, data={"csrf": csrf, "password": password, "password_confirm": password}, timeout=10)
+    assert page.ok, page.text
+
+
+def test_verify_password_signs_in_a_rehired_person_by_address(site: Site) -> None:
+    activate_alice(site)
+    token = product_token(site, "--read-only")
+    # Alice leaves and comes back as a new directory entry (a new anchor) with the same name and
+    # address: the old account is archived, the new one is hers.
+    site.deployment.edit_person("agarnier", "entryUUID", "0f0e0d0c-0b0a-4908-8706-050403020100")
+    assert bridge(site.deployment, "sync", "--force").exit_code == 0
+    rows = json.loads(bridge(site.deployment, "users", "list", "--json").output)
+    assert sorted(r["status"] for r in rows if r["userName"] == "agarnier") == ["archived", "pending"]
+    second = "a new sentence for the second job"
+    activate_latest(site, ALICE, second)
+    assert check(site, token, ALICE, second).json() == {"valid": True}
+    assert check(site, token, "agarnier", second).json() == {"valid": True}
+    assert check(site, token, ALICE, PASSWORD).json() == {"valid": False}  # the archived account's
+
+
+def test_verify_password_limits_the_account_whatever_name_is_asked(site: Site) -> None:
+    activate_alice(site)
+    token = product_token(site, "--read-only")
+    codes = [check(site, token, name, "guess").status_code for name in ["agarnier", ALICE, ALICE.upper()] * 4]
+    assert codes[:10] == [200] * 10 and codes[10:] == [429, 429], codes
+    assert check(site, token, "bmartin", "guess").status_code == 200  # someone else's budget
+
+
+def test_a_password_typed_in_another_unicode_form_signs_in(site: Site) -> None:
+    site.deliver()
+    url, _ = site.link_for(ALICE)
+    nfd = "Cre\u0300me bru\u0302le\u0301e a\u0300 l'e\u0301te\u0301"
+    session = requests.Session()
+    _, csrf = open_form(session, url)
+    assert session.post(url, data={"csrf": csrf, "password": nfd, "password_confirm": nfd}, timeout=10).ok
+    token = product_token(site, "--read-only")
+    assert check(site, token, "agarnier", "Crème brûlée à l'été").json() == {"valid": True}
+    assert check(site, token, "agarnier", nfd).json() == {"valid": True}
+
+
+def test_a_weak_password_is_refused_on_the_activation_page(site: Site) -> None:
+    site.deliver()
+    url, _ = site.link_for(ALICE)
+    session = requests.Session()
+    for weak, message in [
+        (" " * 12, "blank"),
+        (ALICE + " ", "is_identity"),
+        ("passwordpassword", "too_common"),
+    ]:
+        message = str(escape(MESSAGES["fr"][message]))  # Alice reads French, as Jinja escapes it
+        _, csrf = open_form(session, url)
+        page = session.post(url, data={"csrf": csrf, "password": weak, "password_confirm": weak}, timeout=10)
+        assert page.status_code == 422 and message in page.text, (weak, page.status_code)
+    assert site.account("agarnier")["status"] == "pending"
 
 
 def test_outbox_rows_never_hold_a_link(site: Site) -> None:

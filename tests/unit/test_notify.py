@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import time
+import unicodedata
 from datetime import UTC, datetime
 from email import message_from_bytes
 from email.policy import default
 
+import pytest
+from argon2 import PasswordHasher
+
 from bridge.notify.activation import derive_token, token_hash
 from bridge.notify.mail import build_message, format_date, message_id, pick_language, render, valid_address
 from bridge.notify.webhook import signature, verify_signature
-from bridge.web.passwords import check_password, hash_password, password_problems
+from bridge.web.passwords import Verified, check_password, hash_password, password_problems, verify
 from bridge.web.ratelimit import RateLimiter
 
 SECRET = b"s" * 32
@@ -144,3 +148,54 @@ def test_password_rules_and_argon2id_hashes() -> None:
     assert check_password(stored, "correct horse battery")
     assert not check_password(stored, "wrong")
     assert not check_password(None, "correct horse battery")  # unknown user: still one verification
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        " " * 12,  # blank
+        "\t \u00a0 \u3000" * 4,  # blank in other spaces
+        "me@example.org ",  # the address with a space
+        " Me@Example.org  ",
+        "agarnier 2024!!",  # contains the user name
+        "passwordpassword",  # common
+        "123456789012",  # sequence
+        "aaaaaaaaaaaaaaaa",  # repeat
+        "qwertyuiop[]",  # keyboard walk
+        "Password1234",  # a common word with digits
+    ],
+)
+def test_a_weak_new_password_is_refused(password: str) -> None:
+    assert password_problems(password, password, user_name="agarnier", email="me@example.org")
+
+
+@pytest.mark.parametrize("password", ["correct horse battery staple", "kX9#mQ2vLp7w", "Tr0ub4dor&3xyz"])
+def test_a_strong_new_password_is_accepted(password: str) -> None:
+    assert password_problems(password, password, user_name="agarnier", email="me@example.org") == []
+
+
+def test_the_problem_named_for_a_blank_or_common_password() -> None:
+    assert password_problems(" " * 12, " " * 12, user_name="u", email=None) == ["blank"]
+    assert password_problems("passwordpassword", "passwordpassword", user_name="u", email=None) == ["too_common"]
+    assert password_problems("me@example.org ", "me@example.org ", user_name="u", email="me@example.org") == [
+        "is_identity"
+    ]
+
+
+def test_nfc_and_nfd_of_one_password_verify_alike() -> None:
+    nfc, nfd = "Crème brûlée à l'été", "Cre\u0300me bru\u0302le\u0301e a\u0300 l'e\u0301te\u0301"
+    assert nfc != nfd and unicodedata.normalize("NFC", nfd) == nfc
+    assert password_problems(nfc, nfd, user_name="u", email=None) == []  # the confirmation matches
+    stored = hash_password(nfd)
+    assert verify(stored, nfc) == Verified(valid=True, rehash=False)
+    assert verify(stored, nfd) == Verified(valid=True, rehash=False)
+    assert check_password(hash_password("ﬁnancial report 2019"), "financial report 2019")  # NFKC: the ligature
+
+
+def test_a_hash_written_before_normalisation_still_verifies_and_asks_to_be_rewritten() -> None:
+    nfd = "Cre\u0300me bru\u0302le\u0301e a\u0300 l'e\u0301te\u0301"
+    legacy = PasswordHasher().hash(nfd)  # as bridge hashed before: the password as typed
+    assert verify(legacy, nfd) == Verified(valid=True, rehash=True)
+    assert not verify(legacy, "Crème brûlée à l'été").valid  # the other form never matched it
+    assert verify(legacy, nfd + "x") == Verified(valid=False, rehash=False)
+    assert not verify(None, nfd).valid
