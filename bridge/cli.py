@@ -330,15 +330,18 @@ def sync(
         if dry_run:
             _print_plan(result)
         data = result.to_json()
+        if result.aborted:
+            # Nothing was written: what the plan held is what it would have done, never "changed".
+            planned = data["planned"] or {}
+            verb, shown, seats = "nothing written; would have changed", planned, ""
+        else:
+            verb, shown = ("would change" if dry_run else "changed"), data
+            seats = f"seat delta {data['seatDelta']:+d}; "
         counts = ", ".join(
-            f"{k} {data[k]}"
+            f"{k} {shown.get(k, 0)}"
             for k in ("created", "updated", "rolesChanged", "suspended", "archived", "reactivated", "unchanged")
         )
-        verb = "would change" if dry_run else "changed"
-        click.echo(
-            f"{name} ({result.tenant}, {result.mode}): {verb}: {counts}; "
-            f"seat delta {data['seatDelta']:+d}; {data['durationSeconds']:.2f}s"
-        )
+        click.echo(f"{name} ({result.tenant}, {result.mode}): {verb}: {counts}; {seats}{data['durationSeconds']:.2f}s")
         for error in result.errors:
             click.echo(f"  error: {error}", err=True)
         for warning in result.warnings:
@@ -366,6 +369,7 @@ def _sync_history(runtime: Runtime, source_name: str | None, as_json: bool) -> N
             "finished": r.finished_at.isoformat() if r.finished_at else None,
             "reason": r.reason,
             "counts": r.counts or {},
+            "planned": r.planned,
             "errors": len(r.errors or []),
             "warnings": list(r.warnings or []),
             "correlationId": r.correlation_id,
@@ -384,8 +388,8 @@ def _sync_history(runtime: Runtime, source_name: str | None, as_json: bool) -> N
                 d["mode"],
                 d["started"],
                 d["outcome"],
-                d["counts"].get("created", 0),
-                d["counts"].get("archived", 0),
+                _applied(d, "created"),
+                _applied(d, "archived"),
                 d["errors"],
                 len(d["warnings"]),
                 d["reason"] or "",
@@ -393,6 +397,14 @@ def _sync_history(runtime: Runtime, source_name: str | None, as_json: bool) -> N
             for d in data
         ],
     )
+
+
+def _applied(run: dict[str, Any], key: str) -> str:
+    """A history count: what the run applied; an aborted run applied nothing (`0, would 7`)."""
+    applied = int(run["counts"].get(key, 0))
+    if run["outcome"] == "aborted" and (run["planned"] or {}).get(key):
+        return f"{applied} (would {run['planned'][key]})"
+    return str(applied)
 
 
 # ---- users ---------------------------------------------------------------------------------

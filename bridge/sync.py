@@ -152,7 +152,10 @@ class SyncResult:
     dry_run: bool
     aborted: bool = False
     reason: str | None = None
+    # What the run applied (a dry run: what it would apply). An aborted run applies nothing: its
+    # counts are zero, and what its plan would have done is in `planned`, never mixed with them.
     counts: dict[str, int] = field(default_factory=dict)
+    planned: dict[str, int] | None = None
     errors: list[str] = field(default_factory=list)
     # Doubtful data taken in anyway, and rules that match nobody because no one read has their
     # attribute: the run went through, but an administrator should look.
@@ -174,7 +177,9 @@ class SyncResult:
             "reason": self.reason,
             "mode": self.mode,
             **{k: int(self.counts.get(k, 0)) for k in keys},
-            "seatDelta": self.plan.seat_delta if self.plan else 0,
+            "seatDelta": 0 if self.aborted or not self.plan else self.plan.seat_delta,
+            # The plan's counts whatever happened to it: for an aborted run, what it would have done.
+            "planned": dict(self.planned) if self.planned is not None else None,
             "errors": list(self.errors),
             "warnings": list(self.warnings),
             "durationSeconds": round(self.duration, 3),
@@ -258,6 +263,10 @@ def _run(
     def finish(outcome: str) -> SyncResult:
         result.duration = time.monotonic() - started
         result.mode = mode
+        if result.plan is not None:
+            result.planned = result.plan.counts()
+        if outcome == "aborted":
+            result.counts = {}  # nothing was written
         _observe(source_name, mode, outcome, result)
         if run_row_id is not None:
             with transaction(engine) as conn:
@@ -270,6 +279,7 @@ def _run(
                         outcome=outcome,
                         reason=result.reason,
                         counts=result.counts,
+                        planned=result.planned,
                         errors=result.errors[:100],
                         warnings=result.warnings[:100],
                     )
@@ -279,7 +289,7 @@ def _run(
             "sync %s: %s %s in %.1fs (%s)",
             source_name,
             outcome,
-            result.counts,
+            result.counts if outcome != "aborted" else f"nothing written; would have {result.planned or {}}",
             result.duration,
             steps,
             extra={"correlation_id": correlation_id},

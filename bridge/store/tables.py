@@ -251,7 +251,12 @@ class SyncRun(Base):
     finished_at: Mapped[datetime | None]
     outcome: Mapped[str] = mapped_column(String(12), default="running")  # running/ok/aborted/failed
     reason: Mapped[str | None] = mapped_column(Text)
+    # What the run applied; `planned` is what its plan would have done (an aborted or dry run
+    # applies nothing: its counts are empty and its plan's are in `planned`).
     counts: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    planned: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Who overrode a safety check with --force, and what the plan passed (null when nobody did).
+    forced: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     errors: Mapped[list[Any] | None] = mapped_column(JSON)
     # What the run took in but an administrator should look at (a rule's attribute nobody has).
     warnings: Mapped[list[Any] | None] = mapped_column(JSON)

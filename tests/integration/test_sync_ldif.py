@@ -171,6 +171,27 @@ def test_deletion_threshold_aborts_without_force_and_writes_nothing(deployment: 
     assert forced["exit"] == 0 and forced["archived"] == int(len(people) * 0.3)
 
 
+def test_aborted_run_says_would_have_and_records_nothing_as_applied(deployment: Deployment) -> None:
+    sync_json(deployment)
+    people = deployment.people()
+    leavers = int(len(people) * 0.3)
+    deployment.remove_people(people[:leavers])
+    text = bridge(deployment, "sync")
+    assert text.exit_code == 1
+    assert "nothing written; would have changed: created 0," in text.stdout
+    assert f", archived {leavers}," in text.stdout
+    assert "): changed:" not in text.stdout
+    out = sync_json(deployment)
+    assert out["exit"] == 1 and out["aborted"]
+    assert out["archived"] == 0 and out["seatDelta"] == 0 and out["planned"]["archived"] == leavers
+    last = json.loads(bridge(deployment, "sync", "--history", "--json").stdout)[0]
+    assert last["outcome"] == "aborted" and last["counts"].get("archived", 0) == 0
+    assert last["planned"]["archived"] == leavers
+    table = bridge(deployment, "sync", "--history").stdout.splitlines()[2]
+    assert f"0 (would {leavers})" in table
+    assert sync_json(deployment, "--force")["archived"] == leavers
+
+
 def test_empty_directory_read_aborts(deployment: Deployment, group_path: str) -> None:
     sync_json(deployment)
     before = table_counts(deployment)
