@@ -32,6 +32,17 @@ class State:
     def runtime(self) -> Runtime:
         return open_runtime(self.path)
 
+    def checked_runtime(self) -> Runtime:
+        """The runtime of a command that runs the tenants' mappings (serve, scheduler, sync):
+        every mapping is loaded and checked first, so a broken one stops the start (exit 2)."""
+        if "runtime" not in self.__dict__:
+            self.__dict__["runtime"] = open_runtime(self.path, check=True)
+        else:
+            from bridge.config import check_mappings
+
+            check_mappings(self.runtime.config)
+        return self.runtime
+
     def tenant_name(self, explicit: str | None) -> str:
         if explicit:
             return explicit
@@ -304,10 +315,10 @@ def sync(
     """Run a directory sync now."""
     from bridge.sync import run_sync
 
-    runtime = state.runtime
     if history:
-        _sync_history(runtime, source_name, as_json)
+        _sync_history(state.runtime, source_name, as_json)
         return
+    runtime = state.checked_runtime()
     names = [source_name] if source_name else list(runtime.config.sources)
     if not names:
         raise click.UsageError(f"{runtime.config.origin}: no [[sources]] configured")
@@ -569,9 +580,9 @@ def _manual(state: State, user: str, tenant: str | None, action: str) -> str:
 
     runtime = state.runtime
     name = state.tenant_name(tenant)
-    tenant_cfg = runtime.config.tenant(name)
+    tenant_cfg = runtime.config.tenant_settings(name)
     with transaction(runtime.engine) as conn:
-        view = tenant_view(conn, tenant_cfg) if tenant_cfg else None
+        view = tenant_view(conn, tenant_cfg)
         from bridge.store.repo import get_tenant
 
         tenant_row = get_tenant(conn, name)
@@ -583,13 +594,11 @@ def _manual(state: State, user: str, tenant: str | None, action: str) -> str:
             correlation_id=f"cli-{uuid.uuid4().hex[:16]}",
             now=_now(),
             webhooks=bool(runtime.config.webhook.get("url")),
-            default_language=tenant_cfg.default_language if tenant_cfg else "en",
+            default_language=tenant_cfg.default_language,
         )
         if action == "archive":
             archive_account(conn, row, [r for r, _ in account_roles(conn, [row.id]).get(row.id, [])], ctx)
         elif action == "reactivate":
-            if view is None:
-                raise BridgeError(f'tenant "{name}" is not in the config; its mapping is unknown')
             reactivate_account(conn, view, row, ctx)
         else:
             resend_activation(conn, row, ctx)
@@ -643,7 +652,7 @@ def explain(state: State, user: str, tenant: str | None, as_json: bool) -> None:
         return
     click.echo(f"{data['userName']} ({data['source']}): {data['status']}, {data['userType']}")
     click.echo(f"  user type: {data['userTypeReason']}")
-    click.echo("rules:")
+    click.echo("rules:" if data["mapping"] else "rules: (none: the tenant has no mapping file)")
     for rule in data["rules"]:
         mark = "MATCH" if rule["matched"] else "  -  "
         click.echo(
@@ -771,7 +780,12 @@ def serve(
 
         metrics_dir = tempfile.mkdtemp(prefix="bridge-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    runtime = state.runtime
+    try:
+        runtime = state.checked_runtime()
+    except BridgeError:
+        if metrics_dir is not None:
+            os.rmdir(metrics_dir)
+        raise
     setup_logging(runtime.config.logging["format"], runtime.config.logging["level"])
     host = host or runtime.config.server["host"]
     port = port if port is not None else runtime.config.server["port"]

@@ -62,8 +62,9 @@ def register(main: click.Group) -> None:
         from bridge.logs import setup_logging
         from bridge.scheduler import build_scheduler
 
-        setup_logging(state.runtime.config.logging["format"], state.runtime.config.logging["level"])
-        sched = build_scheduler(state.runtime)
+        runtime = state.checked_runtime()
+        setup_logging(runtime.config.logging["format"], runtime.config.logging["level"])
+        sched = build_scheduler(runtime)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         sched.start()

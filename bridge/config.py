@@ -107,6 +107,10 @@ _SOURCE: _Spec = {
 _TOP = {"database", "server", "email", "webhook", "logging", "outbox", "tenants", "sources", "schedules"}
 
 
+# What a tenant without a mapping file has: no roles, no rules.
+NO_MAPPING = RoleMapping(roles={}, rules=(), origin="<no mapping>")
+
+
 @dataclass(frozen=True)
 class TenantConfig:
     name: str
@@ -121,11 +125,16 @@ class TenantConfig:
     _mapping: list[RoleMapping] = field(default_factory=list, compare=False, repr=False)
 
     def mapping(self) -> RoleMapping:
-        """The tenant's mapping, loaded once (a mapping error surfaces as a ConfigError)."""
+        """The tenant's mapping, loaded once (a mapping error surfaces as a ConfigError).
+
+        A tenant without a mapping file (declared without `mappings`, or added with `bridge
+        tenants add`) has no roles: its accounts are no_access until a mapping is configured.
+        `check_mappings` refuses that for a tenant with a directory source."""
         if not self._mapping:
             if self.mappings_path is None:
-                raise ConfigError("config", f"tenants.{self.name}.mappings", "no mapping file configured")
-            self._mapping.append(load_mapping(self.mappings_path))
+                self._mapping.append(NO_MAPPING)
+            else:
+                self._mapping.append(load_mapping(self.mappings_path))
         return self._mapping[0]
 
 
@@ -170,6 +179,47 @@ class Config:
 
     def tenant(self, name: str) -> TenantConfig | None:
         return self.tenants.get(name)
+
+    def tenant_settings(self, name: str) -> TenantConfig:
+        """The tenant's settings: as configured, or the defaults (and no mapping) for a tenant
+        that exists only in the database (`bridge tenants add`)."""
+        configured = self.tenants.get(name)
+        return (
+            configured
+            if configured is not None
+            else TenantConfig(
+                name=name,
+                mappings_path=None,
+                seat_limit=None,
+                default_language="en",
+                activation="password",
+                login_url=None,
+                activation_expires_days=7,
+                suspended_counts_as_seat=True,
+                support_contact=None,
+            )
+        )
+
+
+def check_mappings(config: Config) -> None:
+    """Load every tenant's mapping now, so that a mapping bridge cannot use stops `serve`,
+    `scheduler` and `sync` at start (exit 2, naming the file and the key) instead of failing
+    every request or run of that tenant later. Mappings are cached, so this costs nothing later.
+
+    A tenant with a directory source needs a mapping: a sync without one would only ever create
+    no_access accounts, which is never what the administrator meant. A SCIM-only tenant may have
+    none (its accounts are no_access, and `explain` says why)."""
+    with_sources = {s.tenant for s in config.sources.values()}
+    for i, tenant in enumerate(config.tenants.values()):
+        if tenant.mappings_path is None:
+            if tenant.name in with_sources:
+                raise ConfigError(
+                    config.origin,
+                    f"tenants[{i + 1}].mappings",
+                    f'tenant "{tenant.name}" has a directory source but no mapping file: nobody would get a role',
+                )
+            continue
+        tenant.mapping()
 
 
 def read_secret(section: dict[str, Any], key: str, origin: str, where: str) -> str | None:

@@ -28,10 +28,8 @@ _STATUS_TEXT = {
 
 
 def explain_account(runtime: Runtime, tenant_name: str, user: str) -> dict[str, Any]:
-    tenant_cfg = runtime.config.tenant(tenant_name)
-    if tenant_cfg is None:
-        raise BridgeError(f'tenant "{tenant_name}" is not in the config; its mapping is unknown')
-    mapping = tenant_cfg.mapping()
+    settings = runtime.config.tenant_settings(tenant_name)
+    mapping = settings.mapping()
     with transaction(runtime.engine, write=False) as conn:
         tenant = get_tenant(conn, tenant_name)
         account = find_account(conn, tenant.id, user)
@@ -79,6 +77,8 @@ def explain_account(runtime: Runtime, tenant_name: str, user: str) -> dict[str, 
     reason = _STATUS_TEXT[status]
     if status is Status.NO_ACCESS and denied:
         reason += f" — roles left out: {', '.join(f'{r} ({w})' for r, w in sorted(denied.items()))}"
+    if settings.mappings_path is None and status is Status.NO_ACCESS:
+        reason += " — the tenant has no mapping file, so no rule grants anyone a role"
     if status is Status.ARCHIVED and account.admin_hold:
         reason += " (by an administrator: `bridge users reactivate` brings it back)"
     return {
@@ -90,6 +90,7 @@ def explain_account(runtime: Runtime, tenant_name: str, user: str) -> dict[str, 
         "userType": user_type,
         "userTypeReason": type_reason,
         "groups": [{"name": g.name, "dn": g.dn} for g in groups],
+        "mapping": str(settings.mappings_path) if settings.mappings_path else None,
         "rules": rules,
         "roles": role_rows,
     }

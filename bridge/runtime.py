@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from bridge.config import Config, load_config
+from bridge.config import Config, check_mappings, load_config
 from bridge.logs import setup_logging
 from bridge.store.db import make_engine, transaction, upgrade
 from bridge.store.repo import ensure_tenant
@@ -25,8 +25,12 @@ class Runtime:
     engine: Engine
 
 
-def open_runtime(path: Path, *, migrate: bool = True) -> Runtime:
+def open_runtime(path: Path, *, migrate: bool = True, check: bool = False) -> Runtime:
+    """`check`: load and check every tenant's mapping first, before the database is touched
+    (`serve`, `scheduler`, `sync`)."""
     config = load_config(path)
+    if check:
+        check_mappings(config)
     # Interactive commands print their own results; only warnings and errors are logged there.
     # `serve` and `scheduler` switch to the configured level (see cli.py).
     level = config.logging["level"].upper()

@@ -23,9 +23,8 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from bridge import jsonfast
 from bridge.config import TenantConfig
 from bridge.core.lifecycle import Status
-from bridge.core.mapping import RoleMapping
 from bridge.core.plan import AccountPlan, Archive, Change, RevokeRoles
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, ConfigError
 from bridge.provision.apply import ApplyContext, apply_account
 from bridge.provision.replan import TenantView, replan, tenant_view
 from bridge.runtime import Runtime
@@ -98,24 +97,19 @@ class ScimApi:
                 connection.close()  # back to the pool, which rolls it back
 
     def tenant_config(self, name: str) -> TenantConfig:
-        config = self.runtime.config.tenants.get(name)
-        if config is not None and config.mappings_path is not None:
-            return config
         # A tenant without a mapping (added with `bridge tenants add`, or declared without
         # `mappings`) still accepts SCIM writes: identities are stored and accounts exist as
         # no_access (no rule grants anything) until a mapping is configured.
-        return TenantConfig(
-            name=name,
-            mappings_path=None,
-            seat_limit=config.seat_limit if config else None,
-            default_language=config.default_language if config else "en",
-            activation=config.activation if config else "password",
-            login_url=config.login_url if config else None,
-            activation_expires_days=config.activation_expires_days if config else 7,
-            suspended_counts_as_seat=config.suspended_counts_as_seat if config else True,
-            support_contact=config.support_contact if config else None,
-            _mapping=[RoleMapping(roles={}, rules=(), origin="<no mapping>")],
-        )
+        config = self.runtime.config.tenant_settings(name)
+        try:
+            config.mapping()
+        except ConfigError as exc:
+            # Checked at start (bridge.config.check_mappings); this is a worker that loaded the
+            # file after it was broken. The detail (a server path, the file's text) is for the
+            # log, never for the client.
+            log.error("SCIM request for tenant %s: its mapping cannot be used: %s", name, exc)
+            raise ScimError(500, "this tenant's mapping cannot be used; the server log has the detail") from None
+        return config
 
     def read(self, work: Callable[[Connection, Caller], T]) -> T:
         caller = self.caller

@@ -245,6 +245,21 @@ def test_a_new_link_request_answers_alike_for_known_and_unknown_addresses(site: 
     assert requests.get(site.link_for(ALICE)[0], timeout=10).status_code == 200
 
 
+def test_a_new_link_request_for_a_malformed_address_answers_like_any_other(site: Site) -> None:
+    """'@example.org' made the page answer 500 (HeaderParseError from the address parser)."""
+    session = requests.Session()
+    answers = []
+    for address in ("@example.org", "a@b@example.org", "someone@", "first last@example.org", "nobody@example.org"):
+        _, csrf = open_form(session, f"{site.base}/activate/new-link?lang=en")
+        answers.append(
+            session.post(
+                f"{site.base}/activate/new-link", data={"csrf": csrf, "email": address, "lang": "en"}, timeout=10
+            )
+        )
+    assert [a.status_code for a in answers] == [200] * 5
+    assert len({a.text for a in answers}) == 1 and "If an account is waiting" in answers[0].text
+
+
 def test_sso_tenant_confirms_the_address_then_redirects_to_the_login_page(sso_site: Site) -> None:
     sso_site.deliver()
     mail = mails_to(sso_site.smtp, ALICE)[0]

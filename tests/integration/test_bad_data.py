@@ -9,9 +9,16 @@ and PostgreSQL.
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
+import threading
+import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+import requests
 from sqlalchemy import select, update
 
 from bridge.store.tables import Account, OutboxMessage, Tenant
@@ -125,3 +132,152 @@ def test_a_message_that_breaks_its_template_is_failed_alone(
     (row,) = outbox_rows(deployment, id=first.id)
     assert row.status == "failed" and "cannot prepare the message" in row.last_error
     assert stats.refused == 1 and stats.sent == len(outbox_rows(deployment, status="sent")) > 1
+
+
+# ---- mappings (item 5) --------------------------------------------------------------------------
+
+BRIDGE = str(Path(sys.executable).with_name("bridge"))
+UNDEFINED_ROLE = '[roles.front_desk]\ntitle = "Front desk"\n\n[[rules]]\ngroup_name = "x"\nroles = ["admin"]\n'
+BROKEN_MAPPINGS = {
+    "empty": ("", ": roles: no roles defined"),
+    "undefined role": (UNDEFINED_ROLE, ': rules[1].roles: role "admin" is not defined in [roles]'),
+    "not TOML": ("[roles.front_desk\ntitle = 1\n", ": invalid TOML: "),
+}
+
+
+def _run(d: Deployment, *args: str) -> subprocess.CompletedProcess[str]:
+    # A command that ignores a broken mapping would start for good: the timeout ends it (on main).
+    return subprocess.run(
+        [BRIDGE, "--config", str(d.config), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("broken", list(BROKEN_MAPPINGS))
+def test_serve_scheduler_and_sync_refuse_a_mapping_they_cannot_use(tmp_path: Path, broken: str) -> None:
+    d = Deployment(tmp_path, f"sqlite:///{tmp_path / 'bridge.db'}")
+    (tmp_path / "scim-only.toml").write_text(BROKEN_MAPPINGS[broken][0])
+    d.write_config(extra='\n[[tenants]]\nname = "scim-only"\nmappings = "scim-only.toml"\n')
+    port = _port()
+    for args in (
+        ["serve", "--port", str(port), "--no-scheduler"],
+        ["scheduler"],
+        ["sync"],
+        ["sync", "--source", "dir"],
+    ):
+        result = _run(d, *args)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and str(tmp_path / "scim-only.toml") + BROKEN_MAPPINGS[broken][1] in lines[0], (
+            args,
+            result.stderr,
+        )
+        assert "Traceback" not in result.stderr and "serving" not in result.stderr
+    # Nothing was synced for the good tenant either: the check comes before any work.
+    assert "0 accounts" in _run(d, "users", "list", "--tenant", "example").stdout
+    # Reading commands still work, so the administrator can look around while fixing the file.
+    assert _run(d, "outbox", "list").returncode == 0
+
+
+def test_a_tenant_with_a_directory_source_needs_a_mapping(tmp_path: Path) -> None:
+    d = Deployment(tmp_path, f"sqlite:///{tmp_path / 'bridge.db'}")
+    d.config.write_text(d.config.read_text().replace('mappings = "mapping.toml"\n', ""))
+    result = _run(d, "sync")
+    assert result.returncode == 2
+    assert f"{d.config}: tenants[1].mappings: " in result.stderr and "directory source" in result.stderr
+
+
+def test_a_tenant_without_a_mapping_takes_scim_writes_and_explain_answers(tmp_path: Path) -> None:
+    """`tenants add` makes a SCIM-only tenant with no mapping: its accounts are no_access, and
+    `explain` says why instead of "its mapping is unknown"."""
+    d = Deployment(tmp_path, f"sqlite:///{tmp_path / 'bridge.db'}")
+    port = _port()
+    d.write_config(extra=f'\n[server]\nport = {port}\npublic_url = "http://127.0.0.1:{port}"\n')
+    assert _run(d, "tenants", "add", "acme").returncode == 0
+    token = _run(d, "tokens", "create", "--tenant", "acme").stdout.strip().splitlines()[-1]
+    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - the server's output, read on failure
+    proc = subprocess.Popen(
+        [BRIDGE, "--config", str(d.config), "serve", "--port", str(port), "--no-scheduler"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_healthy(base, proc, tmp_path / "serve.log")
+        created = requests.post(
+            f"{base}/scim/v2/Users",
+            json={
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "userName": "ann@acme.example",
+                "roles": [{"value": "Administrator"}],
+            },
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"},
+            timeout=30,
+        )
+        assert created.status_code == 201, created.text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    result = _run(d, "explain", "ann@acme.example", "--tenant", "acme")
+    assert result.returncode == 0, result.stderr
+    assert "no_access" in result.stdout and "no mapping file" in result.stdout
+    data = json.loads(_run(d, "explain", "ann@acme.example", "--tenant", "acme", "--json").stdout)
+    assert data["mapping"] is None and data["rules"] == [] and data["status"] == "no_access"
+
+
+def _wait_healthy(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail("bridge serve did not start:\n" + log.read_text()[-3000:])
+        time.sleep(0.1)
+
+
+def test_a_mapping_broken_after_start_answers_500_without_the_path_or_the_file(tmp_path: Path) -> None:
+    """A process that loads the mapping only after it was broken (a spawned worker) must not show
+    the server's path or the file's text to the identity provider; the log has them."""
+    from waitress import create_server
+
+    from bridge.app import create_app
+    from bridge.runtime import open_runtime
+
+    d = Deployment(tmp_path, f"sqlite:///{tmp_path / 'bridge.db'}")
+    d.mapping.write_text('[roles.x\nsecret_looking = "in the file"\n')
+    runtime = open_runtime(d.config)  # no check: what a worker that loaded late would hold
+    _, token = _token(d)
+    port = _port()
+    server = create_server(create_app(runtime), host="127.0.0.1", port=port, threads=2)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        answer = requests.post(
+            f"http://127.0.0.1:{port}/scim/v2/Users",
+            json={"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "ann"},
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"},
+            timeout=30,
+        )
+    finally:
+        server.close()
+        thread.join(timeout=5)
+        runtime.engine.dispose()
+    assert answer.status_code == 500
+    body = answer.json()
+    assert body["status"] == "500" and "mapping cannot be used" in body["detail"]
+    assert str(tmp_path) not in answer.text and "mapping.toml" not in answer.text and "TOML" not in answer.text
+
+
+def _token(d: Deployment) -> tuple[str, str]:
+    out = _run(d, "tokens", "create", "--tenant", "example")
+    assert out.returncode == 0, out.stderr
+    return "example", out.stdout.strip().splitlines()[-1]
