@@ -78,6 +78,8 @@ def test_mapping_naming_an_undefined_role_fails_before_any_write(deployment: Dep
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert f'{deployment.mapping}: rules[9].roles: role "chef" is not defined' in result.stderr
+    # The mapping is checked before the database is even opened (bridge.config.check_mappings).
+    assert run(deployment, "db", "upgrade").returncode == 0
     assert db_snapshot(deployment)["accounts"] == 0
 
 
