@@ -340,6 +340,8 @@ def sync(
             continue
         if dry_run:
             _print_plan(result)
+            if result.seat_refused:
+                click.echo(f"left out by the seat limit: {', '.join(result.seat_refused)}")
         data = result.to_json()
         if result.aborted:
             # Nothing was written: what the plan held is what it would have done, never "changed".
@@ -348,6 +350,8 @@ def sync(
         else:
             verb, shown = ("would change" if dry_run else "changed"), data
             seats = f"seat delta {data['seatDelta']:+d}; "
+            if data["seatRefused"]:
+                seats += f"seat limit refused {data['seatRefused']}; "
         counts = ", ".join(
             f"{k} {shown.get(k, 0)}"
             for k in ("created", "updated", "rolesChanged", "suspended", "archived", "reactivated", "unchanged")

@@ -167,6 +167,10 @@ class SyncResult:
     # Seconds per step (read, load, plan, apply), logged with the outcome: where a slow run went.
     timings: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def seat_refused(self) -> tuple[str, ...]:
+        return self.plan.seat_refused if self.plan else ()
+
     def to_json(self) -> dict[str, Any]:
         keys = ("created", "updated", "rolesChanged", "suspended", "archived", "reactivated", "unchanged")
         return {
@@ -178,6 +182,8 @@ class SyncResult:
             "mode": self.mode,
             **{k: int(self.counts.get(k, 0)) for k in keys},
             "seatDelta": 0 if self.aborted or not self.plan else self.plan.seat_delta,
+            # Accounts the seat limit left without their billable roles (named in a dry run).
+            "seatRefused": 0 if self.aborted else len(self.seat_refused),
             # The plan's counts whatever happened to it: for an aborted run, what it would have done.
             "planned": dict(self.planned) if self.planned is not None else None,
             "errors": list(self.errors),
@@ -264,7 +270,7 @@ def _run(
         result.duration = time.monotonic() - started
         result.mode = mode
         if result.plan is not None:
-            result.planned = result.plan.counts()
+            result.planned = {**result.plan.counts(), "seatRefused": len(result.plan.seat_refused)}
         if outcome == "aborted":
             result.counts = {}  # nothing was written
         _observe(source_name, mode, outcome, result)
@@ -278,7 +284,9 @@ def _run(
                         finished_at=datetime.now(UTC),
                         outcome=outcome,
                         reason=result.reason,
-                        counts=result.counts,
+                        counts={**result.counts, "seatRefused": len(result.seat_refused)}
+                        if outcome != "aborted"
+                        else {},
                         planned=result.planned,
                         errors=result.errors[:100],
                         warnings=result.warnings[:100],

@@ -160,6 +160,9 @@ class Plan:
     accounts: list[AccountPlan]  # accounts with changes or a changed identity
     unchanged: int
     active_before: int  # accounts of this source that were not archived, for the threshold
+    # userNames whose billable roles the seat limit left out, changed or not: a refusal repeated by
+    # every run is still one an administrator must hear about (the summary's `seatRefused`).
+    seat_refused: tuple[str, ...] = ()
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(("created", "updated", "rolesChanged", "suspended", "archived", "reactivated"), 0)
@@ -309,10 +312,14 @@ def build_plan(
     if seat_limit is not None:
         wanting = [(a, names[a], seat_now(accounts.get(a))) for a, g in granted.items() if billable(g)]
         _, refused = _admit(wanting, max(seat_limit - usage.seats, 0))
+        seat_refused = tuple(sorted((names[a] for a in refused), key=str.casefold))
         for anchor in refused:
             for role_id in [r for r in granted[anchor] if mapping.roles[r].billable]:
                 del granted[anchor][role_id]
                 denied[anchor][role_id] = "seat_limit"
+
+    else:
+        seat_refused = ()
 
     plans: list[AccountPlan] = []
     unchanged = held
@@ -372,7 +379,9 @@ def build_plan(
                 )
             )
     active_before = sum(1 for a in accounts.values() if a.status is not Status.ARCHIVED)
-    return Plan(source=source, accounts=plans, unchanged=unchanged, active_before=active_before)
+    return Plan(
+        source=source, accounts=plans, unchanged=unchanged, active_before=active_before, seat_refused=seat_refused
+    )
 
 
 def _plan_one(

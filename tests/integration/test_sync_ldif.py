@@ -220,6 +220,26 @@ def test_seat_limit_leaves_latecomers_no_access_with_reason_in_audit(deployment:
     assert "seat limit" in explained
 
 
+def test_seat_limit_refusals_are_counted_in_the_summary_and_named_in_a_dry_run(deployment: Deployment) -> None:
+    deployment.write_config(seat_limit=5)
+    dry = bridge(deployment, "sync", "--dry-run")
+    assert dry.exit_code == 0
+    named = next(line for line in dry.stdout.splitlines() if line.startswith("left out by the seat limit: "))
+    refused = named.removeprefix("left out by the seat limit: ").split(", ")
+    assert refused and refused == sorted(refused, key=str.casefold)
+    assert f"seat limit refused {len(refused)};" in dry.stdout
+    out = sync_json(deployment)
+    assert out["exit"] == 0 and out["seatRefused"] == len(refused)
+    left_out = {u["userName"] for u in users(deployment).values() if "seat_limit" in u["leftOut"].values()}
+    assert left_out == set(refused)
+    # Still refused on the next run, though nothing changes for them: still counted.
+    again = sync_json(deployment)
+    assert again["seatRefused"] == len(refused) and again["unchanged"] == len(deployment.people())
+    assert f"seat limit refused {len(refused)};" in bridge(deployment, "sync").stdout
+    last = json.loads(bridge(deployment, "sync", "--history", "--json").stdout)[0]
+    assert last["counts"]["seatRefused"] == len(refused)
+
+
 def test_sync_runs_are_recorded(deployment: Deployment) -> None:
     sync_json(deployment)
     deployment.remove_people(deployment.people()[:20])
