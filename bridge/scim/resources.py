@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from bridge.core.address import address_problem
 from bridge.core.model import SourceUser
 from bridge.scim import quirks
 from bridge.scim.errors import invalid_syntax, invalid_value
@@ -152,6 +153,14 @@ def require(doc: dict[str, Any], rt: ResourceType) -> None:
     name = "userName" if rt.name == "User" else "displayName"
     if not isinstance(doc.get(name), str) or not doc[name].strip():
         raise invalid_value(f'"{name}" is required')
+    if rt.name == "User":
+        # The address bridge mails the activation to is checked where it enters: refused here,
+        # the identity provider shows the reason in its provisioning log; accepted, it would only
+        # fail later in the outbox, where the IdP's administrator never looks.
+        email = primary_email(doc)
+        problem = address_problem(email) if email else None
+        if problem is not None:
+            raise invalid_value(f"emails: {email!r} is not an address bridge can mail: {problem}")
 
 
 # ---- stored form -> identity columns ----------------------------------------------------------

@@ -23,6 +23,7 @@ from sqlalchemy import select, update
 
 from bridge.store.tables import Account, OutboxMessage, Tenant
 from tests.conftest import Deployment
+from tests.fixtures.scim import ScimClient
 from tests.fixtures.smtp import SmtpServer
 from tests.fixtures.webhook import WebhookReceiver
 from tests.integration.notify_support import WEBHOOK_SECRET, bridge, notify_config, outbox_rows, run_worker, runtime_of
@@ -281,3 +282,28 @@ def _token(d: Deployment) -> tuple[str, str]:
     out = _run(d, "tokens", "create", "--tenant", "example")
     assert out.returncode == 0, out.stderr
     return "example", out.stdout.strip().splitlines()[-1]
+
+
+# ---- addresses where they enter (item 4) -------------------------------------------------------
+
+SCIM_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+
+
+def test_scim_refuses_an_address_bridge_cannot_mail_and_stores_nothing(scim: ScimClient) -> None:
+    for bad in ("@example.org", "ann@", "ann smith@example.org", "ann@localhost"):
+        answer = scim.call(
+            "POST", "/Users", {"schemas": [SCIM_USER], "userName": "ann", "emails": [{"value": bad, "primary": True}]}
+        )
+        assert answer.status_code == 400, answer.text
+        body = answer.json()
+        assert body["scimType"] == "invalidValue" and bad in body["detail"] and "mail" in body["detail"]
+    assert scim.ok("GET", "/Users")["totalResults"] == 0
+    created = scim.ok(
+        "POST", "/Users", {"schemas": [SCIM_USER], "userName": "ann", "emails": [{"value": "ann@example.org"}]}
+    )
+    patch = {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "value": {"emails": [{"value": "@example.org", "primary": True}]}}],
+    }
+    assert scim.call("PATCH", f"/Users/{created['id']}", patch).json()["scimType"] == "invalidValue"
+    assert scim.ok("GET", f"/Users/{created['id']}")["emails"][0]["value"] == "ann@example.org"
