@@ -333,6 +333,7 @@ def sync(
             force=force,
             mode="full" if full else "delta",
             progress=_progress_printer(show_progress),
+            actor=_actor(),
         )
         failed = failed or result.aborted
         if as_json:
@@ -385,6 +386,7 @@ def _sync_history(runtime: Runtime, source_name: str | None, as_json: bool) -> N
             "reason": r.reason,
             "counts": r.counts or {},
             "planned": r.planned,
+            "forced": r.forced,
             "errors": len(r.errors or []),
             "warnings": list(r.warnings or []),
             "correlationId": r.correlation_id,
@@ -407,7 +409,7 @@ def _sync_history(runtime: Runtime, source_name: str | None, as_json: bool) -> N
                 _applied(d, "archived"),
                 d["errors"],
                 len(d["warnings"]),
-                d["reason"] or "",
+                d["reason"] or (f"forced by {d['forced']['actor']} ({d['forced']['check']})" if d["forced"] else ""),
             ]
             for d in data
         ],

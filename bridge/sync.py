@@ -30,7 +30,7 @@ from bridge.provision.apply import ApplyContext, apply_plan
 from bridge.store.db import page_cache, transaction
 from bridge.store.delta import load_bookmark, save_bookmark
 from bridge.store.identities import diff_groups
-from bridge.store.repo import get_tenant, load_account_states, usage_outside
+from bridge.store.repo import get_tenant, load_account_states, record_tenant_event, usage_outside
 from bridge.store.tables import SyncRun
 
 log = logging.getLogger(__name__)
@@ -162,6 +162,8 @@ class SyncResult:
     warnings: list[str] = field(default_factory=list)
     duration: float = 0.0
     plan: Plan | None = None
+    # A safety check `--force` overrode: who, which check, and what the plan passed (None: none).
+    forced: dict[str, Any] | None = None
     run_id: str = ""
     mode: str = "full"  # the mode that ran: a delta request may run full
     # Seconds per step (read, load, plan, apply), logged with the outcome: where a slow run went.
@@ -186,6 +188,7 @@ class SyncResult:
             "seatRefused": 0 if self.aborted else len(self.seat_refused),
             # The plan's counts whatever happened to it: for an aborted run, what it would have done.
             "planned": dict(self.planned) if self.planned is not None else None,
+            "forced": dict(self.forced) if self.forced is not None else None,
             "errors": list(self.errors),
             "warnings": list(self.warnings),
             "durationSeconds": round(self.duration, 3),
@@ -203,8 +206,12 @@ def run_sync(
     now: datetime | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     fetch: Callable[[SourceConfig, datetime], tuple[Snapshot, Any]] | None = None,
+    actor: str | None = None,
 ) -> SyncResult:
     """Run one sync of one source. `fetch` replaces the source's own read (tests, benches).
+
+    `actor` is who asked for the run (`cli:<user>`); a `force` that overrides a safety check is
+    recorded under that name in the run's history and the audit log.
 
     `mode` is "full" (complete read; people missing from it are leavers) or "delta" (changes
     since the last run). A delta runs full instead when the source cannot read deltas (LDIF),
@@ -218,7 +225,20 @@ def run_sync(
     correlation_id = f"sync-{uuid.uuid4().hex[:16]}"
     token = correlation_var.set(correlation_id)
     try:
-        return _run(config, engine, source_name, dry_run, force, mode, now, progress, fetch, correlation_id, started)
+        return _run(
+            config,
+            engine,
+            source_name,
+            dry_run,
+            force,
+            mode,
+            now,
+            progress,
+            fetch,
+            correlation_id,
+            started,
+            actor or f"sync:{source_name}",
+        )
     finally:
         correlation_var.reset(token)
 
@@ -235,6 +255,7 @@ def _run(
     fetch: Callable[[SourceConfig, datetime], tuple[Snapshot, Any]] | None,
     correlation_id: str,
     started: float,
+    actor: str,
 ) -> SyncResult:
     source_cfg = config.source(source_name)
     tenant_cfg = config.tenants[source_cfg.tenant]
@@ -288,9 +309,25 @@ def _run(
                         if outcome != "aborted"
                         else {},
                         planned=result.planned,
+                        forced=result.forced,
                         errors=result.errors[:100],
                         warnings=result.warnings[:100],
                     )
+                )
+                if result.forced is not None:
+                    record_tenant_event(
+                        conn,
+                        tenant.id,
+                        actor=result.forced["actor"],
+                        action="sync_forced",
+                        after={"source": source_name, "run": run_row_id, **result.forced},
+                        reason=_forced_reason(result.forced),
+                        correlation_id=correlation_id,
+                        now=now,
+                    )
+            if result.forced is not None:
+                log.warning(
+                    "sync %s: %s", source_name, _forced_reason(result.forced), extra={"correlation_id": correlation_id}
                 )
         steps = " ".join(f"{k}={v:.1f}s" for k, v in result.timings.items())
         log.info(
@@ -390,10 +427,12 @@ def _run(
                 )
             result.timings["load"] = time.monotonic() - step
             live = sum(1 for a in accounts.values() if a.status.value != "archived")
-            if not snapshot.users and live and not force:
-                return partial(
-                    abort, f"the source returned no users while {live} accounts exist; use --force if that is right"
-                )
+            if not snapshot.users and live:
+                if not force:
+                    return partial(
+                        abort, f"the source returned no users while {live} accounts exist; use --force if that is right"
+                    )
+                result.forced = {"actor": actor, "check": "empty_read", "accounts": live}
 
             # Entries the source returned but that could not become identities (no anchor, no
             # userName) make the read partial: those people are in the directory, so their absence
@@ -422,12 +461,21 @@ def _run(
             threshold = float(source_cfg.get("deletion_threshold"))
             minimum = int(source_cfg.get("deletion_threshold_min"))
             archives = plan.archives
-            if archives > minimum and archives > threshold * plan.active_before and not force:
-                return partial(
-                    abort,
-                    f"deletion threshold: the run would archive {archives} of {plan.active_before} accounts "
-                    f"(more than {threshold:.0%}); nothing was written. Check the source, or use --force",
-                )
+            if archives > minimum and archives > threshold * plan.active_before:
+                if not force:
+                    return partial(
+                        abort,
+                        f"deletion threshold: the run would archive {archives} of {plan.active_before} accounts "
+                        f"(more than {threshold:.0%}); nothing was written. Check the source, or use --force",
+                    )
+                result.forced = {
+                    "actor": actor,
+                    "check": "deletion_threshold",
+                    "threshold": threshold,
+                    "minimum": minimum,
+                    "archives": archives,
+                    "accounts": plan.active_before,
+                }
             return partial(finish, "dry-run") if dry_run else None
 
         partial_read = bool(result.errors)
@@ -600,6 +648,15 @@ def _observe(source: str, mode: str, outcome: str, result: SyncResult) -> None:
     for change, count in result.counts.items():
         if change != "unchanged" and count:
             SYNC_CHANGES.labels(source=source, change=change).inc(count)
+
+
+def _forced_reason(forced: Mapping[str, Any]) -> str:
+    if forced["check"] == "deletion_threshold":
+        return (
+            f"--force by {forced['actor']}: deletion threshold overridden, archiving {forced['archives']} of "
+            f"{forced['accounts']} accounts (threshold {forced['threshold']:.0%}, minimum {forced['minimum']})"
+        )
+    return f"--force by {forced['actor']}: empty read accepted while {forced['accounts']} accounts exist"
 
 
 def _seat_limit(stored: int | None, tenant_cfg: Any) -> int | None:

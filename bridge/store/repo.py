@@ -368,6 +368,34 @@ def list_audit(
     return list(conn.execute(query.order_by(audit.c.id.desc()).limit(limit)).all())[::-1]
 
 
+def record_tenant_event(
+    conn: Connection,
+    tenant_id: int,
+    *,
+    actor: str,
+    action: str,
+    after: dict[str, Any],
+    reason: str,
+    correlation_id: str | None,
+    now: datetime,
+) -> None:
+    """Append an audit event about the tenant as a whole (no account), such as an overridden
+    safety check."""
+    conn.execute(
+        insert(audit).values(
+            tenant_id=tenant_id,
+            account_id=None,
+            actor=actor,
+            action=action,
+            before=None,
+            after=after,
+            reason=reason,
+            correlation_id=correlation_id,
+            occurred_at=now,
+        )
+    )
+
+
 def recent_sync_runs(
     conn: Connection, tenant_id: int | None = None, source: str | None = None, limit: int = 20
 ) -> list[Any]:

@@ -192,6 +192,36 @@ def test_aborted_run_says_would_have_and_records_nothing_as_applied(deployment: 
     assert sync_json(deployment, "--force")["archived"] == leavers
 
 
+def test_forced_run_records_who_overrode_the_threshold_in_the_history_and_the_audit(deployment: Deployment) -> None:
+    import getpass
+
+    sync_json(deployment)
+    people = deployment.people()
+    leavers = int(len(people) * 0.3)
+    deployment.remove_people(people[:leavers])
+    forced = sync_json(deployment, "--force")
+    actor = f"cli:{getpass.getuser()}"
+    assert forced["exit"] == 0 and forced["forced"]["actor"] == actor
+    last = json.loads(bridge(deployment, "sync", "--history", "--json").stdout)[0]
+    assert last["outcome"] == "ok" and last["forced"] == {
+        "actor": actor,
+        "check": "deletion_threshold",
+        "threshold": 0.10,
+        "minimum": last["forced"]["minimum"],
+        "archives": leavers,
+        "accounts": len(people),
+    }
+    assert f"forced by {actor} (deletion_threshold)" in bridge(deployment, "sync", "--history").stdout
+    events = [e for e in json.loads(bridge(deployment, "audit", "--json").stdout) if e["action"] == "sync_forced"]
+    assert len(events) == 1 and events[0]["actor"] == actor and events[0]["account"] is None
+    assert events[0]["after"]["threshold"] == 0.10 and events[0]["after"]["archives"] == leavers
+    assert events[0]["correlationId"] == last["correlationId"]
+    assert "deletion threshold overridden" in events[0]["reason"]
+    # A --force that overrides nothing leaves no trace of an override.
+    assert sync_json(deployment, "--force")["forced"] is None
+    assert json.loads(bridge(deployment, "sync", "--history", "--json").stdout)[0]["forced"] is None
+
+
 def test_empty_directory_read_aborts(deployment: Deployment, group_path: str) -> None:
     sync_json(deployment)
     before = table_counts(deployment)
