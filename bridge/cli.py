@@ -288,7 +288,10 @@ def _print_plan(result: Any) -> None:
                 (account.before.value if account.before else "-") + " -> " + account.after.value,
                 kinds,
                 ", ".join(sorted(account.roles_after)),
-                ", ".join(f"{r}: {why}" for r, why in sorted(account.denied.items())),
+                ", ".join(
+                    [f"{r}: {why}" for r, why in sorted(account.denied.items())]
+                    + [f"activation mail: {p}" for p in [account.activation_problem()] if p]
+                ),
             ]
         )
     if rows:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bridge.core.address import ADDRESS_UNUSABLE, address_problem
 from bridge.core.lifecycle import Status
 from bridge.core.mapping import decide_roles, decide_user_type, rule_matches
 from bridge.errors import BridgeError
@@ -77,6 +78,14 @@ def explain_account(runtime: Runtime, tenant_name: str, user: str) -> dict[str, 
     reason = _STATUS_TEXT[status]
     if status is Status.NO_ACCESS and denied:
         reason += f" — roles left out: {', '.join(f'{r} ({w})' for r, w in sorted(denied.items()))}"
+    activation = None
+    if status is Status.PENDING:
+        problem = address_problem(account.email)
+        if problem is not None:
+            # The mail was refused for good (status failed in `outbox list`); a corrected
+            # address in the source queues a new one.
+            activation = f"{ADDRESS_UNUSABLE}: {problem}"
+            reason += f" — but no activation mail can be sent: {activation}"
     if settings.mappings_path is None and status is Status.NO_ACCESS:
         reason += " — the tenant has no mapping file, so no rule grants anyone a role"
     if status is Status.ARCHIVED and account.admin_hold:
@@ -90,6 +99,7 @@ def explain_account(runtime: Runtime, tenant_name: str, user: str) -> dict[str, 
         "userType": user_type,
         "userTypeReason": type_reason,
         "groups": [{"name": g.name, "dn": g.dn} for g in groups],
+        "activationNotSent": activation,
         "mapping": str(settings.mappings_path) if settings.mappings_path else None,
         "rules": rules,
         "roles": role_rows,

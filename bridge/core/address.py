@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import re
 
+# The reason an activation is not sent to an address bridge cannot mail (plan, explain, outbox).
+ADDRESS_UNUSABLE = "address_unusable"
+
 # RFC 5321 4.5.3.1: a path is at most 256 octets including the angle brackets.
 MAX_LENGTH = 254
 MAX_LOCAL_LENGTH = 64

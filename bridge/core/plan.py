@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from bridge.core.address import ADDRESS_UNUSABLE, address_problem
 from bridge.core.lifecycle import Event, Status, apply_event, is_seat
 from bridge.core.mapping import RoleMapping, decide_roles
 from bridge.core.model import GroupRef, SourceUser
@@ -152,6 +153,17 @@ class AccountPlan:
     seat_after: bool
     user_type: str
     digest: str | None = None  # identity_digest(user), computed once by the planner
+
+    def activation_problem(self) -> str | None:
+        """Why the activation mail this plan queues cannot be sent ("address_unusable: ..."), or
+        None (no mail queued, or a usable address). Apply refuses that mail for good."""
+        queues_mail = any(
+            c.kind == "resend_activation" or getattr(c, "event", None) is Event.GRANT_ROLES for c in self.changes
+        )
+        if not queues_mail or self.user is None:
+            return None
+        problem = address_problem(self.user.email)
+        return None if problem is None else f"{ADDRESS_UNUSABLE}: {problem}"
 
 
 @dataclass(slots=True)

@@ -27,7 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.config import TenantConfig, read_secret
-from bridge.core.address import address_problem, usable_address
+from bridge.core.address import ADDRESS_UNUSABLE, address_problem, usable_address
 from bridge.core.lifecycle import Status
 from bridge.errors import BridgeError, ConfigError
 from bridge.notify import outbox as queue
@@ -63,8 +63,6 @@ identities = Identity.__table__
 tenants = Tenant.__table__
 
 ACTOR = "outbox-worker"
-# The reason a mail is refused for an address bridge cannot mail (plan, explain, outbox alike).
-ADDRESS_UNUSABLE = "address_unusable"
 
 
 @dataclass

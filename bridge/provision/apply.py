@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from bridge.core.address import ADDRESS_UNUSABLE, address_problem
 from bridge.core.lifecycle import Event, Status
 from bridge.core.plan import AccountPlan, Change, Plan
 from bridge.store.bulk import insert_many
@@ -381,6 +382,10 @@ def _flush(conn: Connection, rows: _Rows, ctx: ApplyContext) -> None:
 
 
 def _activation_row(ctx: ApplyContext, account_id: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    # An address bridge cannot mail (a directory's "@example.org", no address at all) is refused
+    # here, for good and with the reason, where `outbox list`, `users show` and `explain` show it;
+    # queued, it would only fail in the worker. A corrected address queues a new activation.
+    problem = address_problem(fields["email"])
     return {
         "tenant_id": ctx.tenant_id,
         "account_id": account_id,
@@ -393,7 +398,9 @@ def _activation_row(ctx: ApplyContext, account_id: str, fields: Mapping[str, Any
             "language": fields["preferred_language"] or ctx.default_language,
         },
         "idempotency_key": f"activation:{account_id}:{new_id()}",
-        "status": "queued",
+        "status": "queued" if problem is None else "failed",
+        # Every outbox row carries the same keys (webhook rows too): one INSERT for the batch.
+        "last_error": None if problem is None else f"{ADDRESS_UNUSABLE}: {problem}",
         "attempts": 0,
         "next_attempt_at": ctx.now,
         "created_at": ctx.now,
@@ -417,6 +424,7 @@ def _webhook_row(ctx: ApplyContext, account_id: str, topic: str, change: dict[st
         },
         "idempotency_key": f"webhook:{event_id}",
         "status": "queued",
+        "last_error": None,
         "attempts": 0,
         "next_attempt_at": ctx.now,
         "created_at": ctx.now,

@@ -307,3 +307,32 @@ def test_scim_refuses_an_address_bridge_cannot_mail_and_stores_nothing(scim: Sci
     }
     assert scim.call("PATCH", f"/Users/{created['id']}", patch).json()["scimType"] == "invalidValue"
     assert scim.ok("GET", f"/Users/{created['id']}")["emails"][0]["value"] == "ann@example.org"
+
+
+def test_a_directory_address_bridge_cannot_mail_shows_in_the_plan_explain_and_the_outbox(
+    deployment: Deployment, smtp_server: SmtpServer
+) -> None:
+    deployment.write_config(extra=notify_config(smtp=smtp_server))
+    deployment.edit_person("fsimon", "mail", "@example.org")
+    dry = bridge(deployment, "sync", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    (line,) = [ln for ln in dry.output.splitlines() if ln.startswith("fsimon ")]
+    assert "activation mail: address_unusable: the email address has nothing before the @" in line
+
+    assert bridge(deployment, "sync").exit_code == 0
+    explained = json.loads(bridge(deployment, "explain", "fsimon", "--json").output)
+    assert explained["status"] == "pending" and explained["activationNotSent"].startswith("address_unusable: ")
+    assert "no activation mail can be sent" in bridge(deployment, "explain", "fsimon").output
+    (refused,) = [
+        d for d in json.loads(bridge(deployment, "outbox", "list", "--json").output) if d["status"] != "queued"
+    ]
+    assert refused["status"] == "failed" and refused["to"] == "@example.org"
+    assert refused["lastError"] == explained["activationNotSent"]
+
+    stats = run_worker(deployment)
+    assert stats.sent == len(outbox_rows(deployment, channel="email")) - 1 and stats.refused == 0
+    # The address corrected in the directory: a new activation goes out to it.
+    deployment.edit_person("fsimon", "mail", "fsimon@example.org")
+    assert bridge(deployment, "sync").exit_code == 0
+    run_worker(deployment)
+    assert [m for m in smtp_server.messages if "fsimon@example.org" in m.rcpt_tos]
