@@ -132,6 +132,8 @@ class OutboxWorker:
         self._server_secret: bytes | None = None
         self._tenant_names: dict[int, str] = {}
         self._lease_deadline = 0.0
+        self._relay_reason: str | None = None
+        self._relay_logged = 0.0
         self.stop_event = threading.Event()
 
     # -- running ---------------------------------------------------------------------------------
@@ -179,8 +181,11 @@ class OutboxWorker:
             if claimed_any:
                 # After a stop request part of a batch may still be ours; hand it back now.
                 queue.release_claims(self.engine, self.worker_id)
-        if stats.sent or stats.failed or stats.superseded or stats.lost:
+        if stats.sent or stats.dead or stats.refused or stats.superseded or stats.lost:
             log.info("outbox: %s", ", ".join(f"{k} {v}" for k, v in stats.as_dict().items() if v))
+        elif stats.retried:
+            # Retries alone: the relay's reason is logged once by _relay_down; per pass, debug.
+            log.debug("outbox: retried %d", stats.retried)
         return stats
 
     def run_forever(self) -> None:
@@ -317,6 +322,26 @@ class OutboxWorker:
         if outage:
             for row, _, _ in jobs:
                 self._fail(row, outage[0], stats)
+            self._relay_down(outage[0])
+        elif stats.sent:
+            self._relay_up()
+
+    # While the relay is down every pass retries the rows that came due (their backoff is
+    # jittered, so a few come due at nearly every poll): say why once, and again only when the
+    # reason changes or every RELAY_LOG_EVERY seconds, not "retried 3" every two seconds.
+    RELAY_LOG_EVERY = 300.0
+
+    def _relay_down(self, reason: str) -> None:
+        now = time.monotonic()
+        if reason != self._relay_reason or now - self._relay_logged > self.RELAY_LOG_EVERY:
+            log.warning("outbox: mail relay unavailable, mail waits and is retried with backoff: %s", reason)
+            self._relay_logged = now
+        self._relay_reason = reason
+
+    def _relay_up(self) -> None:
+        if self._relay_reason is not None:
+            log.warning("outbox: mail relay reachable again")
+            self._relay_reason = None
 
     def _prepare_mails(
         self, rows: list[queue.Claimed], stats: DeliveryStats

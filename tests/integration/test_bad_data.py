@@ -336,3 +336,24 @@ def test_a_directory_address_bridge_cannot_mail_shows_in_the_plan_explain_and_th
     assert bridge(deployment, "sync").exit_code == 0
     run_worker(deployment)
     assert [m for m in smtp_server.messages if "fsimon@example.org" in m.rcpt_tos]
+
+
+def test_a_relay_outage_is_logged_once_with_its_reason_not_at_every_pass(
+    deployment: Deployment, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+    from datetime import UTC, datetime
+
+    from bridge.notify.worker import OutboxWorker
+
+    deployment.write_config(extra=notify_config(port=1))
+    assert bridge(deployment, "sync").exit_code == 0
+    at = datetime.now(UTC)
+    with runtime_of(deployment) as runtime, caplog.at_level(logging.INFO, logger="bridge.notify.worker"):
+        worker = OutboxWorker(runtime, clock=lambda: at)
+        for _ in range(3):
+            assert worker.run_once().retried > 0
+            at += timedelta(minutes=10)  # every row due again
+    down = [r.getMessage() for r in caplog.records if "relay unavailable" in r.getMessage()]
+    assert len(down) == 1 and "127.0.0.1:1" in down[0] and "refused" in down[0].lower()
+    assert not [r for r in caplog.records if r.getMessage().startswith("outbox: retried")]
