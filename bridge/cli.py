@@ -59,10 +59,48 @@ class State:
         raise click.UsageError(f"several tenants ({', '.join(names)}): name one with --tenant")
 
 
+def _control_escapes(keep: str) -> dict[int, str]:
+    """Characters a terminal obeys rather than shows (C0 and C1 controls, DEL, bidirectional
+    overrides), mapped to a visible `\\uXXXX`. Inside a JSON string that is the same character
+    again, so `--json` output still parses to the stored value."""
+    codes = [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0), 0x061C, 0x200E, 0x200F]
+    codes += [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+    return {c: f"\\u{c:04x}" for c in codes if chr(c) not in keep}
+
+
+class EscapingStream:
+    """A text stream that escapes terminal controls: names and addresses come from directories
+    and identity providers, and one with an escape sequence must not rewrite an operator's
+    terminal or a table. Without `buffer`, click writes through it instead of around it."""
+
+    def __init__(self, stream: Any, keep: str) -> None:
+        self._stream = stream
+        self._table = _control_escapes(keep)
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError("EscapingStream takes text")  # click probes for binary streams with b""
+        return self._stream.write(text.translate(self._table))
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "buffer":
+            raise AttributeError(name)
+        return getattr(self._stream, name)
+
+
 class BridgeGroup(click.Group):
     """Renders bridge's own errors as one line on stderr with the contract's exit codes."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        out, err = sys.stdout, sys.stderr
+        # stderr keeps \r: the progress line redraws itself with it.
+        sys.stdout, sys.stderr = EscapingStream(out, "\n\t"), EscapingStream(err, "\n\t\r")
+        try:
+            return self._invoke(ctx)
+        finally:
+            sys.stdout, sys.stderr = out, err
+
+    def _invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except (NotFound, Ambiguous) as exc:

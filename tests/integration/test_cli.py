@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
@@ -192,3 +193,25 @@ def test_serve_answers_health_and_readiness(synced: Deployment) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_terminal_controls_in_names_are_shown_escaped_not_obeyed(deployment: Deployment) -> None:
+    # A directory entry whose given name clears the screen and rewrites the line it is on.
+    hostile = "Alice\x1b[2J\x1b[31m\rroot\u202egnp.exe\x9b"
+    value = base64.b64encode(hostile.encode()).decode()
+    deployment.edit_person("agarnier", "givenName", None)
+    deployment.edit_person("agarnier", "givenName:", value)  # base64 (LDIF's "::")
+    assert run(deployment, "sync").returncode == 0
+
+    def output(*args: str) -> str:
+        # Bytes, not text mode: text mode would turn a \r into a newline before we could see it.
+        done = subprocess.run([*BRIDGE, "--config", str(deployment.config), *args], capture_output=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.decode()
+
+    for args in (["users", "list"], ["users", "show", "agarnier"], ["explain", "agarnier"]):
+        assert not set(output(*args)) & {"\x1b", "\r", "\u202e", "\x9b"}, args
+    assert "\\u000droot\\u202egnp.exe\\u009b" in output("users", "show", "agarnier")
+    # --json stays JSON, and says exactly what is stored.
+    data = json.loads(output("users", "show", "agarnier", "--json"))
+    assert data["givenName"].endswith("\rroot\u202egnp.exe\x9b")  # (the directory reader drops ESC itself)
