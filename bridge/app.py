@@ -23,7 +23,7 @@ def request_id(incoming: str) -> str:
 
 
 def create_app(runtime: Runtime) -> Flask:
-    app = Flask("bridge")
+    app = Flask("bridge", static_folder=None)  # no /static route: every page inlines what it needs
     app.config["MAX_CONTENT_LENGTH"] = int(runtime.config.server["max_body_bytes"])
     app.extensions["bridge"] = runtime
 

@@ -28,11 +28,11 @@ from bridge.errors import BridgeError, ConfigError
 from bridge.provision.apply import ApplyContext, apply_account
 from bridge.provision.replan import TenantView, replan, tenant_view
 from bridge.runtime import Runtime
-from bridge.scim import discovery, quirks, storage
+from bridge.scim import discovery, inbound, quirks, storage
 from bridge.scim.auth import Caller, authenticate, caller_of, require_write, token_digest
 from bridge.scim.errors import ScimError, invalid_filter, invalid_syntax, invalid_value, not_found, uniqueness
 from bridge.scim.filter import MAX_FILTER_LENGTH, to_sql, translate
-from bridge.scim.patch import MemberOp, apply_patch, check_immutable, matches
+from bridge.scim.patch import MemberOp, apply_patch, check_immutable, matches, prepare_patch
 from bridge.scim.resources import (
     Projection,
     canonical,
@@ -120,7 +120,9 @@ class ScimApi:
         caller = self.caller
         require_write(caller)
         config = self.tenant_config(caller.tenant_name)
-        correlation = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        # The request's id (bridge.app.request_id: the client's X-Request-ID when usable), so
+        # the audit events, the log lines and the response header all carry the same one.
+        correlation = g.get("request_id") or f"req-{uuid.uuid4().hex[:16]}"
         for attempt in (1, 2):
             try:
                 with transaction(self.runtime.engine) as conn:
@@ -145,11 +147,7 @@ class ScimApi:
         raise AssertionError("unreachable")
 
     def body(self) -> Any:
-        data = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
-        try:
-            return json.loads(data)
-        except (ValueError, UnicodeDecodeError):
-            raise invalid_syntax("the request body is not valid JSON") from None
+        return inbound.body(request.get_data(cache=True))  # raises 413 past MAX_CONTENT_LENGTH
 
     def locked(self, conn: Connection, caller: Caller, kind: str, anchor: str) -> Any:
         """The resource a write changes, locked for the transaction; 404 if it is not this
@@ -248,7 +246,7 @@ class ScimApi:
         self.replan(conn, view, ctx, [row.anchor])
 
     def patch_user(self, anchor: str) -> Response:
-        body = self.body()
+        body = prepare_patch(USER_TYPE, self.body())  # parsed before the write lock is taken
         projection = self.projection(USER_TYPE)
 
         def work(conn: Connection, caller: Caller, ctx: ApplyContext, view: TenantView) -> Any:
@@ -305,7 +303,10 @@ class ScimApi:
     def apply_members(self, conn: Connection, caller: Caller, anchor: str, ops: Sequence[MemberOp]) -> set[str]:
         """Carry out member operations row by row; returns the ids whose membership changed."""
         changed: set[str] = set()
+        listed: list[dict[str, Any]] | None = None  # the members, while only filtered removals run
         for op in ops:
+            if op.kind != "remove_filter":
+                listed = None
             if op.kind == "add":
                 self.check_members(conn, caller, op.ids, anchor)
                 changed |= set(storage.add_members(conn, caller.tenant_id, anchor, op.ids))
@@ -326,12 +327,16 @@ class ScimApi:
 
                 members_attr = GROUP_SCHEMA.attr("members")
                 assert members_attr is not None and op.filter is not None
-                hits = [
-                    m["value"]
-                    for m in storage.members_of(conn, caller.tenant_id, anchor, self.base_url)
-                    if matches(op.filter, m, members_attr)
-                ]
-                changed |= set(storage.remove_members(conn, caller.tenant_id, anchor, hits))
+                # Read once for a run of filtered removals (Entra sends hundreds in one PATCH),
+                # and kept current by dropping what each one removes.
+                if listed is None:
+                    listed = storage.members_of(conn, caller.tenant_id, anchor, self.base_url)
+                hits = [m["value"] for m in listed if matches(op.filter, m, members_attr)]
+                if hits:
+                    gone = set(hits)
+                    listed = [m for m in listed if m["value"] not in gone]
+                    changed |= set(storage.remove_members(conn, caller.tenant_id, anchor, hits))
+                continue
         return changed
 
     def create_group(self) -> Response:
@@ -382,7 +387,7 @@ class ScimApi:
         return wrote
 
     def patch_group(self, anchor: str) -> Response:
-        body = self.body()
+        body = prepare_patch(GROUP_TYPE, self.body())  # parsed before the write lock is taken
         projection = self.projection(GROUP_TYPE)
         explicit = bool(request.args.get("attributes") or request.args.get("excludedAttributes"))
 
@@ -497,11 +502,6 @@ _SIMPLE_EQ = re.compile(r'^\s*(userName|externalId|id|displayName)\s+eq\s+"((?:[
 _CREATION_ORDER = (storage.identities.c.created_at, storage.identities.c.id)
 
 
-def _filter_string(quoted: str) -> str:
-    """The value of a filter's string literal (its text between the quotes)."""
-    return json.loads(f'"{quoted}"') if "\\" in quoted else quoted
-
-
 class Query:
     """filter, sortBy/sortOrder, startIndex/count and the projection of one list request."""
 
@@ -532,16 +532,20 @@ class Query:
 
         q = cls()
         text = _text(params.get("filter"))
+        if text:
+            inbound.check_text(text, "filter")
         if text and len(text) > MAX_FILTER_LENGTH:
             raise invalid_filter(f"filter longer than {MAX_FILTER_LENGTH} characters")
         simple = _SIMPLE_EQ.match(text) if text else None
         kind = "user" if rt is USER_TYPE else "group"
         if simple and (kind, simple.group(1).casefold()) in storage.LOOKUP_ATTRIBUTES:
-            q.lookup = (simple.group(1).casefold(), _filter_string(simple.group(2)))
+            q.lookup = (simple.group(1).casefold(), inbound.filter_string(simple.group(2)))
         elif text:
             q.where, q.driven_by_subquery = translate(rt.name, text, tenant_id)
-        q.start = max(_integer(params.get("startIndex"), "startIndex", 1), 1)
-        q.count = min(max(_integer(params.get("count"), "count", discovery.DEFAULT_COUNT), 0), discovery.MAX_RESULTS)
+        q.start = max(inbound.index(params.get("startIndex"), "startIndex", 1), 1)
+        q.count = min(
+            max(inbound.index(params.get("count"), "count", discovery.DEFAULT_COUNT), 0), discovery.MAX_RESULTS
+        )
         q.projection = projection_of(rt, params)
         sort_by = _text(params.get("sortBy"))
         if sort_by:
@@ -721,17 +725,6 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
-def _integer(value: Any, name: str, default: int) -> int:
-    if value is None or value == "":
-        return default
-    if isinstance(value, bool):
-        raise invalid_value(f'"{name}" must be an integer')
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise invalid_value(f'"{name}" must be an integer') from None
-
-
 def projection_of(rt: ResourceType, params: Any) -> Projection:
     """`attributes` / `excludedAttributes` of a query string or a search body."""
     return Projection.parse(rt, _text(params.get("attributes")), _text(params.get("excludedAttributes")))
@@ -746,7 +739,12 @@ def respond(body: Any, status: int = 200, headers: dict[str, str] | None = None)
 
 
 def error_response(error: ScimError) -> Response:
-    return respond(error.to_json(), error.status, error.headers)
+    body = error.to_json()
+    request_id = g.get("request_id")
+    if request_id:
+        # An extension member: clients ignore it, an administrator quotes it to find the log lines.
+        body["requestId"] = request_id
+    return respond(body, error.status, error.headers)
 
 
 # ---- routes ------------------------------------------------------------------------------------
@@ -760,6 +758,7 @@ def register(app: Flask, runtime: Runtime) -> None:
     bp = Blueprint("scim", __name__, url_prefix="/scim/v2")
     types = {"Users": USER_TYPE, "Groups": GROUP_TYPE}
 
+    search_endpoints = {"scim.search", "scim.search_root"}
     discovery_endpoints = {"scim.spc", "scim.resource_types", "scim.resource_type", "scim.schemas", "scim.schema"}
 
     @bp.before_request
@@ -769,7 +768,8 @@ def register(app: Flask, runtime: Runtime) -> None:
         if request.endpoint in discovery_endpoints:
             return
         caller = api.caller
-        if request.method in ("POST", "PUT", "PATCH", "DELETE") and not request.path.endswith("/.search"):
+        # Keyed on the endpoint, not the path: `PUT /Users/.search` is a write on a resource.
+        if request.method in ("POST", "PUT", "PATCH", "DELETE") and request.endpoint not in search_endpoints:
             require_write(caller)
 
     @bp.errorhandler(ScimError)
@@ -801,8 +801,10 @@ def register(app: Flask, runtime: Runtime) -> None:
 
     @bp.errorhandler(BridgeError)
     def _bridge(error: BridgeError) -> Response:
+        # The message may name a file or a config key: it goes to the log, and the client gets
+        # the request id to quote (contract: no server path or config text in an error body).
         log.error("SCIM request failed: %s", error)
-        return error_response(ScimError(500, f"the request could not be carried out: {error}"))
+        return error_response(ScimError(500, "the request could not be carried out; the server log has the detail"))
 
     @bp.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:

@@ -14,7 +14,7 @@ memberships, role grants) or a JSON path into the stored resource.
 
 from __future__ import annotations
 
-import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -55,15 +55,16 @@ class FilterLexer(SCIMLexer):
     # JSON string (RFC 8259 7): any escaped character may appear, including \" and \\.
     @_(r'"(?:[^"\\]|\\.)*"')  # type: ignore[name-defined]  # noqa: F821
     def COMP_VALUE(self, t: Any) -> Any:
-        try:
-            t.value = Quoted(json.loads(t.value))
-        except ValueError:
-            raise ValueError(f"invalid string literal {t.value}") from None
+        from bridge.scim.inbound import filter_string
+
+        t.value = Quoted(filter_string(t.value[1:-1]))  # bad escapes, NUL, lone surrogates: invalidFilter
         return t
 
     @_(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")  # type: ignore[name-defined]  # noqa: F821
     def NUMBER(self, t: Any) -> Any:
         t.value = float(t.value) if any(c in t.value for c in ".eE") else int(t.value)
+        if isinstance(t.value, float) and not math.isfinite(t.value):
+            raise ValueError("number out of range")
         return t
 
 
@@ -134,6 +135,19 @@ def _nesting(text: str) -> int:
         elif char in ")]":
             depth -= 1
     return deepest
+
+
+def comparisons(tree: ast.AST) -> int:
+    """How many attribute comparisons a parsed filter holds."""
+    terms = 0
+    stack: list[Any] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.AttrExpr):
+            terms += 1
+        if isinstance(node, ast.AST):
+            stack.extend(getattr(node, f, None) for f in node._fields)
+    return terms
 
 
 def _check_size(tree: ast.AST) -> None:

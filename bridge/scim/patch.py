@@ -17,11 +17,14 @@ from scim2_filter_parser import ast
 
 from bridge.scim import quirks
 from bridge.scim.errors import ScimError, invalid_path, invalid_syntax, invalid_value, mutability, no_target
-from bridge.scim.filter import Quoted, parse
+from bridge.scim.filter import Quoted, comparisons, parse
 from bridge.scim.resources import attribute_value, canonical
 from bridge.scim.schema import ENTERPRISE, EXTERNAL_ID, PATCH_OP, Attr, ResourceType
 
 MAX_OPERATIONS = 1000
+# Value-filter comparisons in one request, all operations together (docs/scim.md): bounds the
+# parse and match work one client can ask for in one request.
+MAX_FILTER_TERMS = 1000
 _PATH = re.compile(r"^([A-Za-z$][\w$-]*)(?:\[(.*)\])?(?:\.([A-Za-z$][\w$-]*))?$", re.DOTALL)
 
 
@@ -181,9 +184,33 @@ def operations(body: Any) -> list[dict[str, Any]]:
     return out
 
 
+@dataclass(frozen=True)
+class PreparedPatch:
+    """A PATCH body parsed and checked (operations, paths, value filters), before the write
+    transaction opens: parsing 1,000 value filters takes a second or more, which must not be
+    spent holding SQLite's write lock (issue 13, item 6)."""
+
+    ops: list[dict[str, Any]]
+
+
+def prepare_patch(rt: ResourceType, body: Any) -> PreparedPatch:
+    ops = operations(body)
+    terms = 0
+    for op in ops:
+        if op["path"] is None:
+            continue
+        path = op["parsed"] = parse_path(rt, op["path"])
+        if path.filter is not None:
+            terms += comparisons(path.filter)
+            if terms > MAX_FILTER_TERMS:
+                raise ScimError(400, f"at most {MAX_FILTER_TERMS} value-filter comparisons per request", "tooMany")
+    return PreparedPatch(ops)
+
+
 def apply_patch(rt: ResourceType, stored: dict[str, Any], body: Any) -> PatchResult:
+    prepared = body if isinstance(body, PreparedPatch) else prepare_patch(rt, body)
     result = PatchResult(doc=copy.deepcopy(stored))
-    for op in operations(body):
+    for op in prepared.ops:
         kind, path, value = op["op"], op["path"], op["value"]
         if path is None:
             if kind == "remove":
@@ -210,7 +237,7 @@ def apply_patch(rt: ResourceType, stored: dict[str, Any], body: Any) -> PatchRes
                 # {"name.givenName": ..., "urn:...:enterprise:2.0:User:employeeNumber": ...}
                 _apply(rt, result, kind, parse_path(rt, key), item, True, inside_value=True)
             continue
-        _apply(rt, result, kind, parse_path(rt, path), value, op["has_value"])
+        _apply(rt, result, kind, op["parsed"], value, op["has_value"])
     result.doc = canonical(result.doc, rt)
     return result
 
@@ -447,4 +474,13 @@ def check_immutable(rt: ResourceType, before: dict[str, Any], after: dict[str, A
             raise mutability(f'"{attr.name}" is immutable')
 
 
-__all__ = ["MemberOp", "PatchResult", "ScimError", "apply_patch", "check_immutable", "parse_path"]
+__all__ = [
+    "MemberOp",
+    "PatchResult",
+    "PreparedPatch",
+    "ScimError",
+    "apply_patch",
+    "check_immutable",
+    "parse_path",
+    "prepare_patch",
+]
