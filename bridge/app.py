@@ -22,6 +22,27 @@ def request_id(incoming: str) -> str:
     return incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else f"req-{secrets.token_hex(8)}"
 
 
+def _buffer_chunked_body(environ: dict[str, Any], limit: int) -> None:
+    """A chunked body, read here up to the limit: werkzeug reads a body without Content-Length
+    only when the server sets `wsgi.input_terminated` (granian and waitress do not), and then
+    saw an empty body (a 400 for bad JSON, where an over-long body deserves its 413)."""
+    import io
+
+    stream = environ["wsgi.input"]
+    data = bytearray()
+    while len(data) <= limit:
+        chunk = stream.read(min(65536, limit + 1 - len(data)))
+        if not chunk:
+            break
+        data += chunk
+    if len(data) > limit:
+        abort(413)
+    environ["wsgi.input"] = io.BytesIO(bytes(data))
+    environ["CONTENT_LENGTH"] = str(len(data))
+    environ.pop("HTTP_TRANSFER_ENCODING", None)
+    request.__dict__.pop("content_length", None)  # werkzeug caches it on first access
+
+
 def create_app(runtime: Runtime) -> Flask:
     app = Flask("bridge", static_folder=None)  # no /static route: every page inlines what it needs
     app.config["MAX_CONTENT_LENGTH"] = int(runtime.config.server["max_body_bytes"])
@@ -38,6 +59,9 @@ def create_app(runtime: Runtime) -> Flask:
     @app.before_request
     def _refuse_oversized_body() -> None:
         length = request.content_length
+        if length is None and "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+            _buffer_chunked_body(request.environ, app.config["MAX_CONTENT_LENGTH"])
+            return
         if length is None or length <= app.config["MAX_CONTENT_LENGTH"]:
             return
         # gunicorn drains at most 64 KiB of an unread body and then drops the keep-alive
