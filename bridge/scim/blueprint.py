@@ -742,8 +742,9 @@ def error_response(error: ScimError) -> Response:
     body = error.to_json()
     request_id = g.get("request_id")
     if request_id:
-        # An extension member: clients ignore it, an administrator quotes it to find the log lines.
-        body["requestId"] = request_id
+        # In `detail`, not a member of its own: strict clients refuse members the Error schema
+        # does not define (scim2-tester does). An administrator quotes it to find the log lines.
+        body["detail"] = f"{body['detail']} (request id {request_id})"
     return respond(body, error.status, error.headers)
 
 

@@ -32,7 +32,7 @@ def scim_error(response: requests.Response, status: int, scim_type: str | None) 
     assert response.status_code == status, response.text
     body = response.json()
     assert body["status"] == str(status) and body.get("scimType") == scim_type, body
-    assert body["requestId"] == response.headers["X-Request-ID"]
+    assert body["detail"].endswith(f"(request id {response.headers['X-Request-ID']})")
     return body  # type: ignore[no-any-return]
 
 
@@ -147,7 +147,7 @@ def test_error_bodies_and_audit_carry_the_response_request_id(scim: ScimClient, 
         ids = set(conn.execute(text(sql), {"t": scim.tenant}).scalars())  # a fresh tenant: carol's events
     assert ids == {rid}
     sent = scim.call("GET", "/Users/nope", headers={"X-Request-ID": "idp-trace-1"})
-    assert scim_error(sent, 404, None)["requestId"] == "idp-trace-1"
+    assert scim_error(sent, 404, None)["detail"].endswith("(request id idp-trace-1)")
 
 
 def test_read_only_token_gets_403_on_put_search_before_its_body_is_read(scim: ScimClient, log_check: None) -> None:
