@@ -248,17 +248,28 @@ def tokens() -> None:
 @click.option("--tenant", required=True)
 @click.option("--label", default=None)
 @click.option("--read-only", is_flag=True, help="For the product: read accounts, roles and status; no writes.")
+@click.option(
+    "--expires-days",
+    type=click.IntRange(1, 3650),
+    default=None,
+    help="Refuse the token after N days (default: valid until revoked).",
+)
 @pass_state
-def tokens_create(state: State, tenant: str, label: str | None, read_only: bool) -> None:
+def tokens_create(state: State, tenant: str, label: str | None, read_only: bool, expires_days: int | None) -> None:
     """Create a token; it is printed once, as the last line. Only its hash is stored."""
+    from datetime import timedelta
+
     from bridge.store.db import transaction
     from bridge.store.repo import create_token, get_tenant
 
+    now = _now()
+    expires_at = now + timedelta(days=expires_days) if expires_days else None
     with transaction(state.runtime.engine) as conn:
         row = get_tenant(conn, tenant)
-        token_id, token = create_token(conn, row.id, label, read_only, _now())
+        token_id, token = create_token(conn, row.id, label, read_only, now, expires_at)
+    until = f", expires {expires_at:%Y-%m-%d %H:%M} UTC" if expires_at else ""
     click.echo(
-        f"token {token_id} for tenant {tenant}{' (read-only)' if read_only else ''}; "
+        f"token {token_id} for tenant {tenant}{' (read-only)' if read_only else ''}{until}; "
         "store it now, it is not shown again:"
     )
     click.echo(token)
@@ -278,8 +289,11 @@ def tokens_list(state: State, tenant: str, as_json: bool) -> None:
         _print_json(data)
     else:
         _table(
-            ["ID", "LABEL", "READ-ONLY", "CREATED", "REVOKED"],
-            [[d["id"], d["label"], d["readOnly"], d["created"], d["revoked"]] for d in data],
+            ["ID", "LABEL", "READ-ONLY", "CREATED", "LAST USED", "EXPIRES", "REVOKED"],
+            [
+                [d["id"], d["label"], d["readOnly"], d["created"], d["lastUsed"], d["expires"], d["revoked"]]
+                for d in data
+            ],
         )
 
 

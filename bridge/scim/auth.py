@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, bindparam, select
@@ -12,7 +13,7 @@ from sqlalchemy.engine import Dialect
 from bridge.scim import quirks
 from bridge.scim.errors import ScimError
 from bridge.store.fast import FastQuery
-from bridge.store.repo import hash_token
+from bridge.store.repo import hash_token, token_use
 from bridge.store.tables import ScimToken, Tenant
 
 tokens = ScimToken.__table__
@@ -29,6 +30,8 @@ TOKEN_COLUMNS = (
     tokens.c.label.label("token_label"),
     tokens.c.read_only,
     tokens.c.token_hash,
+    tokens.c.last_used_at,
+    tokens.c.expires_at,
     tenants.c.id.label("tenant_id"),
     tenants.c.name.label("tenant_name"),
 )
@@ -45,6 +48,11 @@ class Caller:
     tenant_name: str
     read_only: bool
     actor: str  # for the audit log: "scim:<token label or id>"
+    token_id: str = ""
+    last_used_at: datetime | None = None
+
+    def note_use(self, engine: Any) -> None:
+        token_use.note(engine, self.token_id, self.last_used_at, datetime.now(UTC))
 
 
 def token_digest(header: str | None) -> str:
@@ -62,11 +70,15 @@ def caller_of(row: Any, digest: str) -> Caller:
     # comparison below is constant-time anyway.
     if row is None or not secrets.compare_digest(row.token_hash, digest):
         raise ScimError(401, "invalid or revoked bearer token", headers=CHALLENGE)
+    if row.expires_at is not None and row.expires_at <= datetime.now(UTC):
+        raise ScimError(401, "expired bearer token", headers=CHALLENGE)
     return Caller(
         tenant_id=row.tenant_id,
         tenant_name=row.tenant_name,
         read_only=bool(row.read_only),
         actor=f"scim:{row.token_label or row.token_id}",
+        token_id=row.token_id,
+        last_used_at=row.last_used_at,
     )
 
 

@@ -607,7 +607,7 @@ def fast_user_lookup(cursor: Any, dialect: Any, caller: Caller, query: Query, ba
 
 
 def fast_token_user_lookup(
-    cursor: Any, dialect: Any, header: str | None, query: Query, base_url: str
+    cursor: Any, dialect: Any, header: str | None, query: Query, base_url: str, engine: Any = None
 ) -> dict[str, Any] | None:
     """`fast_user_lookup` for a request not authenticated yet: the token is checked by the
     lookup's own statement (the fast lane's). A token that does not authenticate raises the 401."""
@@ -616,6 +616,8 @@ def fast_token_user_lookup(
     digest = token_digest(header)
     token, rows = storage.fast_lookup_with_token(cursor, dialect, digest, *query.lookup, query.count)
     caller = caller_of(token, digest)
+    if engine is not None:
+        caller.note_use(engine)
     if not _fast_lookup_answers(query, caller):
         return None
     return _fast_user_page(cursor, dialect, caller, query, rows, base_url)
@@ -769,6 +771,7 @@ def register(app: Flask, runtime: Runtime) -> None:
         if request.endpoint in discovery_endpoints:
             return
         caller = api.caller
+        caller.note_use(api.runtime.engine)
         # Keyed on the endpoint, not the path: `PUT /Users/.search` is a write on a resource.
         if request.method in ("POST", "PUT", "PATCH", "DELETE") and request.endpoint not in search_endpoints:
             require_write(caller)

@@ -99,7 +99,7 @@ class FastLane:
         cursor = self._cursor()
         try:
             header = environ.get("HTTP_AUTHORIZATION")
-            found = fast_token_user_lookup(cursor, self.engine.dialect, header, query, self.base_url)
+            found = fast_token_user_lookup(cursor, self.engine.dialect, header, query, self.base_url, self.engine)
         finally:
             self._local.connection.rollback()  # PostgreSQL opened a transaction; SQLite has none
         return None if found is None else scim_json(found)

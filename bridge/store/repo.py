@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import secrets
+import threading
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, update
@@ -18,6 +21,8 @@ from bridge.core.mapping import RoleMapping
 from bridge.core.plan import AccountState, Usage
 from bridge.errors import Ambiguous, NotFound
 from bridge.store.tables import Account, AuditEvent, Credential, Identity, RoleGrant, ScimToken, SyncRun, Tenant
+
+log = logging.getLogger(__name__)
 
 accounts = Account.__table__
 identities = Identity.__table__
@@ -102,7 +107,12 @@ def hash_token(token: str) -> str:
 
 
 def create_token(
-    conn: Connection, tenant_id: int, label: str | None, read_only: bool, now: datetime
+    conn: Connection,
+    tenant_id: int,
+    label: str | None,
+    read_only: bool,
+    now: datetime,
+    expires_at: datetime | None = None,
 ) -> tuple[str, str]:
     token = "brg_" + secrets.token_urlsafe(32)
     token_id = new_id()
@@ -114,6 +124,7 @@ def create_token(
             token_hash=hash_token(token),
             read_only=read_only,
             created_at=now,
+            expires_at=expires_at,
         )
     )
     return token_id, token
@@ -129,6 +140,7 @@ def list_tokens(conn: Connection, tenant_id: int) -> list[dict[str, Any]]:
             "created": r.created_at.isoformat(),
             "revoked": r.revoked_at.isoformat() if r.revoked_at else None,
             "lastUsed": r.last_used_at.isoformat() if r.last_used_at else None,
+            "expires": r.expires_at.isoformat() if r.expires_at else None,
         }
         for r in rows
     ]
@@ -141,17 +153,65 @@ def revoke_token(conn: Connection, token_id: str, now: datetime) -> bool:
     return result.rowcount == 1
 
 
-def tenant_for_token(conn: Connection, token: str) -> tuple[int, bool] | None:
-    """(tenant id, read_only) for a valid token. The lookup is by hash, so timing reveals nothing
-    about the stored tokens' characters."""
+def tenant_for_token(conn: Connection, token: str, now: datetime) -> Any:
+    """The token's row (tenant_id, read_only, id, last_used_at) if it is valid: not revoked, not
+    expired. The lookup is by hash, so timing reveals nothing about the stored tokens' characters."""
     row = conn.execute(
-        select(tokens.c.tenant_id, tokens.c.read_only, tokens.c.token_hash).where(
-            tokens.c.token_hash == hash_token(token), tokens.c.revoked_at.is_(None)
-        )
+        select(
+            tokens.c.id,
+            tokens.c.tenant_id,
+            tokens.c.read_only,
+            tokens.c.token_hash,
+            tokens.c.last_used_at,
+            tokens.c.expires_at,
+        ).where(tokens.c.token_hash == hash_token(token), tokens.c.revoked_at.is_(None))
     ).first()
     if row is None or not secrets.compare_digest(row.token_hash, hash_token(token)):
         return None
-    return row.tenant_id, row.read_only
+    if row.expires_at is not None and row.expires_at <= now:
+        return None
+    return row
+
+
+class TokenUse:
+    """Writes a token's `last_used_at` at most once a minute, off the request's path: a write per
+    request would take SQLite's write lock on every read, and a busy database must not slow the
+    request that merely used the token. Best effort: a lost update is rewritten a minute later."""
+
+    EVERY = timedelta(minutes=1)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._written: dict[str, datetime] = {}
+        self._pool: ThreadPoolExecutor | None = None
+
+    def note(self, engine: Any, token_id: str, last_used_at: datetime | None, now: datetime) -> None:
+        due = now - self.EVERY
+        with self._lock:
+            seen = max(filter(None, (last_used_at, self._written.get(token_id))), default=None)
+            if seen is not None and seen > due:
+                return
+            self._written[token_id] = now
+            if self._pool is None:
+                # Made on first use, in the process that serves (never inherited across a fork).
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="token-use")
+            pool = self._pool
+        pool.submit(self._write, engine, token_id, now, due)
+
+    @staticmethod
+    def _write(engine: Any, token_id: str, now: datetime, due: datetime) -> None:
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    update(tokens)
+                    .where(tokens.c.id == token_id, or_(tokens.c.last_used_at.is_(None), tokens.c.last_used_at <= due))
+                    .values(last_used_at=now)
+                )
+        except Exception as exc:  # bookkeeping: the request it records has been answered
+            log.warning("could not record the use of token %s: %s", token_id, type(exc).__name__)
+
+
+token_use = TokenUse()
 
 
 # ---- accounts ------------------------------------------------------------------------------

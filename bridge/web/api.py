@@ -11,7 +11,7 @@ from sqlalchemy import update
 
 from bridge.runtime import Runtime
 from bridge.store.db import transaction
-from bridge.store.repo import find_sign_in_account, fold, hash_token, tenant_for_token
+from bridge.store.repo import find_sign_in_account, fold, hash_token, tenant_for_token, token_use
 from bridge.store.tables import Credential
 from bridge.web.passwords import MAX_LENGTH, hash_password, verify
 from bridge.web.ratelimit import RateLimiter
@@ -44,11 +44,12 @@ def verify_password() -> Response:
     if scheme.lower() != "bearer" or not token:
         return _error(401, "a read-only product token is required")
     with transaction(runtime.engine, write=False) as conn:
-        found = tenant_for_token(conn, token.strip())
+        found = tenant_for_token(conn, token.strip(), datetime.now(UTC))
     if found is None:
         return _error(401, "invalid token")
-    tenant_id, read_only = found
-    if not read_only:
+    token_use.note(runtime.engine, found.id, found.last_used_at, datetime.now(UTC))
+    tenant_id = found.tenant_id
+    if not found.read_only:
         # An identity provider's SCIM token has no business checking passwords.
         return _error(403, "use a read-only product token (bridge tokens create --read-only)")
     body: Any = request.get_json(silent=True)

@@ -4,9 +4,12 @@ projections, ETags, auth and tenancy, bad input, and the lifecycle the core deri
 from __future__ import annotations
 
 import json
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
+from sqlalchemy import select, update
 
 from tests.fixtures.scim import (
     ACCOUNT,
@@ -412,3 +415,51 @@ def test_the_wsgi_fast_lane_answers_lookups_and_passes_everything_else_on(scim: 
         assert revoke_token(conn, token_id, datetime.now(UTC))
     passed.clear()
     assert call(lookup)[0] == "599 Passed" and len(passed) == 1
+
+
+def token_row(scim: ScimClient) -> Any:
+    from bridge.store.repo import hash_token, tokens
+
+    with scim.server.db().connect() as conn:
+        return conn.execute(select(tokens).where(tokens.c.token_hash == hash_token(scim.token))).one()
+
+
+def test_a_tokens_use_is_recorded_at_most_once_a_minute(scim: ScimClient) -> None:
+    assert token_row(scim).last_used_at is None
+    started = time.monotonic()
+    find(scim, 'userName eq "nobody"')  # the fast lane
+    deadline = time.monotonic() + 60
+    while token_row(scim).last_used_at is None:  # written off the request's path: wait for it
+        assert time.monotonic() < deadline, "last_used_at was never written"
+        time.sleep(0.05)
+    first = token_row(scim).last_used_at
+    for _ in range(5):
+        scim.ok("GET", "/Users")  # the general path
+        find(scim, 'userName eq "nobody"')
+    listed = json.loads(bridge_cli(scim.server.config, "tokens", "list", "--tenant", scim.tenant, "--json"))
+    assert [t["lastUsed"] for t in listed] == [first.isoformat()]
+    if time.monotonic() - started < 50:  # within the minute, nothing was rewritten
+        assert token_row(scim).last_used_at == first
+
+
+def test_an_expired_token_is_refused_everywhere(scim: ScimClient) -> None:
+    from bridge.store.repo import tokens
+
+    out = bridge_cli(scim.server.config, "tokens", "create", "--tenant", scim.tenant, "--expires-days", "30")
+    assert "expires " in out.splitlines()[0]
+    listed = json.loads(bridge_cli(scim.server.config, "tokens", "list", "--tenant", scim.tenant, "--json"))
+    expires = [datetime.fromisoformat(t["expires"]) for t in listed if t["expires"]]
+    assert len(expires) == 1 and timedelta(days=29) < expires[0] - datetime.now(UTC) <= timedelta(days=30)
+    find(scim, 'userName eq "nobody"')
+    with scim.server.db().begin() as conn:
+        conn.execute(
+            update(tokens)
+            .where(tokens.c.id == token_row(scim).id)
+            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    for response in (
+        scim.call("GET", "/Users", params={"filter": 'userName eq "nobody"'}),  # the fast lane
+        scim.call("GET", "/Users"),
+        scim.call("POST", "/Users", {"schemas": [USER], "userName": "late@example.org"}),
+    ):
+        assert "expired" in error(response, 401)["detail"]
