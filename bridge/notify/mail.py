@@ -169,6 +169,23 @@ def _reply(code: int, text: bytes | str) -> str:
     return f"{code} {text}".strip()
 
 
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def clear_auth_warning(settings: dict[str, Any]) -> str | None:
+    """What to warn about when the relay's password would cross a network in clear: AUTH
+    without STARTTLS or SSL to a host that is not this machine (as the LDAP source warns)."""
+    if not settings.get("username") or settings.get("starttls") or settings.get("ssl"):
+        return None
+    host = str(settings["smtp_host"])
+    if host in _LOOPBACK:
+        return None
+    return (
+        f"email: logging in to {host}:{settings['smtp_port']} without TLS sends the relay password in clear; "
+        "set starttls = true or ssl = true"
+    )
+
+
 class SmtpSender:
     """Sends messages over one SMTP connection, opened on first use and reused until closed."""
 

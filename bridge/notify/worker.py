@@ -45,6 +45,7 @@ from bridge.notify.mail import (
     SmtpSender,
     SmtpUnavailable,
     build_message,
+    clear_auth_warning,
     format_date,
     message_id,
     pick_language,
@@ -63,6 +64,9 @@ identities = Identity.__table__
 tenants = Tenant.__table__
 
 ACTOR = "outbox-worker"
+# The receiver verifies HMAC-SHA256 signatures with this secret: 32 characters is 128 bits even
+# for hex, the least a guessable secret should carry.
+MIN_WEBHOOK_SECRET = 32
 
 
 @dataclass
@@ -128,7 +132,17 @@ class OutboxWorker:
                 raise ConfigError(
                     config.origin, "webhook.secret_env", "webhooks are signed: set secret_env or secret_file"
                 )
+            if len(secret) < MIN_WEBHOOK_SECRET:
+                key = "secret_env" if config.webhook.get("secret_env") else "secret_file"
+                raise ConfigError(
+                    config.origin,
+                    f"webhook.{key}",
+                    f"the secret is {len(secret)} characters; the product checks signatures with it: "
+                    f"use at least {MIN_WEBHOOK_SECRET} random characters (openssl rand -hex 32)",
+                )
             self.webhook_secret = secret.encode()
+        if warning := clear_auth_warning(self.email):
+            log.warning("%s", warning)
         self._server_secret: bytes | None = None
         self._tenant_names: dict[int, str] = {}
         self._lease_deadline = 0.0

@@ -16,6 +16,7 @@ from bridge.notify import outbox as queue
 from bridge.notify.activation import purge_activation_tokens, send_activation_reminders
 from bridge.notify.mail import message_id
 from bridge.notify.webhook import SIGNATURE_HEADER, verify_signature
+from bridge.notify.worker import OutboxWorker
 from bridge.store.tables import ActivationToken, AuditEvent, OutboxMessage
 from tests.conftest import Deployment
 from tests.fixtures.smtp import SmtpServer
@@ -391,3 +392,43 @@ def test_unknown_channel_and_topic_are_refused_at_once(deployment: Deployment, s
     run_worker(deployment)
     refused = outbox_rows(deployment, status="failed")
     assert sorted(r.last_error for r in refused) == ["no template for mail topic 'newsletter'", "unknown channel 'sms'"]
+
+
+def test_a_short_webhook_secret_is_a_config_error(
+    deployment: Deployment, webhook_receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BRIDGE_TEST_WEBHOOK_SECRET", "hunter2")
+    deployment.write_config(extra=notify_config(port=1, webhook_url=webhook_receiver.url))
+    result = bridge(deployment, "outbox", "run", "--once")
+    assert result.exit_code == 2, result.output
+    assert "webhook.secret_env" in result.output and "at least 32" in result.output
+    assert "hunter2" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("email", "warned"),
+    [
+        ('smtp_host = "192.0.2.25"\nusername = "bridge"\npassword_env = "BRIDGE_TEST_SMTP_PASSWORD"\n', True),
+        (
+            'smtp_host = "192.0.2.25"\nusername = "bridge"\npassword_env = "BRIDGE_TEST_SMTP_PASSWORD"\n'
+            "starttls = true\n",
+            False,
+        ),
+        ('username = "bridge"\npassword_env = "BRIDGE_TEST_SMTP_PASSWORD"\n', False),  # 127.0.0.1
+        ('smtp_host = "192.0.2.25"\n', False),  # no AUTH, no password to leak
+    ],
+)
+def test_smtp_auth_in_clear_to_a_remote_relay_is_warned_about(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, email: str, warned: bool
+) -> None:
+    monkeypatch.setenv("BRIDGE_TEST_SMTP_PASSWORD", "relay-password")
+    synced(deployment, notify_config(port=1))
+    text = notify_config(port=1)
+    if "smtp_host" in email:
+        text = text.replace('smtp_host = "127.0.0.1"\n', "")
+    deployment.write_config(extra=text.replace("[email]\n", "[email]\n" + email, 1))
+    with caplog.at_level("WARNING"), runtime_of(deployment) as runtime:
+        OutboxWorker(runtime)
+    found = [r.getMessage() for r in caplog.records if "without TLS" in r.getMessage()]
+    assert bool(found) == warned, found
+    assert all("192.0.2.25:1" in m and "relay-password" not in m for m in found)
