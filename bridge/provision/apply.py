@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.core.address import ADDRESS_UNUSABLE, address_problem
@@ -25,7 +25,7 @@ from bridge.store.bulk import insert_many
 from bridge.store.db import transaction
 from bridge.store.identities import identity_values
 from bridge.store.repo import fold, new_id
-from bridge.store.tables import Account, AuditEvent, Identity, OutboxMessage, RoleGrant
+from bridge.store.tables import Account, ActivationToken, AuditEvent, Identity, OutboxMessage, RoleGrant
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ identities = Identity.__table__
 role_grants = RoleGrant.__table__
 audit = AuditEvent.__table__
 outbox = OutboxMessage.__table__
+activation_tokens = ActivationToken.__table__
 
 # Statements built once: building `insert(...).values(**literals)` per row cost more than the
 # database work itself on a first sync (SQLAlchemy coerces and cache-keys every literal).
@@ -173,6 +174,7 @@ class _Rows:
         self.audit: list[dict[str, Any]] = []
         self.mails_new: dict[str, dict[str, Any]] = {}  # account id -> mail fields (created now)
         self.mails_existing: list[str] = []  # account ids whose fields are read back
+        self.mails_regrant: list[str] = []  # roles back on a pending-again account (no resend)
         self.webhooks: list[dict[str, Any]] = []
 
 
@@ -230,6 +232,7 @@ def _collect(
     roles: set[str] = set(stored_roles.get(account_id, ())) if plan.account_id is not None else set()
     fields: dict[str, Any] = {}
     activation_mail = False
+    resend = False
     grants: list[dict[str, Any]] = []
     # A new account is inserted once, in its final state (not inserted then updated).
     new_account: dict[str, Any] | None = None
@@ -273,7 +276,7 @@ def _collect(
             roles -= revoked
             detail = {"revoked": list(change.roles)}
         elif change.kind == "resend_activation":
-            activation_mail = True
+            activation_mail = resend = True
         after = _snapshot(status, roles)
         rows.audit.append(
             {
@@ -324,8 +327,11 @@ def _collect(
                 "given_name": user.given_name,
                 "preferred_language": user.preferred_language,
             }
-        else:
+        elif resend or plan.before is Status.ARCHIVED or any(c.kind == "reactivate" for c in plan.changes):
+            # A person back after leaving gets a new activation, never a link from before.
             rows.mails_existing.append(account_id)
+        else:
+            rows.mails_regrant.append(account_id)
     return account_id
 
 
@@ -361,6 +367,12 @@ def _flush(conn: Connection, rows: _Rows, ctx: ApplyContext) -> None:
     if rows.audit:
         insert_many(conn, audit, rows.audit)  # in change order: ids grow with the list
     mails = dict(rows.mails_new)
+    if rows.mails_regrant:
+        # Roles taken away and given back within the life of an activation (a group removed
+        # and re-added): the activation in flight is kept, so the person gets one mail whose
+        # link works, not a second mail that kills the first link.
+        kept = _activation_in_flight(conn, ctx, rows.mails_regrant)
+        rows.mails_existing += [a for a in rows.mails_regrant if a not in kept]
     if rows.mails_existing:
         # A resend or a changed address: the earlier mail still queued must never go out after
         # the new one, so it is superseded in the same transaction.
@@ -379,6 +391,47 @@ def _flush(conn: Connection, rows: _Rows, ctx: ApplyContext) -> None:
     outbox_rows = [_activation_row(ctx, account_id, mails[account_id]) for account_id in mails] + rows.webhooks
     if outbox_rows:
         insert_many(conn, outbox, outbox_rows)
+
+
+def _activation_in_flight(conn: Connection, ctx: ApplyContext, account_ids: Sequence[str]) -> set[str]:
+    """The accounts whose newest activation mail still stands, to their current address: queued
+    (the worker sends it now that the account is pending again), or sent with a link that is
+    neither used, replaced nor expired (it is valid again once the account is pending)."""
+    newest = (
+        select(func.max(outbox.c.id))
+        .where(
+            outbox.c.tenant_id == ctx.tenant_id,
+            outbox.c.account_id.in_(list(account_ids)),
+            outbox.c.topic == "activation",
+        )
+        .group_by(outbox.c.account_id)
+    )
+    kept = set()
+    for row in conn.execute(
+        select(
+            outbox.c.account_id,
+            outbox.c.status,
+            outbox.c.payload,
+            accounts.c.email,
+            activation_tokens.c.email.label("link_email"),
+            activation_tokens.c.used_at,
+            activation_tokens.c.revoked_at,
+            activation_tokens.c.expires_at,
+        )
+        .join(accounts, accounts.c.id == outbox.c.account_id)
+        .join(activation_tokens, activation_tokens.c.outbox_id == outbox.c.id, isouter=True)
+        .where(outbox.c.id.in_(newest))
+    ):
+        if (row.status == "queued" and (row.payload or {}).get("to") == row.email) or (
+            row.status == "sent"
+            and row.link_email == row.email
+            and row.used_at is None
+            and row.revoked_at is None
+            and row.expires_at is not None
+            and row.expires_at > ctx.now
+        ):
+            kept.add(row.account_id)
+    return kept
 
 
 def _activation_row(ctx: ApplyContext, account_id: str, fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -357,3 +357,38 @@ def test_a_relay_outage_is_logged_once_with_its_reason_not_at_every_pass(
     down = [r.getMessage() for r in caplog.records if "relay unavailable" in r.getMessage()]
     assert len(down) == 1 and "127.0.0.1:1" in down[0] and "refused" in down[0].lower()
     assert not [r for r in caplog.records if r.getMessage().startswith("outbox: retried")]
+
+
+def test_a_group_removed_and_re_added_keeps_the_activation_in_flight(
+    deployment: Deployment, smtp_server: SmtpServer
+) -> None:
+    """One mail, and its link works: not a second mail that kills the first link (issue 12)."""
+    from datetime import UTC, datetime
+
+    from bridge.notify.activation import LinkState, look_up
+    from tests.integration.notify_support import link_in
+
+    deployment.write_config(extra=notify_config(smtp=smtp_server))
+    original = deployment.ldif.read_text()
+    member = "member: uid=fsimon,ou=people,dc=example,dc=org\n"
+    assert member in original
+    assert bridge(deployment, "sync").exit_code == 0
+    for deliver_first in (True, False):
+        if deliver_first:
+            run_worker(deployment)  # the first mail is out before the group goes
+        deployment.ldif.write_text(original.replace(member, ""))
+        assert bridge(deployment, "sync").exit_code == 0
+        assert json.loads(bridge(deployment, "users", "show", "fsimon", "--json").output)["status"] == "no_access"
+        deployment.ldif.write_text(original)
+        assert bridge(deployment, "sync").exit_code == 0
+        assert json.loads(bridge(deployment, "users", "show", "fsimon", "--json").output)["status"] == "pending"
+        run_worker(deployment)
+        mails = [m for m in smtp_server.messages if "fabien.simon@example.org" in m.rcpt_tos]
+        assert len(mails) == 1, [m.subject for m in mails]
+        _, token = link_in(mails[0])
+        with runtime_of(deployment) as runtime, runtime.engine.connect() as conn:
+            assert look_up(conn, token, datetime.now(UTC)).state is LinkState.VALID
+        smtp_server.messages.clear()
+        if deliver_first:
+            # The next round starts with the mail still queued: re-send it to clear the slate.
+            assert bridge(deployment, "users", "resend-activation", "fsimon").exit_code == 0
