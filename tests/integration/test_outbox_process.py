@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,26 @@ def test_bridge_serve_delivers_the_mail_whose_link_activates_and_stops_cleanly(
     assert len(mails_to(smtp_server, "alice.garnier@example.org")) == 1
 
 
+def wait_for_progress(
+    done: Callable[[], bool], progress: Callable[[], object], what: str, *, stalled: float = 120, cap: float = 1200
+) -> None:
+    """Wait until `done()`, failing only when `progress()` has not changed for `stalled` seconds
+    (or after `cap`, a bound on a run that keeps moving forever): a busy machine slows a worker
+    down, it does not stop it, so a fixed wall-clock budget is no test of correctness."""
+    started = last_change = time.monotonic()
+    seen = progress()
+    while not done():
+        now = time.monotonic()
+        current = progress()
+        if current != seen:
+            seen, last_change = current, now
+        if now - last_change > stalled:
+            raise AssertionError(f"no progress for {stalled:.0f}s waiting for {what} (at {seen})")
+        if now - started > cap:
+            raise AssertionError(f"still waiting for {what} after {cap:.0f}s (at {seen})")
+        time.sleep(0.05)
+
+
 MAILS = 1000
 KILLS = 12
 CONNECTIONS = 4  # [email] connections, the default
@@ -84,23 +105,35 @@ def test_sigkilled_worker_loses_no_mail_and_repeats_only_what_was_in_flight(
     deployment: Deployment, smtp_server: SmtpServer
 ) -> None:
     seed = int(os.environ.get("BRIDGE_CRASH_SEED", random.randrange(1 << 30)))
+    try:
+        _crash_test(deployment, smtp_server, seed)
+    except Exception as exc:
+        # The kill moments come from the seed: a failure is reproduced with the same one.
+        raise AssertionError(
+            f"crash test failed with seed {seed} (rerun with BRIDGE_CRASH_SEED={seed}): {exc}"
+        ) from exc
+
+
+def _crash_test(deployment: Deployment, smtp_server: SmtpServer, seed: int) -> None:
     rng = random.Random(seed)
     deployment.ldif.write_text(people_ldif(MAILS))
+    # The SMTP timeout stays the default: a client that gives up on a slow (busy) server after the
+    # server took the mail sends it again, a duplicate no kill caused, and retries then run out.
     deployment.write_config(
         seat_limit=None,
         extra=notify_config(smtp=smtp_server, outbox="lease_seconds = 2\nbatch_size = 50\n").replace(
-            "timeout = 5", "timeout = 1"
-        )
-        + "\n[webhook]\ntimeout = 1\n",
+            "timeout = 5", "timeout = 60"
+        ),
     )
     assert bridge(deployment, "sync").exit_code == 0
     engine = make_engine(deployment.db_url)
 
-    def sent() -> int:
+    def statuses() -> dict[str, int]:
         with engine.connect() as conn:
-            return int(
-                conn.execute(select(func.count()).select_from(outbox).where(outbox.c.status == "sent")).scalar_one()
-            )
+            return dict(conn.execute(select(outbox.c.status, func.count()).group_by(outbox.c.status)).all())  # type: ignore[arg-type]
+
+    def sent() -> int:
+        return statuses().get("sent", 0)
 
     try:
         with engine.connect() as conn:
@@ -115,20 +148,29 @@ def test_sigkilled_worker_loses_no_mail_and_repeats_only_what_was_in_flight(
                 # Any moment from start-up on: importing, claiming, minting links.
                 time.sleep(rng.uniform(0.1, 1.5))
             else:
-                # In the middle of delivering: once mails flow, a random moment later.
+                # In the middle of delivering: once mails flow, a random moment later. A process
+                # start on a busy machine takes what it takes: the cap only bounds a hang.
                 def flowing(before: int = before, worker: subprocess.Popen[bytes] = worker) -> bool:
                     return sent() > before or worker.poll() is not None
 
-                wait_until(flowing, 60, "delivery to start")
+                wait_for_progress(flowing, lambda: None, "delivery to start", stalled=600)
                 time.sleep(rng.uniform(0, 0.4))
             worker.send_signal(signal.SIGKILL)
-            worker.wait(timeout=10)
+            worker.wait()
             kills += 1
             mid_delivery += int(sent() > before)
         final = start(deployment, "outbox", "run")
-        wait_until(lambda: sent() == MAILS, 180, "every mail to be marked sent")
+
+        def all_sent() -> bool:
+            counts = statuses()
+            stuck = {k: v for k, v in counts.items() if k not in ("queued", "sent")}
+            assert not stuck, f"rows that will never be sent: {counts}"
+            return counts.get("sent", 0) == MAILS
+
+        # Failing means no mail marked sent for two minutes, not "slower than on my laptop".
+        wait_for_progress(all_sent, sent, "every mail to be marked sent")
         final.send_signal(signal.SIGTERM)
-        assert final.wait(timeout=30) == 0
+        assert final.wait(timeout=300) == 0
         elapsed = time.monotonic() - started
     finally:
         engine.dispose()
@@ -141,7 +183,7 @@ def test_sigkilled_worker_loses_no_mail_and_repeats_only_what_was_in_flight(
         f"{len(smtp_server.messages)} received, "
         f"{len(received)} distinct, {duplicates} duplicates, {elapsed:.1f}s"
     )
-    assert set(received) == expected  # every mail arrived
+    assert set(received) == expected, f"{len(expected - set(received))} mails never arrived"
     # Each connection has one message in flight and marks it right after the server accepts it,
     # so a kill can repeat at most one message per connection.
-    assert duplicates <= kills * CONNECTIONS
+    assert duplicates <= kills * CONNECTIONS, f"{duplicates} duplicates after {kills} kills"
