@@ -31,6 +31,8 @@ def make_engine(url: str, *, origin: str = "config", echo: bool = False) -> Engi
             engine = create_engine(
                 url,
                 echo=echo,
+                # Bound values are names, addresses and hashes: never in error text or echo logs.
+                hide_parameters=True,
                 connect_args={"check_same_thread": False, "timeout": 30},
                 json_serializer=jsonfast.dumps,
                 json_deserializer=jsonfast.loads,
@@ -42,6 +44,7 @@ def make_engine(url: str, *, origin: str = "config", echo: bool = False) -> Engi
             engine = create_engine(
                 url,
                 echo=echo,
+                hide_parameters=True,
                 pool_pre_ping=True,
                 pool_size=10,
                 max_overflow=10,

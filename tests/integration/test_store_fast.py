@@ -161,3 +161,11 @@ def test_group_members_go_in_as_json_statements_and_replace_the_old_ones(
     groups["g5"] = SourceGroup(anchor="g5", name="five", members=("u1", "u2"))
     assert write(groups) == 4  # g1, g2 rewritten, g5 new, g4 removed
     assert _stored_memberships(engine) == {("g1", "u3"), ("g2", "g1"), ("g2", "u9"), ("g5", "u1"), ("g5", "u2")}
+
+
+def test_database_errors_never_carry_the_bound_values(engine: Engine) -> None:
+    secret = "bound-value-that-is-a-secret"
+    with pytest.raises(IntegrityError) as caught, transaction(engine) as conn:
+        conn.execute(insert(Tenant.__table__).values(id=1, name=secret, created_at=datetime.now(UTC)))
+    assert secret not in str(caught.value)
+    assert "hidden due to hide_parameters" in str(caught.value)
