@@ -151,16 +151,8 @@ def comparisons(tree: ast.AST) -> int:
 
 
 def _check_size(tree: ast.AST) -> None:
-    terms = 0
-    stack: list[Any] = [tree]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ast.AttrExpr):
-            terms += 1
-            if terms > MAX_TERMS:
-                raise invalid_filter(f"filter has more than {MAX_TERMS} comparisons")
-        if isinstance(node, ast.AST):
-            stack.extend(getattr(node, f, None) for f in node._fields)
+    if comparisons(tree) > MAX_TERMS:
+        raise invalid_filter(f"filter has more than {MAX_TERMS} comparisons")
 
 
 # ---- attribute targets ---------------------------------------------------------------------
