@@ -17,7 +17,8 @@ from typing import Any
 import requests
 from sqlalchemy import Connection, insert, select, update
 
-from bridge.store.tables import AuditEvent, WebhookEndpoint
+from bridge.store.repo import record_tenant_event
+from bridge.store.tables import WebhookEndpoint
 
 SIGNATURE_HEADER = "Bridge-Signature"
 EVENT_ID_HEADER = "Bridge-Event-Id"
@@ -25,7 +26,6 @@ EVENT_TYPE_HEADER = "Bridge-Event-Type"
 DEFAULT_TOLERANCE_SECONDS = 300
 
 endpoints = WebhookEndpoint.__table__
-audit = AuditEvent.__table__
 
 
 def signature(secret: bytes, timestamp: int, body: bytes) -> str:
@@ -126,17 +126,16 @@ def disable_endpoint(conn: Connection, url: str, reason: str, now: datetime, *, 
             .where(endpoints.c.url_hash == key)
             .values(disabled_at=now, disabled_reason=reason, updated_at=now)
         )
-    conn.execute(
-        insert(audit).values(
-            tenant_id=tenant_id,
-            account_id=None,
-            actor=actor,
-            action="webhook_disabled",
-            before={"webhook": "enabled"},
-            after={"webhook": "disabled", "url": url},
-            reason=reason,
-            occurred_at=now,
-        )
+    record_tenant_event(
+        conn,
+        tenant_id,
+        actor=actor,
+        action="webhook_disabled",
+        before={"webhook": "enabled"},
+        after={"webhook": "disabled", "url": url},
+        reason=reason,
+        correlation_id=None,
+        now=now,
     )
     return True
 

@@ -7,18 +7,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, insert, or_, select, text, update
+from sqlalchemy import Connection, bindparam, delete, or_, select, text, update
 
 from bridge.core.model import GroupRef, SourceGroup, SourceUser
 from bridge.core.plan import Subject, identity_digest
 from bridge.jsonfast import dumps
 from bridge.store.bulk import insert_many
-from bridge.store.repo import new_id
-from bridge.store.tables import AuditEvent, Identity, Membership
+from bridge.store.repo import new_id, record_tenant_event
+from bridge.store.tables import Identity, Membership
 
 identities = Identity.__table__
 memberships = Membership.__table__
-audit = AuditEvent.__table__
 
 
 def _group_digest(group: SourceGroup, members: Iterable[str]) -> str:
@@ -286,18 +285,16 @@ def remove_group(
         )
     )
     conn.execute(delete(identities).where(identities.c.id == identity_id, identities.c.tenant_id == tenant_id))
-    conn.execute(
-        insert(audit).values(
-            tenant_id=tenant_id,
-            account_id=None,
-            actor=actor,
-            action="group_removed",
-            before={"group": anchor, "source": source},
-            after=None,
-            reason=reason,
-            correlation_id=correlation_id,
-            occurred_at=now,
-        )
+    record_tenant_event(
+        conn,
+        tenant_id,
+        actor=actor,
+        action="group_removed",
+        before={"group": anchor, "source": source},
+        after=None,
+        reason=reason,
+        correlation_id=correlation_id,
+        now=now,
     )
 
 

@@ -434,20 +434,21 @@ def record_tenant_event(
     *,
     actor: str,
     action: str,
-    after: dict[str, Any],
-    reason: str,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None,
+    reason: str | None,
     correlation_id: str | None,
     now: datetime,
 ) -> None:
-    """Append an audit event about the tenant as a whole (no account), such as an overridden
-    safety check."""
+    """Append an audit event about no one account: the tenant as a whole (an overridden safety
+    check), one of its groups, its webhook endpoint."""
     conn.execute(
         insert(audit).values(
             tenant_id=tenant_id,
             account_id=None,
             actor=actor,
             action=action,
-            before=None,
+            before=before,
             after=after,
             reason=reason,
             correlation_id=correlation_id,
