@@ -13,7 +13,7 @@ from sqlalchemy.engine import Dialect
 from bridge.scim import quirks
 from bridge.scim.errors import ScimError
 from bridge.store.fast import FastQuery
-from bridge.store.repo import hash_token, token_use
+from bridge.store.repo import hash_token, token_expired, token_use
 from bridge.store.tables import ScimToken, Tenant
 
 tokens = ScimToken.__table__
@@ -70,7 +70,7 @@ def caller_of(row: Any, digest: str) -> Caller:
     # comparison below is constant-time anyway.
     if row is None or not secrets.compare_digest(row.token_hash, digest):
         raise ScimError(401, "invalid or revoked bearer token", headers=CHALLENGE)
-    if row.expires_at is not None and row.expires_at <= datetime.now(UTC):
+    if token_expired(row.expires_at, datetime.now(UTC)):
         raise ScimError(401, "expired bearer token", headers=CHALLENGE)
     return Caller(
         tenant_id=row.tenant_id,

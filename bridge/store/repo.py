@@ -168,9 +168,12 @@ def tenant_for_token(conn: Connection, token: str, now: datetime) -> Any:
     ).first()
     if row is None or not secrets.compare_digest(row.token_hash, hash_token(token)):
         return None
-    if row.expires_at is not None and row.expires_at <= now:
-        return None
-    return row
+    return None if token_expired(row.expires_at, now) else row
+
+
+def token_expired(expires_at: datetime | None, now: datetime) -> bool:
+    """A token without an expiry works until it is revoked."""
+    return expires_at is not None and expires_at <= now
 
 
 class TokenUse:
