@@ -43,11 +43,12 @@ def verify_password() -> Response:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         return _error(401, "a read-only product token is required")
+    now = datetime.now(UTC)
     with transaction(runtime.engine, write=False) as conn:
-        found = tenant_for_token(conn, token.strip(), datetime.now(UTC))
+        found = tenant_for_token(conn, token.strip(), now)
     if found is None:
         return _error(401, "invalid token")
-    token_use.note(runtime.engine, found.id, found.last_used_at, datetime.now(UTC))
+    token_use.note(runtime.engine, found.id, found.last_used_at, now)
     tenant_id = found.tenant_id
     if not found.read_only:
         # An identity provider's SCIM token has no business checking passwords.

@@ -99,10 +99,10 @@ def password_problems(password: str, confirm: str, *, user_name: str | None, ema
     towards the length (pass phrases), but not as the password: twelve spaces are blank, and the
     address with a space added is still the address."""
     problems = []
-    if normalize(password) != normalize(confirm):
-        problems.append("mismatch")
     normal = normalize(password)
-    squeezed = _squeezed(password)
+    if normal != normalize(confirm):
+        problems.append("mismatch")
+    squeezed = _squeezed(normal)
     if not squeezed:
         problems.append("blank")
     elif len(normal) < MIN_LENGTH:
