@@ -556,9 +556,17 @@ def users_list(state: State, tenant: str | None, status: str | None, as_json: bo
         _print_json(data)
         return
     _table(
-        ["USER", "EMAIL", "STATUS", "TYPE", "ROLES", "GROUPS"],
+        ["ID", "USER", "EMAIL", "STATUS", "TYPE", "ROLES", "GROUPS"],
         [
-            [d["userName"], d["email"], d["status"], d["userType"], ", ".join(d["roles"]), ", ".join(d["groups"])]
+            [
+                d["id"],
+                d["userName"],
+                d["email"],
+                d["status"],
+                d["userType"],
+                ", ".join(d["roles"]),
+                ", ".join(d["groups"]),
+            ]
             for d in data
         ],
     )

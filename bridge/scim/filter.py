@@ -24,9 +24,10 @@ from typing import Any
 from scim2_filter_parser import ast
 from scim2_filter_parser.lexer import SCIMLexer
 from scim2_filter_parser.parser import SCIMParser, SCIMParserError
-from sqlalchemy import ColumnElement, and_, false, func, not_, or_, select, true
+from sqlalchemy import ColumnElement, and_, case, false, func, not_, or_, select, true
 from sqlalchemy.sql.expression import ColumnClause
 
+from bridge.core.lifecycle import Status
 from bridge.scim.errors import invalid_filter
 from bridge.scim.schema import ACCOUNT, ENTERPRISE, GROUP, USER
 from bridge.store.tables import Account, Identity, Membership, RoleGrant, ScimEmail
@@ -221,7 +222,8 @@ def _user_targets() -> dict[str, Target]:
         "locale": json("locale"),
         "timezone": json("timezone"),
         "preferredlanguage": Column(i.preferred_language, lower=True),
-        "active": Column(i.active, "boolean"),
+        # As rendered: an archived account is not active, whatever the IdP last sent.
+        "active": Column(case((a.status == Status.ARCHIVED.value, false()), else_=i.active), "boolean"),
         "meta.created": Column(i.created_at, "dateTime"),
         "meta.lastmodified": Column(i.updated_at, "dateTime"),
         "emails": Child(emails, i.id, emails.c.identity_id, lambda t: [emails.c.tenant_id == t], email_subs),

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from bridge.core.address import address_problem
+from bridge.core.lifecycle import Status
 from bridge.core.model import SourceUser
 from bridge.scim import quirks
 from bridge.scim.errors import invalid_syntax, invalid_value
@@ -355,6 +356,10 @@ def render_user(
     schemas = [USER] + [s for s in (ENTERPRISE,) if s in doc]
     out: dict[str, Any] = {"schemas": schemas, "id": row.anchor}
     out.update(doc)
+    if row.status == Status.ARCHIVED.value:
+        # The product's view wins over what the IdP last sent: an account the operator archived
+        # (`bridge users archive`) cannot sign in, so it is not active. The filter says the same.
+        out["active"] = False
     if groups:
         out["groups"] = groups
     if roles is not None and row.status is not None:

@@ -371,12 +371,18 @@ def find_account(conn: Connection, tenant_id: int, user: str) -> Any:
     ).all()
     if not rows:
         raise NotFound(f'no account "{user}"')
-    exact = [r for r in rows if r.id == user] or [r for r in rows if r.user_name_norm == folded]
-    if len(exact) == 1:
-        return exact[0]
-    if len(rows) > 1:
-        raise Ambiguous(f'"{user}" matches {len(rows)} accounts; use the account id')
-    return rows[0]
+    by_id = [r for r in rows if r.id == user]
+    if by_id:
+        return by_id[0]
+    # A rehired person has an archived account and a live one with the same name or address:
+    # the live one is meant. Within each tier (userName, then email) a single live account wins.
+    for tier in ([r for r in rows if r.user_name_norm == folded], rows):
+        live = [r for r in tier if r.status != Status.ARCHIVED.value]
+        if len(tier) == 1:
+            return tier[0]
+        if len(live) == 1:
+            return live[0]
+    raise Ambiguous(f'"{user}" matches {len(rows)} accounts; use the account id (`bridge users list` shows it)')
 
 
 def find_sign_in_account(conn: Connection, tenant_id: int, login: str) -> Any:

@@ -463,3 +463,27 @@ def test_an_expired_token_is_refused_everywhere(scim: ScimClient) -> None:
         scim.call("POST", "/Users", {"schemas": [USER], "userName": "late@example.org"}),
     ):
         assert "expired" in error(response, 401)["detail"]
+
+
+def test_a_rehire_is_found_by_name_and_an_operator_archive_reads_inactive(scim: ScimClient) -> None:
+    config = scim.server.config
+    first = new_user(scim, "rehired", roles=[{"value": "Administrator"}])["id"]
+    assert scim.call("DELETE", f"/Users/{first}").status_code == 204
+    second = new_user(scim, "rehired", roles=[{"value": "Administrator"}])["id"]
+
+    # Two accounts share the userName: the archived leaver and the live rehire. The name means
+    # the live one; the list shows both with the ids that tell them apart.
+    shown = json.loads(bridge_cli(config, "users", "show", "rehired", "--tenant", scim.tenant, "--json"))
+    assert shown["status"] == "pending"
+    listed = json.loads(bridge_cli(config, "users", "list", "--tenant", scim.tenant, "--json"))
+    assert sorted(u["status"] for u in listed if u["userName"] == "rehired") == ["archived", "pending"]
+    table = bridge_cli(config, "users", "list", "--tenant", scim.tenant)
+    assert table.splitlines()[0].split()[0] == "ID"
+    assert all(u["id"] in table for u in listed)
+
+    # The operator archives the rehire: SCIM says it is not active, and the filter agrees.
+    assert scim.ok("GET", f"/Users/{second}")["active"] is True
+    bridge_cli(config, "users", "archive", shown["id"], "--tenant", scim.tenant)
+    assert scim.ok("GET", f"/Users/{second}")["active"] is False
+    assert find(scim, "active eq false") == [second]
+    assert find(scim, 'userName eq "rehired" and active eq true') == []
