@@ -20,6 +20,8 @@ _SECRET_PATTERNS = [
     (re.compile(r"brg_[A-Za-z0-9_-]{10,}"), "brg_[redacted]"),
     (re.compile(r"(?i)((?:password|passwd|secret|token)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"), r"\1[redacted]"),
     (re.compile(r"/activate/[A-Za-z0-9_-]{16,}"), "/activate/[redacted]"),
+    # The password in a URL's user-info (`postgresql://bridge:s3cret@db/bridge`, `ldaps://u:p@h`).
+    (re.compile(r"(://[^/\s:@]+:)[^@\s/]+@"), r"\1[redacted]@"),
 ]
 
 
@@ -57,7 +59,9 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        # The whole line, not only the message: a traceback's text (an exception's message, a
+        # frame's source line) can hold a URL with a password or a token as well as a message can.
+        line = redact(super().format(record))
         cid = getattr(record, "correlation_id", None)
         return f"{line} [{cid}]" if cid else line
 
