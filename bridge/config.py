@@ -8,6 +8,7 @@ a config works whatever directory the service is started from.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ _SERVER: _Spec = {
     # Key for activation links and CSRF tokens; generated beside the database when unset.
     "secret_env": (str, None),
     "secret_file": (str, None),
+    # Peers (CIDRs) allowed to set the client address through X-Forwarded-For (a reverse proxy).
+    "trusted_proxies": (list, None),
 }
 _EMAIL: _Spec = {
     "smtp_host": (str, "127.0.0.1"),
@@ -267,6 +270,18 @@ def _section(raw: Any, spec: _Spec, origin: str, where: str) -> dict[str, Any]:
     return out
 
 
+def _networks(values: list[Any], origin: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    out = []
+    for i, value in enumerate(values):
+        try:
+            out.append(ipaddress.ip_network(str(value), strict=False))
+        except ValueError:
+            raise ConfigError(
+                origin, f"server.trusted_proxies[{i + 1}]", f"{value!r} is not an IP address or CIDR"
+            ) from None
+    return out
+
+
 def _resolve(base: Path, value: str | None) -> Path | None:
     if value is None:
         return None
@@ -290,6 +305,7 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
             raise ConfigError(origin, key, f"unknown section (known: {', '.join(sorted(_TOP))})")
     database = _section(data.get("database"), _DATABASE, origin, "database")
     server = _section(data.get("server"), _SERVER, origin, "server")
+    server["trusted_proxies"] = _networks(server["trusted_proxies"] or [], origin)
     email = _section(data.get("email"), _EMAIL, origin, "email")
     webhook = _section(data.get("webhook"), _WEBHOOK, origin, "webhook")
     logging = _section(data.get("logging"), _LOGGING, origin, "logging")

@@ -30,6 +30,7 @@ from bridge.runtime import Runtime
 from bridge.store.db import transaction
 from bridge.store.repo import fold
 from bridge.store.tables import Account, Tenant
+from bridge.web.client import current_client
 from bridge.web.i18n import MESSAGES
 from bridge.web.passwords import MIN_LENGTH, hash_password, password_problems
 from bridge.web.ratelimit import RateLimiter
@@ -194,7 +195,7 @@ def _rate_limited(lang: str) -> Response:
 
 
 def _client() -> str:
-    return request.remote_addr or "unknown"
+    return current_client()
 
 
 def _tenant_config(info: LinkInfo) -> TenantConfig | None:
