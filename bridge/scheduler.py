@@ -203,7 +203,13 @@ def _purge(runtime: Runtime, job: JobSpec) -> str:
         runs = conn.execute(SyncRun.__table__.delete().where(SyncRun.__table__.c.finished_at < cutoff)).rowcount
         jobs = conn.execute(job_runs.delete().where(job_runs.c.finished_at < cutoff)).rowcount
     tokens = _optional("bridge.notify.activation", "purge_activation_tokens")(runtime, datetime.now(UTC))
-    return f"purged {runs} sync runs, {jobs} job runs older than 90 days; tokens: {tokens}"
+    from bridge.notify.outbox import purge_outbox
+
+    messages = purge_outbox(runtime.engine, datetime.now(UTC))
+    return (
+        f"purged {runs} sync runs, {jobs} job runs older than 90 days; tokens: {tokens}; "
+        f"outbox rows: {messages} (sent over 30 days ago, dead or failed over 90)"
+    )
 
 
 _RUNNERS: dict[str, Callable[[Runtime, JobSpec], str]] = {

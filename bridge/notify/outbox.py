@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, func, or_, select, update
 
 from bridge.errors import BridgeError, NotFound
+from bridge.notify.activation import ACTIVATION_TOPIC
 from bridge.store.db import transaction
 from bridge.store.tables import OutboxMessage, Tenant
 
@@ -290,3 +291,45 @@ def retry_message(conn: Connection, row_id: int, now: datetime) -> str:
         .values(status="queued", attempts=0, next_attempt_at=now, claimed_by=None, claimed_until=None)
     )
     return row.status
+
+
+# What the purge keeps: a row still waiting, and the newest activation row of each account (a link
+# is valid only while no newer activation row exists, so deleting the newest would bring an older,
+# replaced link back to life). Rows that need an operator (dead, failed) are kept longer.
+PURGE_DONE = ("sent", "superseded")
+PURGE_ATTENTION = ("dead", "failed")
+PURGE_CHUNK = 5000
+
+
+def purge_outbox(engine: Engine, now: datetime, *, keep_days: int = 30, keep_attention_days: int = 90) -> int:
+    """Delete rows sent or superseded more than `keep_days` ago, and dead or failed rows older
+    than `keep_attention_days`, in short transactions. Returns the count."""
+    newer = outbox.alias("newer")
+    newest_activation = (outbox.c.topic == ACTIVATION_TOPIC) & ~(
+        select(newer.c.id)
+        .where(
+            newer.c.tenant_id == outbox.c.tenant_id,
+            newer.c.account_id == outbox.c.account_id,
+            newer.c.topic == ACTIVATION_TOPIC,
+            newer.c.id > outbox.c.id,
+        )
+        .exists()
+    )
+    old = or_(
+        outbox.c.status.in_(PURGE_DONE)
+        & (func.coalesce(outbox.c.sent_at, outbox.c.created_at) < now - timedelta(days=keep_days)),
+        outbox.c.status.in_(PURGE_ATTENTION) & (outbox.c.created_at < now - timedelta(days=keep_attention_days)),
+    )
+    purged = 0
+    while True:
+        with transaction(engine) as conn:
+            ids = list(
+                conn.execute(
+                    select(outbox.c.id).where(old, ~newest_activation).order_by(outbox.c.id).limit(PURGE_CHUNK)
+                ).scalars()
+            )
+            if ids:
+                conn.execute(outbox.delete().where(outbox.c.id.in_(ids)))
+        purged += len(ids)
+        if len(ids) < PURGE_CHUNK:
+            return purged

@@ -432,3 +432,38 @@ def test_smtp_auth_in_clear_to_a_remote_relay_is_warned_about(
     found = [r.getMessage() for r in caplog.records if "without TLS" in r.getMessage()]
     assert bool(found) == warned, found
     assert all("192.0.2.25:1" in m and "relay-password" not in m for m in found)
+
+
+def test_purge_bounds_the_outbox_and_keeps_every_link_as_it_was(
+    deployment: Deployment, smtp_server: SmtpServer
+) -> None:
+    """Sent rows go after 30 days, dead ones after 90; the newest activation row of each account
+    stays, so a link replaced by a resend stays replaced once the old rows are gone."""
+    synced(deployment, notify_config(smtp=smtp_server))
+    pending = sorted(pending_users(deployment).items())
+    run_worker(deployment)
+    (first, first_address), (second, _) = pending[:2]
+    _, old = link_in(mails_to(smtp_server, first_address)[0])
+    for user in (first, second):
+        assert bridge(deployment, "users", "resend-activation", user).exit_code == 0
+    run_worker(deployment)
+    _, new = link_in(mails_to(smtp_server, first_address)[1])
+    rows = outbox_rows(deployment)
+    assert len(rows) == len(pending) + 2 and {r.status for r in rows} == {"sent"}
+    replaced = [r for r in rows if any(o.account_id == r.account_id and o.id > r.id for o in rows)]
+    assert len(replaced) == 2
+    with runtime_of(deployment) as runtime:
+        with runtime.engine.begin() as conn:  # one replaced row is dead: an operator may still look at it
+            conn.execute(update(outbox).where(outbox.c.id == replaced[1].id).values(status="dead"))
+        assert queue.purge_outbox(runtime.engine, datetime.now(UTC)) == 0
+        assert queue.purge_outbox(runtime.engine, datetime.now(UTC) + timedelta(days=31)) == 1
+        assert queue.purge_outbox(runtime.engine, datetime.now(UTC) + timedelta(days=91)) == 1
+        # Years later every account still has its newest activation row, so no link changes state.
+        assert queue.purge_outbox(runtime.engine, datetime.now(UTC) + timedelta(days=3650)) == 0
+        with runtime.engine.connect() as conn:
+            from bridge.notify.activation import LinkState, look_up
+
+            assert look_up(conn, old, datetime.now(UTC)).state is LinkState.REPLACED
+            assert look_up(conn, new, datetime.now(UTC)).state is LinkState.VALID
+    left = outbox_rows(deployment)
+    assert sorted(r.id for r in left) == sorted(r.id for r in rows if r not in replaced)
