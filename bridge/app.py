@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from flask import Flask, Response, abort, g, jsonify, request
 from sqlalchemy import text
 
+from bridge.config import metrics_token
 from bridge.logs import correlation_id
 from bridge.runtime import Runtime
 from bridge.store.db import is_current
@@ -47,6 +49,7 @@ def create_app(runtime: Runtime) -> Flask:
     app = Flask("bridge", static_folder=None)  # no /static route: every page inlines what it needs
     app.config["MAX_CONTENT_LENGTH"] = int(runtime.config.server["max_body_bytes"])
     app.extensions["bridge"] = runtime
+    scrape_token = metrics_token(runtime.config)
 
     @app.before_request
     def _start_request() -> None:
@@ -79,12 +82,14 @@ def create_app(runtime: Runtime) -> Flask:
 
     @app.after_request
     def _finish_request(response: Response) -> Response:
-        from bridge.metrics import HTTP_LATENCY, HTTP_REQUESTS
+        from bridge.metrics import HTTP_LATENCY, HTTP_REQUESTS, method_label, status_label
 
+        # Labels from fixed sets only (bridge/metrics.py): the rule template, never the path.
         route = request.url_rule.rule if request.url_rule else "unmatched"
-        HTTP_REQUESTS.labels(route=route, method=request.method, status=str(response.status_code)).inc()
+        method = method_label(request.method)
+        HTTP_REQUESTS.labels(route=route, method=method, status=status_label(response.status_code)).inc()
         if hasattr(g, "started"):
-            HTTP_LATENCY.labels(route=route, method=request.method).observe(time.perf_counter() - g.started)
+            HTTP_LATENCY.labels(route=route, method=method).observe(time.perf_counter() - g.started)
         response.headers["X-Request-ID"] = g.get("request_id", "")
         return response
 
@@ -98,6 +103,13 @@ def create_app(runtime: Runtime) -> Flask:
     def metrics() -> Any:
         from bridge.metrics import render
 
+        if scrape_token is not None and not _bearer_matches(request.headers.get("Authorization"), scrape_token):
+            return Response(
+                "a bearer token is required for /metrics\n",
+                status=401,
+                content_type="text/plain; charset=utf-8",
+                headers={"WWW-Authenticate": 'Bearer realm="bridge metrics"'},
+            )
         body, content_type = render(runtime)
         return Response(body, content_type=content_type)
 
@@ -119,6 +131,18 @@ def create_app(runtime: Runtime) -> Flask:
 
     _register_optional(app, runtime)
     return app
+
+
+def _bearer_matches(header: str | None, expected: str) -> bool:
+    scheme, _, given = (header or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        given = ""
+    given = given.strip()
+    # Digests of equal length, compared in constant time: neither the token nor its length leaks.
+    return secrets.compare_digest(
+        hashlib.sha256(given.encode("utf-8", "surrogatepass")).digest(),
+        hashlib.sha256(expected.encode("utf-8", "surrogatepass")).digest(),
+    )
 
 
 # Channels built in their own packages register here: each entry is "module:function", the

@@ -851,6 +851,9 @@ def serve(
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
         runtime = state.checked_runtime()
+        from bridge.config import metrics_token
+
+        metrics_token(runtime.config)  # a variable that is not set stops the start, not a scrape
     except BridgeError:
         if metrics_dir is not None:
             os.rmdir(metrics_dir)

@@ -35,6 +35,9 @@ _SERVER: _Spec = {
     "secret_file": (str, None),
     # Peers (CIDRs) allowed to set the client address through X-Forwarded-For (a reverse proxy).
     "trusted_proxies": (list, None),
+    # Bearer token /metrics then requires (unset: /metrics is open to whoever reaches the port).
+    "metrics_token_env": (str, None),
+    "metrics_token_file": (str, None),
 }
 _EMAIL: _Spec = {
     "smtp_host": (str, "127.0.0.1"),
@@ -223,6 +226,16 @@ def check_mappings(config: Config) -> None:
                 )
             continue
         tenant.mapping()
+
+
+def metrics_token(config: Config) -> str | None:
+    """The bearer token `/metrics` requires, or None when it is open. Read at start by `serve`, so
+    a variable that is not set stops it (exit 2 naming `server.metrics_token_env`)."""
+    token = read_secret(config.server, "metrics_token", config.origin, "server")
+    if token is not None and not token.strip():
+        key = "metrics_token_env" if config.server.get("metrics_token_env") else "metrics_token_file"
+        raise ConfigError(config.origin, f"server.{key}", "the metrics token is empty")
+    return token
 
 
 def read_secret(section: dict[str, Any], key: str, origin: str, where: str) -> str | None:

@@ -4,12 +4,20 @@ same truth whichever one Prometheus happens to scrape.
 
 With several gunicorn workers, set PROMETHEUS_MULTIPROC_DIR (an empty directory) before
 start-up and the per-process counters are aggregated (prometheus_client's multiprocess mode).
+
+No label takes a value a client chose: every distinct label value is a series kept for the life
+of the process (and a file in the multiprocess directory), so a client inventing methods or paths
+could otherwise grow every scrape without limit (issue 13, item 2). Routes are Flask's rule
+templates ("unmatched" when none matched), methods one of METHODS or "other", statuses the codes
+bridge itself answers with.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +40,10 @@ HTTP_LATENCY = Histogram(
     ["route", "method"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+STORE_READS = Counter(
+    "bridge_metrics_store_reads_total",
+    "Database reads for the scrape-time gauges (at most one per process every STORE_CACHE_SECONDS)",
+)
 SYNC_RUNS = Counter("bridge_sync_runs_total", "Sync runs by source, mode and outcome", ["source", "mode", "outcome"])
 SYNC_DURATION = Histogram(
     "bridge_sync_duration_seconds",
@@ -42,15 +54,59 @@ SYNC_DURATION = Histogram(
 SYNC_CHANGES = Counter("bridge_sync_changes_total", "Account changes applied by syncs", ["source", "change"])
 JOB_RUNS = Counter("bridge_job_runs_total", "Scheduled job runs by job and outcome", ["job", "outcome"])
 
+# The methods bridge or a client of it has a use for; anything else a client sends is "other".
+METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+
+# A scrape storm (several Prometheus replicas, a dashboard refreshing, someone looping on the
+# endpoint) reads the database once per process in this window; the figures are seconds old at most.
+STORE_CACHE_SECONDS = 5.0
+
+
+def method_label(method: str) -> str:
+    method = method.upper()
+    return method if method in METHODS else "other"
+
+
+def status_label(status: int) -> str:
+    # bridge chooses its status codes; the check keeps a future pass-through from widening the set.
+    return str(status) if 100 <= status <= 599 else "other"
+
+
+class _StoreCache:
+    """The last read of the database gauges in this process, and when it was taken."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.key: object = None
+        self.taken = 0.0
+        self.families: list[GaugeMetricFamily] = []
+
+
+_store_cache = _StoreCache()
+
 
 class StoreCollector(Collector):
-    """Gauges read from the database on each scrape."""
+    """Gauges read from the database at scrape time, at most once every STORE_CACHE_SECONDS per
+    process: concurrent scrapes wait for the one read under way instead of each starting one."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        cache = _store_cache
+        with cache.lock:
+            now = time.monotonic()
+            if cache.key is not self.runtime or now - cache.taken >= STORE_CACHE_SECONDS:
+                # Taken before the read: reads start at least the window apart, whatever they cost.
+                cache.key, cache.taken = self.runtime, now
+                cache.families = list(self._read())
+            families = cache.families
+        yield from families
+
+    def _read(self) -> Iterator[GaugeMetricFamily]:
         from bridge.store.tables import Account, OutboxMessage, RoleGrant, Tenant
+
+        STORE_READS.inc()
 
         accounts = GaugeMetricFamily("bridge_accounts", "Accounts by tenant and status", labels=["tenant", "status"])
         seats = GaugeMetricFamily("bridge_seats_used", "Paid seats in use by tenant", labels=["tenant"])
@@ -122,7 +178,7 @@ def render(runtime: Runtime) -> tuple[bytes, str]:
     else:
         from prometheus_client import REGISTRY
 
-        for collector in (HTTP_REQUESTS, HTTP_LATENCY, SYNC_RUNS, SYNC_DURATION, SYNC_CHANGES, JOB_RUNS):
+        for collector in (HTTP_REQUESTS, HTTP_LATENCY, SYNC_RUNS, SYNC_DURATION, SYNC_CHANGES, JOB_RUNS, STORE_READS):
             registry.register(collector)
         del REGISTRY
     registry.register(StoreCollector(runtime))
