@@ -17,7 +17,6 @@ import hashlib
 import logging
 import math
 import ssl
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -36,8 +35,15 @@ from bridge.directory.normalize import (
     NormalizeReport,
     build_snapshot,
     classify,
-    decode_sid,
     normalize_dn,
+)
+from bridge.directory.values import (
+    SAM_NORMAL_USER_ACCOUNT,
+    decode_anchor,
+    decode_object_guid,
+    decode_sid,
+    strip_unique_member_uid,
+    text_of,
 )
 from bridge.errors import BridgeError, ConfigError, SourceUnavailable
 
@@ -54,7 +60,6 @@ DEFAULT_RANGE_SIZE = 1500
 CLOCK_FALLBACK_OVERLAP = timedelta(minutes=5)
 
 _RESULT_SUCCESS = 0
-_SAM_NORMAL_USER_ACCOUNT = 805306368
 
 _COMMON_USER_ATTRIBUTES = ("objectClass", "cn", "displayName", "givenName", "sn", "uid", "mail", "preferredLanguage")
 _AD_USER_ATTRIBUTES = (
@@ -110,7 +115,7 @@ class KnownReferences:
 def default_filters(flavor: str) -> tuple[str, str]:
     if flavor == "ad":
         # sAMAccountType 805306368 is a normal user account: no computers, trusts or gMSAs (trap 16).
-        return f"(&(objectClass=user)(sAMAccountType={_SAM_NORMAL_USER_ACCOUNT}))", "(objectClass=group)"
+        return f"(&(objectClass=user)(sAMAccountType={SAM_NORMAL_USER_ACCOUNT}))", "(objectClass=group)"
     return (
         "(|(objectClass=person)(objectClass=posixAccount))",
         "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=posixGroup))",
@@ -398,18 +403,18 @@ class LdapSource:
                 found = self._search(service, "(objectClass=*)", BASE, ["invocationId"])
                 raw = found[0]["raw_attributes"].get("invocationid") if found else None
                 if raw:
-                    invocation = str(uuid.UUID(bytes_le=bytes(raw[0])))
+                    invocation = decode_object_guid(bytes(raw[0]))
             except SourceUnavailable:
                 pass  # the bind account may not read NTDS Settings; dsServiceName still pins the DC
             return Bookmark(mark=usn, server=f"{service}#{invocation}", scope=self.scope)
         # contextCSN (syncprov) is the CSN of the last write on the server, in the server's clock;
         # every later write gets a greater entryCSN. One value per provider in multi-provider set-ups:
         # the latest counts, and `delta_overlap` covers replication lag between providers.
-        contexts = [_text(v) for v in attributes.get("namingcontexts", ())]
+        contexts = [text_of(v) for v in attributes.get("namingcontexts", ())]
         csns: list[str] = []
         for context in _contexts_for(contexts, (self.settings.user_base, self.settings.group_base)):
             found = self._search(context, "(objectClass=*)", BASE, ["contextCSN"])
-            values = [_text(v) for v in (found[0]["raw_attributes"].get("contextcsn", ()) if found else ())]
+            values = [text_of(v) for v in (found[0]["raw_attributes"].get("contextcsn", ()) if found else ())]
             if not values or not all(_csn_time(v) for v in values):
                 csns = []
                 break
@@ -440,9 +445,9 @@ class LdapSource:
             extra: set[str] = set()
             for key in ("member", "uniquemember"):
                 for raw in attributes.get(key, ()):
-                    value = _text(raw)
+                    value = text_of(raw)
                     if key == "uniquemember":
-                        value = _strip_uid(value)
+                        value = strip_unique_member_uid(value)
                     try:
                         anchor = known.by_dn.get(normalize_dn(value))
                     except ValueError:
@@ -450,7 +455,7 @@ class LdapSource:
                     if anchor is not None:
                         extra.add(anchor)
             for raw in attributes.get("memberuid", ()):
-                anchor = known.by_login.get(_text(raw).strip().lower())
+                anchor = known.by_login.get(text_of(raw).strip().lower())
                 if anchor is not None:
                     extra.add(anchor)
             if self.flavor == "ad":
@@ -476,7 +481,7 @@ class LdapSource:
             extra: set[str] = set()
             for raw in attributes.get("memberof", ()):
                 try:
-                    anchor = known.by_dn.get(normalize_dn(_text(raw)))
+                    anchor = known.by_dn.get(normalize_dn(text_of(raw)))
                 except ValueError:
                     continue
                 if anchor is not None and anchor in known.groups:
@@ -490,7 +495,7 @@ class LdapSource:
         if raw_sid is None:
             return set()
         try:
-            sid = decode_sid(bytes(raw_sid) if isinstance(raw_sid, (bytes, bytearray)) else raw_sid)
+            sid = decode_sid(bytes(raw_sid) if isinstance(raw_sid, bytearray) else raw_sid)
             rid = int(sid.rpartition("-")[2])
         except ValueError:
             return set()
@@ -501,7 +506,7 @@ class LdapSource:
             value = next(iter(entry.get(attribute, ())), None)
             if value is not None:
                 try:
-                    anchors.add(_anchor_text(value, attribute))
+                    anchors.add(decode_anchor(value, attribute, self.flavor))
                 except ValueError:
                     continue
         return anchors
@@ -572,13 +577,9 @@ def _check_result(conn: Connection, base: str) -> None:
         )
 
 
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
-
-
 def _first_text(attributes: Mapping[str, Sequence[Any]], name: str) -> str | None:
     values = attributes.get(name)
-    return _text(values[0]).strip() if values else None
+    return text_of(values[0]).strip() if values else None
 
 
 def _unique(names: Sequence[str]) -> list[str]:
@@ -587,30 +588,6 @@ def _unique(names: Sequence[str]) -> list[str]:
         if name and name.lower() not in seen:
             seen[name.lower()] = name
     return list(seen.values())
-
-
-def _strip_uid(value: str) -> str:
-    # uniqueMember is `DN [ "#" BitString ]` (RFC 4517); a `#` right after `=` starts a BER value.
-    sharp = value.rfind("#")
-    if sharp > 0 and value[sharp - 1] not in "=\\" and "=" not in value[sharp:]:
-        return value[:sharp]
-    return value
-
-
-def _anchor_text(value: Any, attribute: str) -> str:
-    if (
-        attribute in ("objectguid", "ms-ds-consistencyguid", "msds-consistencyguid")
-        and isinstance(value, (bytes, bytearray))
-        and len(value) == 16
-    ):
-        return str(uuid.UUID(bytes_le=bytes(value)))  # mixed-endian (trap 1)
-    if attribute == "objectsid":
-        return decode_sid(bytes(value) if isinstance(value, (bytes, bytearray)) else value)
-    text = _text(value).strip().lower()
-    try:
-        return str(uuid.UUID(text))
-    except ValueError:
-        return text
 
 
 def _contexts_for(contexts: Sequence[str], bases: Sequence[str]) -> list[str]:

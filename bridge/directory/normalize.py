@@ -14,17 +14,26 @@ bad entries should stop a sync is the caller's decision, not this module's.
 
 from __future__ import annotations
 
-import re
-import struct
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from types import MappingProxyType
 from typing import Literal
 
 from bridge.core.dn import normalize_dn
 from bridge.core.model import Snapshot, SourceGroup, SourceUser
+from bridge.directory.values import (
+    FILETIME_NEVER,
+    SAM_NORMAL_USER_ACCOUNT,
+    UAC_ACCOUNTDISABLE,
+    UAC_TRUST_ACCOUNTS,
+    Flavor,
+    decode_anchor,
+    decode_sid,
+    filetime,
+    strip_unique_member_uid,
+    text_of,
+)
 
 __all__ = [
     "DEFAULT_KEEP_ATTRIBUTES",
@@ -35,13 +44,10 @@ __all__ = [
     "RawEntry",
     "build_snapshot",
     "classify",
-    "decode_object_guid",
-    "decode_sid",
     "is_within",
     "normalize_dn",
 ]
 
-Flavor = Literal["openldap", "ad"]
 EntryKind = Literal["user", "group", "other"]
 RawEntry = tuple[str, Mapping[str, Sequence[str | bytes]]]
 
@@ -59,20 +65,9 @@ DEFAULT_KEEP_ATTRIBUTES: tuple[str, ...] = (
 
 _DEFAULT_USER_NAME: Mapping[str, str] = {"openldap": "uid", "ad": "samaccountname"}
 _DEFAULT_ANCHOR: Mapping[str, str] = {"openldap": "entryuuid", "ad": "objectguid"}
-# Attributes holding a GUID in AD's mixed-endian layout (trap 1; Entra Connect's anchor is the second).
-_AD_GUID_ATTRIBUTES = frozenset({"objectguid", "ms-ds-consistencyguid", "msds-consistencyguid"})
 
 _OPENLDAP_USER_CLASSES = frozenset({"inetorgperson", "person", "posixaccount", "organizationalperson", "account"})
 _OPENLDAP_GROUP_CLASSES = frozenset({"groupofnames", "groupofuniquenames", "posixgroup", "group"})
-
-_UAC_ACCOUNTDISABLE = 0x2
-# Interdomain, workstation and server trust accounts are objectClass=user too (trap 16).
-_UAC_TRUST_ACCOUNTS = 0x800 | 0x1000 | 0x2000
-_SAM_NORMAL_USER_ACCOUNT = 805306368
-_FILETIME_NEVER = 0x7FFFFFFFFFFFFFFF
-_FILETIME_EPOCH = datetime(1601, 1, 1, tzinfo=UTC)
-_SID_TEXT = re.compile(r"S-\d+-\d+(?:-\d+)*")
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 @dataclass(frozen=True)
@@ -154,16 +149,12 @@ def _values(attributes: Mapping[str, Sequence[str | bytes]], name: str) -> Seque
     return (values,) if isinstance(values, (str, bytes)) else values
 
 
-def _text(value: str | bytes) -> str:
-    return value if isinstance(value, str) else value.decode("utf-8", "replace")
-
-
 def _first(attributes: Mapping[str, Sequence[str | bytes]], name: str) -> str | None:
     values = attributes.get(name)
     if not values:
         return None
     for value in (values,) if isinstance(values, (str, bytes)) else values:
-        text = (value if type(value) is str else _text(value)).strip()
+        text = (value if type(value) is str else text_of(value)).strip()
         if text:
             return text
     return None
@@ -171,68 +162,14 @@ def _first(attributes: Mapping[str, Sequence[str | bytes]], name: str) -> str | 
 
 def _texts(values: Sequence[str | bytes]) -> tuple[str, ...]:
     if isinstance(values, (str, bytes)):
-        return (_text(values),)  # a scalar from a schema-aware ldap3 read (trap 15)
+        return (text_of(values),)  # a scalar from a schema-aware ldap3 read (trap 15)
     try:
         # Raises TypeError if any value is bytes: the all-str case is checked in C, since this
         # runs for every kept attribute of every user.
         "".join(values)  # type: ignore[arg-type]
     except TypeError:
-        return tuple(_text(v) for v in values)
+        return tuple(text_of(v) for v in values)
     return tuple(values)  # type: ignore[arg-type]
-
-
-def decode_object_guid(value: str | bytes) -> str:
-    """An AD GUID as a lower-case UUID string; raises `ValueError` if it is not one.
-
-    Accepts the 16 raw bytes (mixed-endian: `uuid.UUID(bytes_le=...)`, trap 1), ldap3's `{...}`
-    form, a plain UUID string, and 16 raw bytes that an LDIF reader decoded as UTF-8 by chance.
-    """
-    if isinstance(value, bytes):
-        if len(value) == 16:
-            return str(uuid.UUID(bytes_le=value))
-        value = value.decode("ascii")
-    text = value.strip()
-    try:
-        return str(uuid.UUID(text))  # also takes `{...}`, upper case and `urn:uuid:`
-    except ValueError:
-        raw = value.encode("utf-8")
-        if len(raw) == 16:
-            return str(uuid.UUID(bytes_le=raw))
-        raise ValueError(f"not a GUID: {value!r}") from None
-
-
-def decode_sid(value: str | bytes) -> str:
-    """A security identifier in `S-1-5-21-...-RID` form; raises `ValueError` if it is not one.
-
-    Binary layout (MS-DTYP 2.4.2.2): revision, sub-authority count, 48-bit big-endian authority,
-    then the sub-authorities as 32-bit little-endian integers; the last one is the RID.
-    """
-    if isinstance(value, str):
-        text = value.strip().upper()
-        if _SID_TEXT.fullmatch(text):
-            return text
-        value = value.encode("utf-8")  # binary that a reader decoded as text by chance
-    if len(value) < 8 or len(value) != 8 + 4 * value[1]:
-        raise ValueError(f"not a SID: {value!r}")
-    authority = int.from_bytes(value[2:8], "big")
-    sub_authorities = struct.unpack_from(f"<{value[1]}I", value, 8)
-    return f"S-{value[0]}-{authority}" + "".join(f"-{s}" for s in sub_authorities)
-
-
-def _anchor(value: str | bytes, attribute: str, flavor: Flavor) -> str:
-    if attribute == "objectsid":
-        return decode_sid(value)
-    if flavor == "ad" and attribute in _AD_GUID_ATTRIBUTES:
-        return decode_object_guid(value)
-    # entryUUID (RFC 4530) is a string; other anchors (nsUniqueId, an employee number) are kept
-    # as written, lower-cased because directory string matching is case-insensitive.
-    if type(value) is str and _CANONICAL_UUID.fullmatch(value):
-        return value  # slapcat and ldap3 write entryUUID this way
-    text = _text(value).strip().lower()
-    try:
-        return str(uuid.UUID(text))
-    except ValueError:
-        return text.lower()
 
 
 def _int(attributes: Mapping[str, Sequence[str | bytes]], name: str) -> int | None:
@@ -280,28 +217,22 @@ def classify(attributes: Mapping[str, Sequence[str | bytes]], flavor: Flavor) ->
     if flavor == "openldap":
         kind: EntryKind = "other"
         for value in values:
-            name = (value if type(value) is str else _text(value)).lower()
+            name = (value if type(value) is str else text_of(value)).lower()
             if name in _OPENLDAP_USER_CLASSES:
                 return "user"  # a person first: some schemas let a person entry be a posixGroup too
             if name in _OPENLDAP_GROUP_CLASSES:
                 kind = "group"
         return kind
-    classes = {_text(c).lower() for c in values}
+    classes = {text_of(c).lower() for c in values}
     if "user" in classes and "computer" not in classes:
         account_type = _first(attributes, "samaccounttype")
-        if account_type is not None and account_type != str(_SAM_NORMAL_USER_ACCOUNT):
+        if account_type is not None and account_type != str(SAM_NORMAL_USER_ACCOUNT):
             return "other"
         uac = _first(attributes, "useraccountcontrol")
-        if uac is not None and uac.isdigit() and int(uac) & _UAC_TRUST_ACCOUNTS:
+        if uac is not None and uac.isdigit() and int(uac) & UAC_TRUST_ACCOUNTS:
             return "other"
         return "user"
     return "group" if "group" in classes else "other"
-
-
-def _filetime(now: datetime) -> int:
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
-    return (now - _FILETIME_EPOCH) // timedelta(microseconds=1) * 10
 
 
 def _is_disabled(
@@ -322,19 +253,10 @@ def _is_disabled(
     except ValueError:
         report.warnings.append(f"{dn}: userAccountControl or accountExpires is not a number; ignored")
         return False
-    if uac is not None and uac & _UAC_ACCOUNTDISABLE:
+    if uac is not None and uac & UAC_ACCOUNTDISABLE:
         return True
     # Both 0 and 2**63-1 mean "never" (trap 3).
-    return expires is not None and 0 < expires < _FILETIME_NEVER and expires <= now_filetime
-
-
-def _strip_unique_member_uid(value: str) -> str:
-    # uniqueMember is `DN [ "#" BitString ]` (RFC 4517 NameAndOptionalUID). A `#` right after `=`
-    # starts a BER value and an escaped `\#` is part of a value, so only a later bare `#` cuts.
-    sharp = value.rfind("#")
-    if sharp > 0 and value[sharp - 1] not in "=\\" and "=" not in value[sharp:]:
-        return value[:sharp]
-    return value
+    return expires is not None and 0 < expires < FILETIME_NEVER and expires <= now_filetime
 
 
 @dataclass(slots=True)
@@ -392,7 +314,7 @@ class _Collector:
 
     def __init__(self, settings: DirectorySettings, now: datetime) -> None:
         self.report = NormalizeReport()
-        self.now_filetime = _filetime(now)
+        self.now_filetime = filetime(now)
         self.flavor = settings.flavor
         self.ranged = settings.flavor == "ad"  # range retrieval is AD's (trap 7); OpenLDAP sends whole lists
         self.user_base = normalize_dn(settings.user_base)
@@ -446,7 +368,7 @@ class _Collector:
             self.report.errors.append(f"{dn}: left out, it has no {name} to identify it by")
             return None
         try:
-            anchor = _anchor(values[0], name, self.flavor)
+            anchor = decode_anchor(values[0], name, self.flavor)
         except ValueError as exc:
             self.report.errors.append(f"{dn}: left out, its {name} is unreadable ({exc})")
             return None
@@ -524,9 +446,9 @@ class _Collector:
             dn=dn,
             member_dns=[
                 *_texts(_values(attributes, "member")),
-                *(_strip_unique_member_uid(_text(v)) for v in _values(attributes, "uniquemember")),
+                *(strip_unique_member_uid(text_of(v)) for v in _values(attributes, "uniquemember")),
             ],
-            member_uids=[_text(v).strip().lower() for v in _values(attributes, "memberuid")],
+            member_uids=[text_of(v).strip().lower() for v in _values(attributes, "memberuid")],
             member_of=list(_texts(_values(attributes, "memberof"))),
             token=token,
             sid=sid,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from ldap3 import BASE, MODIFY_ADD, MODIFY_REPLACE, Connection
 
-from bridge.directory.normalize import decode_sid
+from bridge.directory.values import decode_sid
 from tests.fixtures.samba import SambaDC
 from tests.ldap_deployment import LdapDeployment
 

@@ -17,11 +17,10 @@ from bridge.directory.normalize import (
     RawEntry,
     build_snapshot,
     classify,
-    decode_object_guid,
-    decode_sid,
     is_within,
     normalize_dn,
 )
+from bridge.directory.values import decode_anchor, decode_object_guid, decode_sid
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "directory.ldif"
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -653,3 +652,25 @@ def test_settings_fill_flavor_defaults_and_lower_case_names() -> None:
     assert settings.keep_attributes == ("department",)
     with pytest.raises(ValueError):
         DirectorySettings("novell", "o=x", "o=x")  # type: ignore[arg-type]
+
+
+def test_an_anchor_decodes_the_same_whoever_read_it() -> None:
+    """The one decoder the normaliser and the LDAP source's primary-group read share (they used
+    to disagree on these inputs, and the anchor is the key that must never change)."""
+    guid = uuid.UUID("00112233-4455-6677-8899-aabbccddeeff")
+    raw = guid.bytes_le
+    # 16 GUID bytes that a reader handed over as text (they happen to be valid UTF-8)
+    ascii_bytes = b"ABCDEFGHIJKLMNOP"
+    assert decode_anchor(ascii_bytes.decode(), "objectguid", "ad") == str(uuid.UUID(bytes_le=ascii_bytes))
+    assert decode_anchor(bytearray(raw), "objectguid", "ad") == str(guid)
+    assert decode_anchor(raw, "ms-ds-consistencyguid", "ad") == str(guid)
+    # a consistency GUID on an OpenLDAP flavour is an ordinary string anchor, not AD's layout
+    assert decode_anchor("ABC-123", "ms-ds-consistencyguid", "openldap") == "abc-123"
+    assert decode_anchor(str(guid).upper(), "entryuuid", "openldap") == str(guid)
+
+
+def test_the_ldap_source_has_no_decoder_of_its_own() -> None:
+    from bridge.directory import ldap_source, normalize
+
+    assert ldap_source.decode_anchor is normalize.decode_anchor
+    assert not hasattr(ldap_source, "_anchor_text") and not hasattr(ldap_source, "_strip_uid")
