@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from bridge.core.groups import closure
+
 
 def _frozen(attributes: Mapping[str, tuple[str, ...]] | None) -> Mapping[str, tuple[str, ...]]:
     return MappingProxyType(dict(attributes or {}))
@@ -91,19 +93,9 @@ def expand_groups(snapshot: Snapshot) -> dict[str, tuple[GroupRef, ...]]:
 
     def ancestors(group_anchor: str) -> frozenset[str]:
         cached = ancestors_cache.get(group_anchor)
-        if cached is not None:
-            return cached
-        seen: set[str] = set()
-        stack = [group_anchor]
-        while stack:
-            current = stack.pop()
-            if current in seen:
-                continue
-            seen.add(current)
-            stack.extend(parents.get(current, ()))
-        result = frozenset(seen)
-        ancestors_cache[group_anchor] = result
-        return result
+        if cached is None:
+            cached = ancestors_cache[group_anchor] = frozenset(closure((group_anchor,), parents))
+        return cached
 
     refs = {g.anchor: GroupRef(anchor=g.anchor, name=g.name, dn=g.dn) for g in snapshot.groups.values()}
     effective: dict[str, tuple[GroupRef, ...]] = {}

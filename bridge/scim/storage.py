@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 
+from bridge.core.groups import explore
 from bridge.core.plan import identity_digest
 from bridge.scim.auth import TOKEN_COLUMNS, TOKEN_FROM, TOKEN_MATCHES, tokens
 from bridge.scim.errors import invalid_value, uniqueness
@@ -573,27 +574,26 @@ def remove_members(conn: Connection, tenant_id: int, group_anchor: str, ids: Seq
 
 def users_under(conn: Connection, tenant_id: int, anchors: Iterable[str]) -> list[str]:
     """The users among `anchors` and, for groups among them, every user nested below."""
-    found: set[str] = set()
-    seen: set[str] = set()
-    frontier = set(anchors)
-    while frontier:
-        seen |= frontier
+    users: set[str] = set()
+
+    def members_of(frontier: set[str]) -> dict[str, set[str]]:
         kind_of = kinds(conn, tenant_id, frontier)
-        found |= {a for a, k in kind_of.items() if k == "user"}
+        users.update(a for a, k in kind_of.items() if k == "user")
         groups = [a for a, k in kind_of.items() if k == "group"]
-        frontier = set()
+        found: dict[str, set[str]] = {}
         for start in range(0, len(groups), CHUNK):
-            frontier |= set(
-                conn.execute(
-                    select(memberships.c.member_anchor).where(
-                        memberships.c.tenant_id == tenant_id,
-                        memberships.c.source == SOURCE,
-                        memberships.c.group_anchor.in_(groups[start : start + CHUNK]),
-                    )
-                ).scalars()
-            )
-        frontier -= seen
-    return sorted(found)
+            for group_anchor, member_anchor in conn.execute(
+                select(memberships.c.group_anchor, memberships.c.member_anchor).where(
+                    memberships.c.tenant_id == tenant_id,
+                    memberships.c.source == SOURCE,
+                    memberships.c.group_anchor.in_(groups[start : start + CHUNK]),
+                )
+            ):
+                found.setdefault(group_anchor, set()).add(member_anchor)
+        return found
+
+    explore(anchors, members_of)
+    return sorted(users)
 
 
 def delete_group(conn: Connection, tenant_id: int, anchor: str, actor: str, correlation_id: str, now: datetime) -> None:

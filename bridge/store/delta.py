@@ -15,6 +15,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, bindparam, delete, insert, select
 
+from bridge.core.groups import closure, explore
 from bridge.core.model import GroupRef, SourceUser
 from bridge.store.identities import user_from_row
 from bridge.store.tables import Identity, Membership, SourceState
@@ -183,32 +184,11 @@ class MembershipOverlay:
 
     def descendants(self, anchors: Iterable[str], limit: int) -> set[str]:
         """Everything below `anchors` (cycle-safe); stops early once more than `limit` are found."""
-        seen = set(anchors)
-        frontier = set(seen)
-        while frontier and len(seen) <= limit:
-            found = self.children(frontier)
-            frontier = {m for members in found.values() for m in members} - seen
-            seen |= frontier
-        return seen
+        return explore(anchors, self.children, limit=limit)[0]
 
     def ancestry(self, members: Sequence[str]) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
         """(direct groups, all groups through nesting) of each member; cycles are cut."""
-        parents: dict[str, set[str]] = {}
-        frontier = set(members)
-        while frontier:
-            found = self.parents(frontier)
-            parents.update(found)
-            frontier = {g for groups in found.values() for g in groups} - parents.keys()
+        _, parents = explore(members, self.parents)
         direct = {m: parents.get(m, set()) for m in members}
-        effective: dict[str, set[str]] = {}
-        for member in members:
-            seen: set[str] = set()
-            stack = list(parents.get(member, ()))
-            while stack:
-                current = stack.pop()
-                if current in seen:
-                    continue
-                seen.add(current)
-                stack.extend(parents.get(current, ()))
-            effective[member] = seen
+        effective = {m: closure(parents.get(m, ()), parents) for m in members}
         return direct, effective

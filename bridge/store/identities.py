@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, or_, select, text, update
 
+from bridge.core.groups import closure, explore
 from bridge.core.model import GroupRef, SourceGroup, SourceUser
 from bridge.core.plan import Subject, identity_digest
 from bridge.jsonfast import dumps
@@ -317,36 +318,24 @@ def effective_groups(
     conn: Connection, tenant_id: int, source: str, member_anchors: Sequence[str]
 ) -> dict[str, tuple[GroupRef, ...]]:
     """Each member's groups, direct and nested, read from stored memberships (cycle-safe)."""
-    parents: dict[str, set[str]] = {}
-    frontier = set(member_anchors)
-    seen: set[str] = set()
-    while frontier:
-        seen |= frontier
+
+    def parents_of(frontier: set[str]) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
         batch = list(frontier)
-        frontier = set()
         for start in range(0, len(batch), 500):
-            chunk = batch[start : start + 500]
-            params = {"tenant_id": tenant_id, "source": source, "anchors": chunk}
+            params = {"tenant_id": tenant_id, "source": source, "anchors": batch[start : start + 500]}
             for group_anchor, member_anchor in conn.execute(_PARENTS, params):
-                parents.setdefault(member_anchor, set()).add(group_anchor)
-                if group_anchor not in seen:
-                    frontier.add(group_anchor)
+                found.setdefault(member_anchor, set()).add(group_anchor)
+        return found
+
+    _, parents = explore(member_anchors, parents_of)
     from bridge.store.delta import stored_groups
 
     refs = stored_groups(conn, tenant_id, source, {g for gs in parents.values() for g in gs})
-
-    out: dict[str, tuple[GroupRef, ...]] = {}
-    for member in member_anchors:
-        found: set[str] = set()
-        stack = list(parents.get(member, ()))
-        while stack:
-            current = stack.pop()
-            if current in found:
-                continue
-            found.add(current)
-            stack.extend(parents.get(current, ()))
-        out[member] = tuple(refs[a] for a in sorted(found) if a in refs)
-    return out
+    return {
+        member: tuple(refs[a] for a in sorted(closure(parents.get(member, ()), parents)) if a in refs)
+        for member in member_anchors
+    }
 
 
 def effective_group_names(
