@@ -25,10 +25,6 @@ class SourceUnavailable(BridgeError):
     """A source could not be read completely; nothing may be archived from such a read."""
 
 
-class SyncAborted(BridgeError):
-    """A safety check refused the plan (deletion threshold, incomplete snapshot)."""
-
-
 class NotFound(BridgeError):
     pass
 

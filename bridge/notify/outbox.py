@@ -263,10 +263,6 @@ def account_mail(conn: Connection, account_id: str) -> list[dict[str, Any]]:
     ]
 
 
-def counts_by_status(conn: Connection) -> dict[str, int]:
-    return {s: n for s, n in conn.execute(select(outbox.c.status, func.count()).group_by(outbox.c.status))}
-
-
 class RetryRefused(BridgeError):
     pass
 

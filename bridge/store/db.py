@@ -13,7 +13,6 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import ArgumentError, OperationalError
-from sqlalchemy.orm import Session
 
 from bridge import jsonfast
 from bridge.errors import BridgeError, ConfigError
@@ -103,17 +102,6 @@ def page_cache(conn: Connection, mebibytes: int) -> Iterator[None]:
         yield
     finally:
         conn.exec_driver_sql(f"PRAGMA cache_size={int(before)}")
-
-
-@contextmanager
-def session_scope(engine: Engine, *, write: bool = True) -> Iterator[Session]:
-    with transaction(engine, write=write) as connection:
-        session = Session(bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint")
-        try:
-            yield session
-            session.flush()
-        finally:
-            session.close()
 
 
 def _alembic_config(connection: Connection) -> AlembicConfig:

@@ -56,16 +56,6 @@ def save_bookmark(conn: Connection, tenant_id: int, source: str, values: Mapping
     )
 
 
-def clear_bookmark(conn: Connection, tenant_id: int, source: str) -> None:
-    conn.execute(
-        delete(source_state).where(
-            source_state.c.tenant_id == tenant_id,
-            source_state.c.source == source,
-            source_state.c.key.like(_BOOKMARK_PREFIX + "%"),
-        )
-    )
-
-
 def stored_references(conn: Connection, tenant_id: int, source: str) -> list[tuple[str, str, str | None, str]]:
     """(kind, anchor, dn, name) of every stored identity of the source."""
     rows = conn.execute(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, func, insert, or_, select, update
 
 from bridge.core.lifecycle import SEAT_STATES, Status
 from bridge.core.mapping import RoleMapping
@@ -475,12 +475,3 @@ def recent_sync_runs(
     if source:
         query = query.where(sync_runs.c.source == source)
     return list(conn.execute(query.order_by(sync_runs.c.id.desc()).limit(limit)).all())
-
-
-def delete_memberships_of(conn: Connection, tenant_id: int, source: str, group_anchor: str) -> None:
-    from bridge.store.tables import Membership
-
-    m = Membership.__table__
-    conn.execute(
-        delete(m).where(and_(m.c.tenant_id == tenant_id, m.c.source == source, m.c.group_anchor == group_anchor))
-    )
