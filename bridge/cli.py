@@ -506,7 +506,8 @@ def _account_json(
 
 
 def _load_accounts_json(conn: Any, tenant: Any, rows: Sequence[Any]) -> list[dict[str, Any]]:
-    from bridge.store.repo import account_groups, account_roles
+    from bridge.store.identities import account_groups
+    from bridge.store.repo import account_roles
     from bridge.store.tables import Identity
 
     ids = [r.id for r in rows]

@@ -25,12 +25,12 @@ from bridge.directory.normalize import normalize_dn
 from bridge.store.db import transaction
 from bridge.store.delta import (
     MembershipOverlay,
-    stored_groups,
     stored_members,
     stored_parents,
     stored_references,
     stored_users,
 )
+from bridge.store.identities import stored_groups
 from bridge.store.repo import load_account_states, usage_outside
 
 __all__ = ["MAX_DELTA_PEOPLE", "DeltaPlan", "DeltaTooLarge", "known_references", "plan_delta"]

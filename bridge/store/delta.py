@@ -13,10 +13,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, delete, insert, select
+from sqlalchemy import Connection, delete, insert, select
 
 from bridge.core.groups import closure, explore
-from bridge.core.model import GroupRef, SourceUser
+from bridge.core.model import SourceUser
 from bridge.store.identities import user_from_row
 from bridge.store.tables import Identity, Membership, SourceState
 
@@ -99,24 +99,6 @@ def stored_parents(conn: Connection, tenant_id: int, source: str, member_anchors
         ):
             out.setdefault(member_anchor, set()).add(group_anchor)
     return out
-
-
-def stored_groups(conn: Connection, tenant_id: int, source: str, anchors: Iterable[str]) -> dict[str, GroupRef]:
-    out: dict[str, GroupRef] = {}
-    for chunk in _chunks(anchors):
-        params = {"tenant_id": tenant_id, "source": source, "anchors": list(chunk)}
-        for row in conn.execute(_STORED_GROUPS, params):
-            out[row.anchor] = GroupRef(anchor=row.anchor, name=row.name, dn=row.dn)
-    return out
-
-
-# Prebuilt: every re-plan (each SCIM write) names the groups of the people it plans.
-_STORED_GROUPS = select(identities.c.anchor, identities.c.name, identities.c.dn).where(
-    identities.c.tenant_id == bindparam("tenant_id"),
-    identities.c.source == bindparam("source"),
-    identities.c.kind == "group",
-    identities.c.anchor.in_(bindparam("anchors", expanding=True)),
-)
 
 
 def stored_users(conn: Connection, tenant_id: int, source: str, anchors: Iterable[str]) -> dict[str, SourceUser]:

@@ -314,6 +314,25 @@ _USERS_BY_ANCHOR = select(identities).where(
 )
 
 
+def stored_groups(conn: Connection, tenant_id: int, source: str, anchors: Iterable[str]) -> dict[str, GroupRef]:
+    out: dict[str, GroupRef] = {}
+    batch = list(anchors)
+    for start in range(0, len(batch), 500):
+        params = {"tenant_id": tenant_id, "source": source, "anchors": batch[start : start + 500]}
+        for row in conn.execute(_STORED_GROUPS, params):
+            out[row.anchor] = GroupRef(anchor=row.anchor, name=row.name, dn=row.dn)
+    return out
+
+
+# Prebuilt: every re-plan (each SCIM write) names the groups of the people it plans.
+_STORED_GROUPS = select(identities.c.anchor, identities.c.name, identities.c.dn).where(
+    identities.c.tenant_id == bindparam("tenant_id"),
+    identities.c.source == bindparam("source"),
+    identities.c.kind == "group",
+    identities.c.anchor.in_(bindparam("anchors", expanding=True)),
+)
+
+
 def effective_groups(
     conn: Connection, tenant_id: int, source: str, member_anchors: Sequence[str]
 ) -> dict[str, tuple[GroupRef, ...]]:
@@ -329,8 +348,6 @@ def effective_groups(
         return found
 
     _, parents = explore(member_anchors, parents_of)
-    from bridge.store.delta import stored_groups
-
     refs = stored_groups(conn, tenant_id, source, {g for gs in parents.values() for g in gs})
     return {
         member: tuple(refs[a] for a in sorted(closure(parents.get(member, ()), parents)) if a in refs)
@@ -367,3 +384,8 @@ def load_subjects(conn: Connection, tenant_id: int, source: str, anchors: Sequen
         user = user_from_row(r, groups=tuple(sorted(direct.get(r.anchor, ()))))
         subjects.append(Subject(user=user, groups=groups.get(r.anchor, ())))
     return subjects
+
+
+def account_groups(conn: Connection, tenant_id: int, accounts_rows: Sequence[Any]) -> dict[str, list[str]]:
+    """Display names of each account's groups, nested membership included."""
+    return effective_group_names(conn, tenant_id, [(r.id, r.source, r.anchor) for r in accounts_rows])

@@ -419,13 +419,6 @@ def account_roles(conn: Connection, account_ids: Sequence[str]) -> dict[str, lis
     return out
 
 
-def account_groups(conn: Connection, tenant_id: int, accounts_rows: Sequence[Any]) -> dict[str, list[str]]:
-    """Display names of each account's groups, nested membership included."""
-    from bridge.store.identities import effective_group_names
-
-    return effective_group_names(conn, tenant_id, [(r.id, r.source, r.anchor) for r in accounts_rows])
-
-
 def list_audit(
     conn: Connection, tenant_id: int, account_id: str | None = None, since: datetime | None = None, limit: int = 1000
 ) -> list[Any]:
