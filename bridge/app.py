@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import time
 from typing import Any
@@ -11,7 +12,7 @@ from flask import Flask, Response, abort, g, jsonify, request
 from sqlalchemy import text
 
 from bridge.config import metrics_token
-from bridge.logs import correlation_id
+from bridge.logs import access_log, correlation_id, log_access
 from bridge.runtime import Runtime
 from bridge.store.db import is_current
 
@@ -50,6 +51,10 @@ def create_app(runtime: Runtime) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = int(runtime.config.server["max_body_bytes"])
     app.extensions["bridge"] = runtime
     scrape_token = metrics_token(runtime.config)
+    logs_access = bool(runtime.config.server["access_log"])
+    if logs_access:
+        # Its own level: `access_log = true` shows requests whatever [logging] level says.
+        access_log.setLevel(logging.INFO)
 
     @app.before_request
     def _start_request() -> None:
@@ -91,6 +96,8 @@ def create_app(runtime: Runtime) -> Flask:
         if hasattr(g, "started"):
             HTTP_LATENCY.labels(route=route, method=method).observe(time.perf_counter() - g.started)
         response.headers["X-Request-ID"] = g.get("request_id", "")
+        if logs_access:
+            _log_request(response.status_code)
         return response
 
     @app.teardown_request
@@ -131,6 +138,30 @@ def create_app(runtime: Runtime) -> Flask:
 
     _register_optional(app, runtime)
     return app
+
+
+# Probes and scrapes come every few seconds and have their own counters in /metrics: logged only
+# when they fail, so the access log shows what clients did.
+_QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def _log_request(status: int) -> None:
+    rule = request.url_rule
+    if rule is not None and rule.rule in _QUIET_ROUTES and status < 400:
+        return
+    # A secret in the path (an activation link's token) is logged as the rule's placeholder.
+    path = rule.rule if rule is not None and "token" in (request.view_args or {}) else request.path
+    caller = g.get("scim_caller")  # set once the SCIM door has authenticated the request
+    log_access(
+        request.method,
+        path,
+        request.query_string.decode("latin-1"),
+        status,
+        g.get("started", time.perf_counter()),
+        caller.tenant_name if caller is not None else None,
+        caller.actor.removeprefix("scim:") if caller is not None else None,
+        g.get("request_id", ""),
+    )
 
 
 def _bearer_matches(header: str | None, expected: str) -> bool:

@@ -38,6 +38,8 @@ _SERVER: _Spec = {
     # Bearer token /metrics then requires (unset: /metrics is open to whoever reaches the port).
     "metrics_token_env": (str, None),
     "metrics_token_file": (str, None),
+    # One log line per request (bridge.access): method, path, status, time, tenant, token label.
+    "access_log": (bool, True),
 }
 _EMAIL: _Spec = {
     "smtp_host": (str, "127.0.0.1"),

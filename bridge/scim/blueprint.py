@@ -608,19 +608,20 @@ def fast_user_lookup(cursor: Any, dialect: Any, caller: Caller, query: Query, ba
 
 def fast_token_user_lookup(
     cursor: Any, dialect: Any, header: str | None, query: Query, base_url: str, engine: Any = None
-) -> dict[str, Any] | None:
+) -> tuple[Caller | None, dict[str, Any] | None]:
     """`fast_user_lookup` for a request not authenticated yet: the token is checked by the
-    lookup's own statement (the fast lane's). A token that does not authenticate raises the 401."""
+    lookup's own statement (the fast lane's). A token that does not authenticate raises the 401.
+    Returns the caller too (for the access log), and None for the page the lane does not answer."""
     if query.lookup is None:
-        return None
+        return None, None
     digest = token_digest(header)
     token, rows = storage.fast_lookup_with_token(cursor, dialect, digest, *query.lookup, query.count)
     caller = caller_of(token, digest)
     if engine is not None:
         caller.note_use(engine)
     if not _fast_lookup_answers(query, caller):
-        return None
-    return _fast_user_page(cursor, dialect, caller, query, rows, base_url)
+        return caller, None
+    return caller, _fast_user_page(cursor, dialect, caller, query, rows, base_url)
 
 
 def _fast_lookup_answers(query: Query, caller: Caller) -> bool:
@@ -757,7 +758,9 @@ def register(app: Flask, runtime: Runtime) -> None:
     from bridge.scim.fastlane import FastLane
 
     api = ScimApi(runtime)
-    app.wsgi_app = FastLane(app.wsgi_app, runtime.engine, api.base_url)  # type: ignore[method-assign]
+    app.wsgi_app = FastLane(  # type: ignore[method-assign]
+        app.wsgi_app, runtime.engine, api.base_url, access_log=bool(runtime.config.server["access_log"])
+    )
     bp = Blueprint("scim", __name__, url_prefix="/scim/v2")
     types = {"Users": USER_TYPE, "Groups": GROUP_TYPE}
 

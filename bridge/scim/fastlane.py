@@ -24,7 +24,9 @@ from urllib.parse import parse_qsl, unquote
 from sqlalchemy import Engine
 
 from bridge.app import request_id
+from bridge.logs import log_access
 from bridge.scim import quirks
+from bridge.scim.auth import Caller
 from bridge.scim.errors import ScimError
 from bridge.scim.schema import USER_TYPE
 
@@ -43,10 +45,11 @@ class _ThreadConnection(threading.local):
 
 
 class FastLane:
-    def __init__(self, app: WsgiApp, engine: Engine, base_url: str) -> None:
+    def __init__(self, app: WsgiApp, engine: Engine, base_url: str, access_log: bool = False) -> None:
         self.app = app
         self.engine = engine
         self.base_url = base_url
+        self.access_log = access_log  # [server] access_log: the lane logs what it answers itself
         # One DB-API connection per server thread, detached from the pool: a pool checkout and
         # return (with PostgreSQL's pre-ping) cost more than the lookup, and a detached
         # connection does not take a pool slot from the requests that need one. Rolled back
@@ -65,7 +68,7 @@ class FastLane:
         ):
             started = time.perf_counter()
             try:
-                body = self.answer(environ)
+                caller, body = self.answer(environ)
             except ScimError:
                 body = None  # bad token or filter: the app answers with the SCIM error
             except Exception:  # the app meets the same problem and answers it properly
@@ -84,25 +87,39 @@ class FastLane:
                     ],
                 )
                 self._observe(started)
+                if self.access_log:
+                    log_access(
+                        "GET",
+                        PATH,
+                        environ["QUERY_STRING"],
+                        200,
+                        started,
+                        caller.tenant_name if caller is not None else None,
+                        caller.actor.removeprefix("scim:") if caller is not None else None,
+                        rid,
+                    )
                 return [body]
         return self.app(environ, start_response)
 
-    def answer(self, environ: dict[str, Any]) -> bytes | None:
+    def answer(self, environ: dict[str, Any]) -> tuple[Caller | None, bytes | None]:
+        """(the caller, the body), or a None body when the app is to answer."""
         from bridge.scim.blueprint import Query, fast_token_user_lookup, scim_json
 
         params = _parameters(environ["QUERY_STRING"])
         if params is None or not params.keys() <= PARAMETERS:
-            return None
+            return None, None
         query = Query.parse_lookup(USER_TYPE, params)
         if query is None:
-            return None
+            return None, None
         cursor = self._cursor()
         try:
             header = environ.get("HTTP_AUTHORIZATION")
-            found = fast_token_user_lookup(cursor, self.engine.dialect, header, query, self.base_url, self.engine)
+            caller, found = fast_token_user_lookup(
+                cursor, self.engine.dialect, header, query, self.base_url, self.engine
+            )
         finally:
             self._local.connection.rollback()  # PostgreSQL opened a transaction; SQLite has none
-        return None if found is None else scim_json(found)
+        return caller, None if found is None else scim_json(found)
 
     def _cursor(self) -> Any:
         local = self._local

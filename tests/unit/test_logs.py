@@ -35,3 +35,43 @@ def test_an_exceptions_text_is_redacted_in_every_format(formatter: logging.Forma
     assert "postgresql://bridge:[redacted]@db/bridge" in out
     if isinstance(formatter, JsonFormatter):
         assert "RuntimeError" in json.loads(out)["error"]
+
+
+@pytest.mark.parametrize("formatter", [TextFormatter("%(levelname)s %(name)s: %(message)s"), JsonFormatter()])
+def test_an_access_line_is_redacted_field_by_field(formatter: logging.Formatter) -> None:
+    """Access lines skip the handler's generic pass (log_access redacts each field itself): a
+    token pasted into the path, a query key, the request id or a label is masked all the same."""
+    import time
+
+    from bridge.logs import access_log, log_access
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(formatter)
+    access_log.addHandler(handler)
+    access_log.propagate, level = False, access_log.level
+    access_log.setLevel(logging.INFO)
+    try:
+        log_access(
+            "GET",
+            f"/scim/v2/Users/{SECRET}\nforged",
+            f"access_token={SECRET}&{SECRET}=1&count=2",
+            404,
+            time.perf_counter(),
+            "t1",
+            f"label {SECRET}",
+            f"Bearer {SECRET}",
+        )
+    finally:
+        access_log.removeHandler(handler)
+        access_log.propagate = True
+        access_log.setLevel(level)
+    out = stream.getvalue()
+    assert SECRET not in out and out.count("\n") == 1
+    if isinstance(formatter, JsonFormatter):
+        entry = json.loads(out)
+        assert entry["path"] == "/scim/v2/Users/brg_[redacted]\\u000aforged"
+        assert entry["query"] == ["access_token", "brg_[redacted]", "count"] and entry["status"] == 404
+    else:
+        assert "/scim/v2/Users/brg_[redacted]\\u000aforged?access_token&brg_[redacted]&count status=404" in out
