@@ -66,13 +66,20 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        # The whole line, not only the message: a traceback's text (an exception's message, a
-        # frame's source line) can hold a URL with a password or a token as well as a message can.
+        # The message is redacted by the filter; a traceback's text (an exception's message, a
+        # frame's source line) can hold a URL with a password or a token as well, so it is redacted
+        # here. Not the whole line: the logger's name (`bridge.notify.secret: ...`) would read as a
+        # `secret: value` pair. A traceback another handler formatted and cached is formatted again.
+        record.exc_text = None
         line = super().format(record)
-        if not getattr(record, "redacted", False):
-            line = redact(line)
         cid = getattr(record, "correlation_id", None)
         return f"{line} [{cid}]" if cid else line
+
+    def formatException(self, ei: Any) -> str:
+        return redact(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return redact(super().formatStack(stack_info))
 
 
 def setup_logging(fmt: str = "text", level: str = "INFO") -> None:

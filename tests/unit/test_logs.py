@@ -75,3 +75,12 @@ def test_an_access_line_is_redacted_field_by_field(formatter: logging.Formatter)
         assert entry["query"] == ["access_token", "brg_[redacted]", "count"] and entry["status"] == 404
     else:
         assert "/scim/v2/Users/brg_[redacted]\\u000aforged?access_token&brg_[redacted]&count status=404" in out
+
+
+def test_a_logger_named_secret_is_not_mistaken_for_a_secret() -> None:
+    record = logging.LogRecord(
+        "bridge.notify.secret", logging.INFO, __file__, 1, "generated a server secret", None, None
+    )
+    RedactingFilter().filter(record)
+    line = TextFormatter("%(name)s: %(message)s").format(record)
+    assert line == "bridge.notify.secret: generated a server secret"
