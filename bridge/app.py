@@ -12,17 +12,13 @@ from flask import Flask, Response, abort, g, jsonify, request
 from sqlalchemy import text
 
 from bridge.config import metrics_token
-from bridge.logs import access_log, correlation_id, log_access
+from bridge.http import log_request, observe_request, request_id
+from bridge.logs import access_log, correlation_id
 from bridge.runtime import Runtime
 from bridge.store.db import is_current
 
 # Oversized bodies up to this size are read and discarded before the 413 (see below).
 _DRAIN_LIMIT = 16 * 1024 * 1024
-
-
-def request_id(incoming: str) -> str:
-    """The client's X-Request-ID when it is usable as a log field, else a new one."""
-    return incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else f"req-{secrets.token_hex(8)}"
 
 
 def _buffer_chunked_body(environ: dict[str, Any], limit: int) -> None:
@@ -87,14 +83,8 @@ def create_app(runtime: Runtime) -> Flask:
 
     @app.after_request
     def _finish_request(response: Response) -> Response:
-        from bridge.metrics import HTTP_LATENCY, HTTP_REQUESTS, method_label, status_label
-
-        # Labels from fixed sets only (bridge/metrics.py): the rule template, never the path.
         route = request.url_rule.rule if request.url_rule else "unmatched"
-        method = method_label(request.method)
-        HTTP_REQUESTS.labels(route=route, method=method, status=status_label(response.status_code)).inc()
-        if hasattr(g, "started"):
-            HTTP_LATENCY.labels(route=route, method=method).observe(time.perf_counter() - g.started)
+        observe_request(route, request.method, response.status_code, g.get("started"))
         response.headers["X-Request-ID"] = g.get("request_id", "")
         if logs_access:
             _log_request(response.status_code)
@@ -151,15 +141,13 @@ def _log_request(status: int) -> None:
         return
     # A secret in the path (an activation link's token) is logged as the rule's placeholder.
     path = rule.rule if rule is not None and "token" in (request.view_args or {}) else request.path
-    caller = g.get("scim_caller")  # set once the SCIM door has authenticated the request
-    log_access(
+    log_request(
         request.method,
         path,
         request.query_string.decode("latin-1"),
         status,
         g.get("started", time.perf_counter()),
-        caller.tenant_name if caller is not None else None,
-        caller.actor.removeprefix("scim:") if caller is not None else None,
+        g.get("scim_caller"),  # set once the SCIM door has authenticated the request
         g.get("request_id", ""),
     )
 
@@ -176,18 +164,13 @@ def _bearer_matches(header: str | None, expected: str) -> bool:
     )
 
 
-# Channels built in their own packages register here: each entry is "module:function", the
-# function taking (app, runtime). Listed explicitly so a missing module is an error, not silence.
-BLUEPRINTS: list[str] = [
-    "bridge.web.activation:register",
-    "bridge.web.api:register",
-    "bridge.scim.blueprint:register",
-]
-
-
 def _register_optional(app: Flask, runtime: Runtime) -> None:
-    import importlib
+    """The doors: activation pages, the product API, SCIM. Imported here, not at the top, so that
+    a process that only needs the app's plumbing (a test, the fast lane) does not load them all."""
+    from bridge.scim.blueprint import register as register_scim
+    from bridge.web.activation import register as register_activation
+    from bridge.web.api import register as register_api
 
-    for entry in BLUEPRINTS:
-        module_name, _, function = entry.partition(":")
-        getattr(importlib.import_module(module_name), function)(app, runtime)
+    register_activation(app, runtime)
+    register_api(app, runtime)
+    register_scim(app, runtime)

@@ -178,21 +178,16 @@ def _expire(runtime: Runtime, job: JobSpec) -> str:
     return f"{expire_external_accounts(runtime, datetime.now(UTC))} archived"
 
 
-def _optional(module: str, function: str) -> Callable[[Runtime, datetime], Any]:
-    import importlib
-
-    try:
-        return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
-    except (ImportError, AttributeError):
-        raise BridgeError(f"{module}.{function} is not available in this build") from None
-
-
 def _reminders(runtime: Runtime, job: JobSpec) -> str:
-    return str(_optional("bridge.notify.activation", "send_activation_reminders")(runtime, datetime.now(UTC)))
+    from bridge.notify.activation import send_activation_reminders
+
+    return str(send_activation_reminders(runtime, datetime.now(UTC)))
 
 
 def _drain(runtime: Runtime, job: JobSpec) -> str:
-    return str(_optional("bridge.notify.worker", "drain_outbox")(runtime, datetime.now(UTC)))
+    from bridge.notify.worker import drain_outbox
+
+    return str(drain_outbox(runtime, datetime.now(UTC)))
 
 
 def _purge(runtime: Runtime, job: JobSpec) -> str:
@@ -202,9 +197,10 @@ def _purge(runtime: Runtime, job: JobSpec) -> str:
     with transaction(runtime.engine) as conn:
         runs = conn.execute(SyncRun.__table__.delete().where(SyncRun.__table__.c.finished_at < cutoff)).rowcount
         jobs = conn.execute(job_runs.delete().where(job_runs.c.finished_at < cutoff)).rowcount
-    tokens = _optional("bridge.notify.activation", "purge_activation_tokens")(runtime, datetime.now(UTC))
+    from bridge.notify.activation import purge_activation_tokens
     from bridge.notify.outbox import purge_outbox
 
+    tokens = purge_activation_tokens(runtime, datetime.now(UTC))
     messages = purge_outbox(runtime.engine, datetime.now(UTC))
     return (
         f"purged {runs} sync runs, {jobs} job runs older than 90 days; tokens: {tokens}; "
@@ -345,7 +341,7 @@ def build_scheduler(runtime: Runtime, jobs: list[JobSpec] | None = None) -> Back
 
 
 def start_scheduler_service(runtime: Runtime, enabled: bool) -> Callable[[], None] | None:
-    """The SERVICES hook of `bridge serve`."""
+    """The scheduler as a background service of `bridge serve` (bridge/services.py)."""
     if not enabled:
         return None
     from bridge.store.db import make_engine

@@ -22,10 +22,6 @@ from bridge.runtime import Runtime
 
 Stop = Callable[[], None]
 
-# Each entry is "module:function"; the function takes (runtime, scheduler: bool) and returns a
-# callable that stops what it started (or None when it started nothing).
-SERVICES: list[str] = ["bridge.scheduler:start_scheduler_service", "bridge.notify.worker:start_service"]
-
 # A background process that does not stop within this after SIGTERM is killed (one mail or webhook
 # delivery in flight is bounded well below it).
 _STOP_TIMEOUT_SECONDS = 60
@@ -35,14 +31,13 @@ _RESTART_PAUSE_SECONDS = 2.0
 
 
 def start_background(runtime: Runtime, *, scheduler: bool) -> Stop:
-    import importlib
+    # Each starts what it runs and returns how to stop it (None when it started nothing).
+    from bridge.notify.worker import start_service as start_outbox_worker
+    from bridge.scheduler import start_scheduler_service
 
-    stops: list[Stop] = []
-    for entry in SERVICES:
-        module_name, _, function = entry.partition(":")
-        stop = getattr(importlib.import_module(module_name), function)(runtime, scheduler)
-        if stop is not None:
-            stops.append(stop)
+    stops = [
+        stop for stop in (start_scheduler_service(runtime, scheduler), start_outbox_worker(runtime, scheduler)) if stop
+    ]
 
     def stop_all() -> None:
         for stop in reversed(stops):

@@ -7,9 +7,7 @@ Any error rolls the whole request back, so a failed request leaves nothing behin
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -20,19 +18,20 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from bridge import jsonfast
 from bridge.config import TenantConfig
 from bridge.core.lifecycle import Status
 from bridge.core.plan import AccountPlan, Archive, Change, RevokeRoles
 from bridge.errors import BridgeError, ConfigError
+from bridge.http import NO_STORE
 from bridge.provision.apply import ApplyContext, apply_account
 from bridge.provision.replan import TenantView, replan, tenant_view
 from bridge.runtime import Runtime
 from bridge.scim import discovery, inbound, quirks, storage
-from bridge.scim.auth import Caller, authenticate, caller_of, require_write, token_digest
-from bridge.scim.errors import ScimError, invalid_filter, invalid_syntax, invalid_value, not_found, uniqueness
-from bridge.scim.filter import MAX_FILTER_LENGTH, to_sql, translate
+from bridge.scim.auth import Caller, authenticate, require_write
+from bridge.scim.errors import ScimError, invalid_syntax, invalid_value, not_found, uniqueness
+from bridge.scim.lookup import fast_user_lookup
 from bridge.scim.patch import MemberOp, apply_patch, check_immutable, matches, prepare_patch
+from bridge.scim.query import Query, projection_of
 from bridge.scim.resources import (
     Projection,
     canonical,
@@ -42,6 +41,7 @@ from bridge.scim.resources import (
     render_group,
     render_user,
     require,
+    scim_json,
 )
 from bridge.scim.schema import ACCOUNT, GROUP_TYPE, SCHEMAS, SEARCH_REQUEST, USER_TYPE, ResourceType
 from bridge.store.db import transaction
@@ -120,7 +120,7 @@ class ScimApi:
         caller = self.caller
         require_write(caller)
         config = self.tenant_config(caller.tenant_name)
-        # The request's id (bridge.app.request_id: the client's X-Request-ID when usable), so
+        # The request's id (bridge.http.request_id: the client's X-Request-ID when usable), so
         # the audit events, the log lines and the response header all carry the same one.
         correlation = g.get("request_id") or f"req-{uuid.uuid4().hex[:16]}"
         for attempt in (1, 2):
@@ -494,171 +494,7 @@ class ScimApi:
         return self.read(work)
 
 
-# `userName eq "x"`: what Entra and Okta send before every create; answered without the parser.
-_SIMPLE_EQ = re.compile(r'^\s*(userName|externalId|id|displayName)\s+eq\s+"((?:[^"\\]|\\.)*)"\s*$', re.I)
-
-
-# Every list is ordered by creation last, so pages are stable.
-_CREATION_ORDER = (storage.identities.c.created_at, storage.identities.c.id)
-
-
-class Query:
-    """filter, sortBy/sortOrder, startIndex/count and the projection of one list request."""
-
-    def __init__(self) -> None:
-        self.where: Any = None
-        self.lookup: tuple[str, str] | None = None  # (attribute, value) of a plain `attr eq "value"`
-        self.driven_by_subquery = False
-        self.order: list[Any] = []
-        self.start = 1
-        self.count = discovery.DEFAULT_COUNT
-        self.projection = Projection()
-
-    @classmethod
-    def parse_lookup(cls, rt: ResourceType, params: Any) -> Query | None:
-        """The query when its filter is a plain lookup on an indexed attribute (`userName eq
-        "x"`), which needs no tenant to parse: the fast lane parses it before it knows the
-        caller. None for any other filter."""
-        text = _text(params.get("filter"))
-        simple = _SIMPLE_EQ.match(text) if text and len(text) <= MAX_FILTER_LENGTH else None
-        kind = "user" if rt is USER_TYPE else "group"
-        if simple is None or (kind, simple.group(1).casefold()) not in storage.LOOKUP_ATTRIBUTES:
-            return None
-        return cls.parse(rt, params, tenant_id=0)  # the tenant only scopes a translated filter
-
-    @classmethod
-    def parse(cls, rt: ResourceType, params: Any, tenant_id: int) -> Query:
-        from bridge.scim.filter import GROUP_TARGETS, USER_TARGETS, Column
-
-        q = cls()
-        text = _text(params.get("filter"))
-        if text:
-            inbound.check_text(text, "filter")
-        if text and len(text) > MAX_FILTER_LENGTH:
-            raise invalid_filter(f"filter longer than {MAX_FILTER_LENGTH} characters")
-        simple = _SIMPLE_EQ.match(text) if text else None
-        kind = "user" if rt is USER_TYPE else "group"
-        if simple and (kind, simple.group(1).casefold()) in storage.LOOKUP_ATTRIBUTES:
-            q.lookup = (simple.group(1).casefold(), inbound.filter_string(simple.group(2)))
-        elif text:
-            q.where, q.driven_by_subquery = translate(rt.name, text, tenant_id)
-        q.start = max(inbound.index(params.get("startIndex"), "startIndex", 1), 1)
-        q.count = min(
-            max(inbound.index(params.get("count"), "count", discovery.DEFAULT_COUNT), 0), discovery.MAX_RESULTS
-        )
-        q.projection = projection_of(rt, params)
-        sort_by = _text(params.get("sortBy"))
-        if sort_by:
-            targets = USER_TARGETS if rt is USER_TYPE else GROUP_TARGETS
-            key = sort_by.casefold().removeprefix(rt.schema.id.casefold() + ":")
-            target = targets.get(key)
-            if key in ("emails", "emails.value") and rt is USER_TYPE:
-                column: Any = storage.identities.c.email_norm
-            elif isinstance(target, Column):
-                column = target.column
-            else:
-                raise invalid_value(f'cannot sort by "{sort_by}"')
-            descending = (_text(params.get("sortOrder")) or "ascending").lower() == "descending"
-            q.order.append(column.desc() if descending else column.asc())
-        q.order.extend(_CREATION_ORDER)
-        return q
-
-    def run(
-        self, conn: Connection, tenant_id: int, kind: str, *, offset: int | None = None, limit: int | None = None
-    ) -> tuple[list[Any], int]:
-        offset = self.start - 1 if offset is None else offset
-        limit = self.count if limit is None else limit
-        if self.lookup is not None and offset == 0 and len(self.order) == 2 and limit > 0:
-            rows = storage.lookup(conn, tenant_id, kind, *self.lookup, limit)
-            if len(rows) < limit:
-                return rows, len(rows)
-        if self.lookup is not None and self.where is None:
-            name = "User" if kind == "user" else "Group"
-            self.where = to_sql(name, f"{self.lookup[0]} eq {json.dumps(self.lookup[1])}", tenant_id)
-        sqlite = conn.dialect.name == "sqlite"
-        query = storage.base_query(tenant_id, kind, driven_by_subquery=sqlite and self.driven_by_subquery)
-        order = self.order
-        if self.where is not None:
-            query = query.where(self.where)
-            if sqlite:
-                # Without statistics SQLite walks the (tenant, created) index to honour ORDER BY
-                # ... LIMIT and tests the filter on every row; `+column` keeps it on the
-                # filter's index and sorts the (few) matches instead.
-                order = [_unindexed(o) for o in order]
-        rows = list(conn.execute(query.order_by(*order).offset(offset).limit(limit))) if limit > 0 else []
-        if offset == 0 and len(rows) < limit:
-            total = len(rows)  # the whole result fits on this page: no COUNT needed
-        else:
-            total = conn.execute(
-                storage.count_query(tenant_id, kind, self.where, driven_by_subquery=sqlite and self.driven_by_subquery)
-            ).scalar_one()
-        return rows, total
-
-
-def fast_user_lookup(cursor: Any, dialect: Any, caller: Caller, query: Query, base_url: str) -> dict[str, Any] | None:
-    """`userName eq "x"` (and externalId, id) as identity providers send it before every create,
-    on a DB-API cursor (bridge/store/fast.py); None when the request needs the general path (a
-    page that may not hold every match, sorting, or the product's roles in the answer)."""
-    if not _fast_lookup_answers(query, caller):
-        return None
-    assert query.lookup is not None
-    rows = storage.fast_lookup(cursor, dialect, caller.tenant_id, "user", *query.lookup, query.count)
-    return _fast_user_page(cursor, dialect, caller, query, rows, base_url)
-
-
-def fast_token_user_lookup(
-    cursor: Any, dialect: Any, header: str | None, query: Query, base_url: str, engine: Any = None
-) -> tuple[Caller | None, dict[str, Any] | None]:
-    """`fast_user_lookup` for a request not authenticated yet: the token is checked by the
-    lookup's own statement (the fast lane's). A token that does not authenticate raises the 401.
-    Returns the caller too (for the access log), and None for the page the lane does not answer."""
-    if query.lookup is None:
-        return None, None
-    digest = token_digest(header)
-    token, rows = storage.fast_lookup_with_token(cursor, dialect, digest, *query.lookup, query.count)
-    caller = caller_of(token, digest)
-    if engine is not None:
-        caller.note_use(engine)
-    if not _fast_lookup_answers(query, caller):
-        return caller, None
-    return caller, _fast_user_page(cursor, dialect, caller, query, rows, base_url)
-
-
-def _fast_lookup_answers(query: Query, caller: Caller) -> bool:
-    if query.lookup is None or query.start != 1 or query.count <= 0 or len(query.order) != 2:
-        return False
-    projection = query.projection
-    return not (projection.wants(ACCOUNT) if caller.read_only else projection.names(ACCOUNT))
-
-
-def _fast_user_page(
-    cursor: Any, dialect: Any, caller: Caller, query: Query, rows: list[Any], base_url: str
-) -> dict[str, Any] | None:
-    if len(rows) >= query.count:
-        return None  # maybe more than one page: the general path counts them
-    projection = query.projection
-    anchors = [r.anchor for r in rows] if projection.wants("groups") else []
-    groups = storage.fast_groups_of(cursor, dialect, caller.tenant_id, anchors, base_url)
-    resources = [render_user(r, base_url, groups.get(r.anchor), None, projection) for r in rows]
-    return list_response(resources, len(rows), 1)
-
-
 # ---- helpers -----------------------------------------------------------------------------------
-
-
-def _unindexed(clause: Any) -> Any:
-    from sqlalchemy import literal_column
-
-    element = getattr(clause, "element", clause)
-    modifier = getattr(clause, "modifier", None)
-    name = getattr(element, "name", None)
-    table = getattr(getattr(element, "table", None), "name", None)
-    if name is None or table is None:
-        return clause
-    plain = literal_column(f"+{table}.{name}")
-    from sqlalchemy.sql import operators
-
-    return plain.desc() if modifier is operators.desc_op else plain
 
 
 def unique_violation(exc: IntegrityError) -> bool:
@@ -718,23 +554,6 @@ def members_in(body: dict[str, Any]) -> list[str]:
     if ids is None:
         raise invalid_value('"members" must be a list of objects with a "value"')
     return list(dict.fromkeys(ids))
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, list):
-        value = ",".join(str(v) for v in value)
-    return str(value)
-
-
-def projection_of(rt: ResourceType, params: Any) -> Projection:
-    """`attributes` / `excludedAttributes` of a query string or a search body."""
-    return Projection.parse(rt, _text(params.get("attributes")), _text(params.get("excludedAttributes")))
-
-
-def scim_json(body: Any) -> bytes:
-    return jsonfast.dumps_bytes(body)
 
 
 def respond(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -824,7 +643,7 @@ def register(app: Flask, runtime: Runtime) -> None:
 
     @bp.after_request
     def _no_store(response: Response) -> Response:
-        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers.setdefault(*NO_STORE)
         return response
 
     # -- discovery (no authentication: it describes the server, not a tenant) ---------------

@@ -23,11 +23,13 @@ from urllib.parse import parse_qsl, unquote
 
 from sqlalchemy import Engine
 
-from bridge.app import request_id
-from bridge.logs import log_access
+from bridge.http import RequestMetrics, header_list, log_request, request_id
 from bridge.scim import quirks
 from bridge.scim.auth import Caller
 from bridge.scim.errors import ScimError
+from bridge.scim.lookup import fast_token_user_lookup
+from bridge.scim.query import Query
+from bridge.scim.resources import scim_json
 from bridge.scim.schema import USER_TYPE
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,7 @@ class FastLane:
         # connection does not take a pool slot from the requests that need one. Rolled back
         # after every request; dropped, and the request passed to the app, on any error.
         self._local = _ThreadConnection()
-        self._observers: tuple[Any, Any] | None = None
+        self._metrics: RequestMetrics | None = None
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if (
@@ -79,32 +81,16 @@ class FastLane:
                 rid = request_id(environ.get("HTTP_X_REQUEST_ID", ""))
                 start_response(
                     "200 OK",
-                    [
-                        ("Content-Type", "application/scim+json"),
-                        ("Content-Length", str(len(body))),
-                        ("X-Request-ID", rid),
-                        ("Cache-Control", "no-store"),
-                    ],
+                    header_list(rid, ("Content-Type", "application/scim+json"), ("Content-Length", str(len(body)))),
                 )
                 self._observe(started)
                 if self.access_log:
-                    log_access(
-                        "GET",
-                        PATH,
-                        environ["QUERY_STRING"],
-                        200,
-                        started,
-                        caller.tenant_name if caller is not None else None,
-                        caller.actor.removeprefix("scim:") if caller is not None else None,
-                        rid,
-                    )
+                    log_request("GET", PATH, environ["QUERY_STRING"], 200, started, caller, rid)
                 return [body]
         return self.app(environ, start_response)
 
     def answer(self, environ: dict[str, Any]) -> tuple[Caller | None, bytes | None]:
         """(the caller, the body), or a None body when the app is to answer."""
-        from bridge.scim.blueprint import Query, fast_token_user_lookup, scim_json
-
         params = _parameters(environ["QUERY_STRING"])
         if params is None or not params.keys() <= PARAMETERS:
             return None, None
@@ -140,17 +126,10 @@ class FastLane:
                 log.debug("SCIM fast lane could not close its connection", exc_info=True)
 
     def _observe(self, started: float) -> None:
-        if self._observers is None:
-            from bridge.metrics import HTTP_LATENCY, HTTP_REQUESTS
-
+        if self._metrics is None:
             # The label children, looked up once (in the serving process, after any fork).
-            self._observers = (
-                HTTP_REQUESTS.labels(route=ROUTE, method="GET", status="200"),
-                HTTP_LATENCY.labels(route=ROUTE, method="GET"),
-            )
-        requests, latency = self._observers
-        requests.inc()
-        latency.observe(time.perf_counter() - started)
+            self._metrics = RequestMetrics(ROUTE, "GET", 200)
+        self._metrics.observe(started)
 
 
 def _parameters(query_string: str) -> dict[str, str] | None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from bridge import jsonfast
 from bridge.core.address import address_problem
 from bridge.core.lifecycle import Status
 from bridge.core.model import SourceUser
@@ -395,3 +396,7 @@ def list_response(resources: list[dict[str, Any]], total: int, start: int) -> di
         "itemsPerPage": len(resources),
         "Resources": resources,
     }
+
+
+def scim_json(body: Any) -> bytes:
+    return jsonfast.dumps_bytes(body)
