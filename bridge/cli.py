@@ -423,6 +423,40 @@ def sync(
         sys.exit(1)
 
 
+@main.command()
+@click.option("--tenant", required=True, help="The tenant whose accounts are re-planned.")
+@click.option("--dry-run", is_flag=True, help="Plan and print what would change, write nothing.")
+@click.option("--json", "as_json", is_flag=True, help='The sync JSON shape, with source "replan".')
+@pass_state
+def replan(state: State, tenant: str, dry_run: bool, as_json: bool) -> None:
+    """Re-plan every account of a tenant (SCIM and directory alike) from what is stored about it."""
+    from bridge.tenant_replan import run_replan
+
+    runtime = state.checked_runtime()
+    result = run_replan(runtime.config, runtime.engine, tenant, dry_run=dry_run, actor=_actor())
+    if as_json:
+        click.echo(json.dumps(result.to_json(), ensure_ascii=False))
+    else:
+        if dry_run:
+            _print_plan(result)
+            if result.seat_refused:
+                click.echo(f"left out by the seat limit: {', '.join(result.seat_refused)}")
+        data = result.to_json()
+        counts = ", ".join(
+            f"{k} {data.get(k, 0)}"
+            for k in ("created", "updated", "rolesChanged", "suspended", "archived", "reactivated", "unchanged")
+        )
+        seats = f"seat delta {data['seatDelta']:+d}; "
+        if data["seatRefused"]:
+            seats += f"seat limit refused {data['seatRefused']}; "
+        verb = "would change" if dry_run else "changed"
+        click.echo(f"replan ({tenant}): {verb}: {counts}; {seats}{data['durationSeconds']:.2f}s")
+        for error in result.errors:
+            click.echo(f"  error: {error}", err=True)
+    if result.errors:
+        sys.exit(1)
+
+
 def _sync_history(runtime: Runtime, source_name: str | None, as_json: bool) -> None:
     from bridge.store.db import transaction
     from bridge.store.repo import recent_sync_runs
@@ -644,7 +678,14 @@ def users_show(state: State, user: str, tenant: str | None, as_json: bool) -> No
 
 def _manual(state: State, user: str, tenant: str | None, action: str) -> str:
     from bridge.provision.apply import ApplyContext
-    from bridge.provision.replan import archive_account, reactivate_account, resend_activation, tenant_view
+    from bridge.provision.replan import (
+        archive_account,
+        reactivate_account,
+        replan_waiting,
+        resend_activation,
+        room_freed,
+        tenant_view,
+    )
     from bridge.store.db import transaction
     from bridge.store.repo import account_roles, find_account
 
@@ -666,13 +707,17 @@ def _manual(state: State, user: str, tenant: str | None, action: str) -> str:
             webhooks=bool(runtime.config.webhook.get("url")),
             default_language=tenant_cfg.default_language,
         )
+        freed = False
         if action == "archive":
-            archive_account(conn, row, [r for r, _ in account_roles(conn, [row.id]).get(row.id, [])], ctx)
+            plan = archive_account(conn, row, [r for r, _ in account_roles(conn, [row.id]).get(row.id, [])], ctx)
+            freed = room_freed([plan], view)
         elif action == "reactivate":
             reactivate_account(conn, view, row, ctx)
         else:
             resend_activation(conn, row, ctx)
         after = find_account(conn, tenant_row.id, row.id)
+    if freed:  # the seat or limited role given up goes to whoever waits for it, at once
+        replan_waiting(runtime.engine, tenant_cfg, ctx)
     return f"{after.user_name}: {row.status} -> {after.status}"
 
 

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from bridge.core.address import ADDRESS_UNUSABLE, address_problem
 from bridge.core.lifecycle import Status
 from bridge.core.mapping import decide_roles, decide_user_type, rule_matches
+from bridge.core.plan import build_plan
 from bridge.errors import BridgeError
+from bridge.provision.replan import planning_fingerprint, tenant_view
 from bridge.runtime import Runtime
 from bridge.store.db import transaction
 from bridge.store.identities import load_subjects
-from bridge.store.repo import account_roles, find_account, get_tenant
+from bridge.store.repo import (
+    account_roles,
+    find_account,
+    get_tenant,
+    load_account_states,
+    stored_fingerprint,
+    usage_outside,
+)
 
 _DENIAL_TEXT = {
     "external_not_allowed": "left out: external users may not hold this role",
@@ -28,17 +38,54 @@ _STATUS_TEXT = {
 }
 
 
+def _not_applied(tenant_name: str) -> str:
+    # True for every source: a re-plan covers SCIM and directory accounts alike, and the
+    # scheduler's job runs one after a mapping change and for whoever waits for room.
+    return (
+        "not applied yet: the scheduler's replan job applies it (every 5 minutes), "
+        f"`bridge replan --tenant {tenant_name}` at once"
+    )
+
+
 def explain_account(runtime: Runtime, tenant_name: str, user: str) -> dict[str, Any]:
     settings = runtime.config.tenant_settings(tenant_name)
     mapping = settings.mapping()
+    now = datetime.now(UTC)
     with transaction(runtime.engine, write=False) as conn:
         tenant = get_tenant(conn, tenant_name)
+        view = tenant_view(conn, settings)
         account = find_account(conn, tenant.id, user)
         subjects = load_subjects(conn, tenant.id, account.source, [account.anchor])
         held = dict(account_roles(conn, [account.id]).get(account.id, []))
+        states = load_account_states(conn, tenant.id, account.source, [account.anchor])
+        usage = usage_outside(
+            conn,
+            tenant.id,
+            mapping,
+            exclude_ids=[account.id],
+            suspended_counts_as_seat=settings.suspended_counts_as_seat,
+        )
+        mapping_changed = stored_fingerprint(conn, tenant.id) != planning_fingerprint(view)
     if not subjects:
         raise BridgeError(f"{account.user_name}: the source's record of this person is missing")
     subject = subjects[0]
+    # What a re-plan would make of this person now, seats and limited roles counted as they stand:
+    # the truth whatever the source, where comparing the rules with what is held is not (the
+    # rules know nothing of capacity, and a SCIM account waits for no sync).
+    would = None
+    if Status(account.status) is not Status.ARCHIVED:
+        plan = build_plan(
+            account.source,
+            [subject],
+            states,
+            mapping,
+            now=now,
+            seat_limit=view.seat_limit,
+            usage=usage,
+            complete_scope=False,
+            suspended_counts_as_seat=settings.suspended_counts_as_seat,
+        )
+        would = plan.accounts[0] if plan.accounts else None
     groups = subject.groups
     decision = decide_roles(subject.user, groups, mapping)
 
@@ -56,8 +103,20 @@ def explain_account(runtime: Runtime, tenant_name: str, user: str) -> dict[str, 
 
     role_rows = []
     denied = dict(account.denied or {})
+    if would is not None:
+        denied = dict(would.denied)
+    planned = set(would.roles_after) if would is not None else set(held)
+    live = Status(account.status) is not Status.ARCHIVED
     for role_id in sorted(set(decision.granted) | set(decision.denied) | set(held) | set(denied)):
-        if role_id in held and Status(account.status) is not Status.ARCHIVED:
+        if role_id in held and live and role_id not in planned:
+            role_rows.append(
+                {
+                    "role": role_id,
+                    "outcome": f"held, but the rules no longer grant it: revoked, {_not_applied(tenant_name)}",
+                    "detail": held[role_id],
+                }
+            )
+        elif role_id in held and live:
             role_rows.append({"role": role_id, "outcome": "held", "detail": held[role_id]})
         elif role_id in denied:
             role_rows.append({"role": role_id, "outcome": _DENIAL_TEXT.get(denied[role_id], denied[role_id])})
@@ -69,7 +128,9 @@ def explain_account(runtime: Runtime, tenant_name: str, user: str) -> dict[str, 
             role_rows.append(
                 {
                     "role": role_id,
-                    "outcome": "granted by the rules; applied at the next sync",
+                    "outcome": f"granted by the rules, {_not_applied(tenant_name)}"
+                    if live
+                    else "granted by the rules; the account is archived, so it holds nothing",
                     "detail": decision.granted.get(role_id),
                 }
             )
@@ -88,6 +149,11 @@ def explain_account(runtime: Runtime, tenant_name: str, user: str) -> dict[str, 
             reason += f" — but no activation mail can be sent: {activation}"
     if settings.mappings_path is None and status is Status.NO_ACCESS:
         reason += " — the tenant has no mapping file, so no rule grants anyone a role"
+    if live and mapping_changed:
+        reason += (
+            " — the mapping (or seat limit) changed since this tenant's accounts were planned; "
+            f"{_not_applied(tenant_name).split(': ', 1)[1]} re-plans them"
+        )
     if status is Status.ARCHIVED and account.admin_hold:
         reason += " (by an administrator: `bridge users reactivate` brings it back)"
     return {

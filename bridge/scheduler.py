@@ -44,7 +44,7 @@ from bridge.store.tables import JobRun
 log = logging.getLogger(__name__)
 job_runs = JobRun.__table__
 
-TARGETS = ("sync_delta", "sync_full", "expire_external", "activation_reminders", "outbox_drain", "purge")
+TARGETS = ("sync_delta", "sync_full", "expire_external", "activation_reminders", "outbox_drain", "purge", "replan")
 _JOB_KEYS = {"target", "source", "cron", "every", "timezone", "jitter", "misfire_grace", "enabled", "lease_seconds"}
 _EVERY = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -208,6 +208,22 @@ def _purge(runtime: Runtime, job: JobSpec) -> str:
     )
 
 
+def _replan(runtime: Runtime, job: JobSpec) -> str:
+    from bridge.tenant_replan import replan_changed_tenants
+
+    done = [
+        f"{r.tenant} ({r.mode}): {r.counts}"
+        for r in replan_changed_tenants(runtime.config, runtime.engine, actor="scheduler:replan")
+        if r.mode == "full" or any(a.changes for a in (r.plan.accounts if r.plan else ()))
+    ]
+    return "; ".join(done) or "no mapping changed, nobody waiting got room"
+
+
+# At the scheduler's start, a changed mapping is re-planned without waiting for the first tick
+# (under the job's own name, so never beside a scheduled run of it).
+START_REPLAN = JobSpec(name="replan", target="replan", origin="<start>", misfire_grace=3600, lease_seconds=600)
+
+
 _RUNNERS: dict[str, Callable[[Runtime, JobSpec], str]] = {
     "sync_delta": lambda r, j: _sync(r, j, "delta"),
     "sync_full": lambda r, j: _sync(r, j, "full"),
@@ -215,6 +231,7 @@ _RUNNERS: dict[str, Callable[[Runtime, JobSpec], str]] = {
     "activation_reminders": _reminders,
     "outbox_drain": _drain,
     "purge": _purge,
+    "replan": _replan,
 }
 
 
@@ -337,6 +354,13 @@ def build_scheduler(runtime: Runtime, jobs: list[JobSpec] | None = None) -> Back
             coalesce=False,
             max_instances=1,
         )
+    scheduler.add_job(
+        _job_entry(runtime, START_REPLAN),
+        "date",  # once, now
+        id="replan-at-start",
+        name="replan-at-start",
+        misfire_grace_time=START_REPLAN.misfire_grace,
+    )
     return scheduler
 
 

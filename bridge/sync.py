@@ -581,7 +581,15 @@ def _apply(
         if progress:
             progress("apply", done, total)
 
-    return apply_plan(engine, plan, ctx, progress=step)
+    applied = apply_plan(engine, plan, ctx, progress=step)
+    from bridge.provision.replan import TenantView, replan_waiting, room_freed
+
+    view = TenantView(tenant.id, tenant.name, _seat_limit(tenant.seat_limit, tenant_cfg), tenant_cfg)
+    if room_freed(plan.accounts, view):
+        # A leaver's seat or limited role goes to whoever waits for it in another source (this
+        # source's own people were planned together, and already got it).
+        replan_waiting(engine, tenant_cfg, ctx)
+    return applied
 
 
 def _apply_delta(

@@ -7,6 +7,9 @@ role, so administrators can reason about precedence by reading the file top to b
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -332,3 +335,30 @@ def decide_roles(user: SourceUser, groups: tuple[GroupRef, ...], mapping: RoleMa
                 denied[role_id] = "external_not_allowed"
                 del granted[role_id]
     return RoleDecision(user_type=user_type, granted=granted, denied=denied)
+
+
+def mapping_fingerprint(mapping: RoleMapping, **planning: object) -> str:
+    """A digest of everything in `mapping` (and the tenant's other `planning` inputs, such as its
+    seat limit) that decides a plan: equal fingerprints plan alike.
+
+    Made from the parsed mapping, not the file's bytes, so a comment or a reordered table does not
+    make bridge re-plan a tenant; the file's path (`origin`) is left out for the same reason. A new
+    field of Role, Rule or RoleMapping is part of it without a change here.
+    """
+    payload = {"mapping": _canonical(mapping), "planning": _canonical(dict(planning))}
+    raw = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.blake2b(raw.encode(), digest_size=16).hexdigest()
+
+
+def _canonical(value: object) -> object:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _canonical(getattr(value, f.name)) for f in dataclasses.fields(value) if f.name != "origin"}
+    if isinstance(value, re.Pattern):
+        return {"pattern": value.pattern, "flags": value.flags}
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return repr(value)

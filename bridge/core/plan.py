@@ -41,6 +41,9 @@ class AccountState:
     identity_digest: str | None = None
     expires_at: datetime | None = None
     admin_hold: bool = False  # archived by an administrator: stays archived until reactivated by hand
+    # Roles the last plan left out, and why (None: none). Kept current even when nothing else
+    # changes, so `explain` and the freed-capacity re-plan see who waits for a seat or a role.
+    denied: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +156,9 @@ class AccountPlan:
     seat_after: bool
     user_type: str
     digest: str | None = None  # identity_digest(user), computed once by the planner
+    # The roles left out differ from the stored ones: written even when `changes` is empty (a
+    # person joining a group whose limited role is full changes nothing else).
+    denied_changed: bool = False
 
     def activation_problem(self) -> str | None:
         """Why the activation mail this plan queues cannot be sent ("address_unusable: ..."), or
@@ -206,6 +212,25 @@ class Plan:
 
     def denials(self) -> list[tuple[str, str, str]]:
         return [(a.user_name, role, why) for a in self.accounts for role, why in sorted(a.denied.items())]
+
+
+def frees_capacity(plan: AccountPlan, mapping: RoleMapping, *, seats_limited: bool = True) -> bool:
+    """Whether applying `plan` may leave room for someone waiting: it revokes a role with
+    `max_holders`, or (when the tenant has a seat limit: `seats_limited`) a billable role, or the
+    account stops counting as a seat. Without a seat limit nobody waits for a seat."""
+    if seats_limited and plan.seat_before and not plan.seat_after:
+        return True
+    for change in plan.changes:
+        if isinstance(change, RevokeRoles):
+            for role_id in change.roles:
+                role = mapping.roles.get(role_id)
+                if role is not None and (role.max_holders is not None or (seats_limited and role.billable)):
+                    return True
+    return False
+
+
+# Denials that a freed seat or role slot can lift (`external_not_allowed` waits for nothing).
+CAPACITY_DENIALS = ("max_holders", "seat_limit")
 
 
 def identity_digest(user: SourceUser) -> str:
@@ -352,9 +377,11 @@ def build_plan(
             mapping,
             now,
         )
-        plan.seat_before = seat_now(accounts.get(user.anchor))
+        account = accounts.get(user.anchor)
+        plan.seat_before = seat_now(account)
         plan.seat_after = is_seat(plan.after, billable(plan.roles_after), suspended_counts_as_seat)
-        if plan.changes or plan.identity_changed:
+        plan.denied_changed = account is not None and dict(plan.denied) != dict(account.denied or {})
+        if plan.changes or plan.identity_changed or plan.denied_changed:
             plan.roles_after = role_sets.setdefault(plan.roles_after, plan.roles_after)
             plans.append(plan)
         else:

@@ -225,6 +225,9 @@ def _collect(
         else:
             rows.identity_updates.append({"b_id": account_id, "b_tenant": ctx.tenant_id, "updated_at": now, **values})
     if not plan.changes:
+        if plan.denied_changed and plan.account_id is not None:
+            row = {"b_id": plan.account_id, "b_tenant": ctx.tenant_id, "denied": dict(plan.denied), "updated_at": now}
+            rows.account_updates.setdefault(frozenset(row), []).append(row)
         return account_id or ""
     assert account_id is not None
 

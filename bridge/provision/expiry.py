@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 
 from bridge.core.lifecycle import Status
 from bridge.provision.apply import ApplyContext
-from bridge.provision.replan import archive_account
+from bridge.provision.replan import archive_account, replan_waiting, room_freed, tenant_view
 from bridge.runtime import Runtime
 from bridge.store.db import transaction
 from bridge.store.repo import account_roles, get_tenant
@@ -30,6 +30,7 @@ def expire_external_accounts(runtime: Runtime, now: datetime) -> int:
     with transaction(runtime.engine, write=False) as conn:
         tenants = {t: get_tenant(conn, t) for t in runtime.config.tenants}
     for name, tenant in tenants.items():
+        freed: ApplyContext | None = None
         with transaction(runtime.engine, write=False) as conn:
             due = (
                 conn.execute(
@@ -62,9 +63,13 @@ def expire_external_accounts(runtime: Runtime, now: datetime) -> int:
                     webhooks=bool(runtime.config.webhook.get("url")),
                 )
                 roles = [r for r, _ in account_roles(conn, [row.id]).get(row.id, [])]
-                archive_account(
+                plan = archive_account(
                     conn, row, roles, ctx, reason=f"external account expired on {row.expires_at.isoformat()}"
                 )
                 conn.execute(update(accounts).where(accounts.c.id == row.id).values(admin_hold=True))
                 archived += 1
+                if room_freed([plan], tenant_view(conn, runtime.config.tenant_settings(name))):
+                    freed = ctx
+        if freed is not None:  # the seats given up go to those waiting for one
+            replan_waiting(runtime.engine, runtime.config.tenant_settings(name), freed)
     return archived

@@ -7,22 +7,36 @@ the same as a full sync would reach.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, update
+from sqlalchemy import Connection, Engine, update
 
 from bridge.config import TenantConfig
 from bridge.core.lifecycle import Status
-from bridge.core.plan import AccountPlan, Archive, Change, Plan, Reactivate, ResendActivation, RevokeRoles, build_plan
+from bridge.core.mapping import mapping_fingerprint
+from bridge.core.plan import (
+    AccountPlan,
+    Archive,
+    Change,
+    Plan,
+    Reactivate,
+    ResendActivation,
+    RevokeRoles,
+    build_plan,
+    frees_capacity,
+)
 from bridge.errors import BridgeError
 from bridge.provision.apply import ApplyContext, apply_account
+from bridge.store.db import transaction
 from bridge.store.identities import load_subjects
-from bridge.store.repo import get_tenant, load_account_states, usage_outside
+from bridge.store.repo import get_tenant, live_accounts, load_account_states, usage_outside
 from bridge.store.tables import Account
 
+log = logging.getLogger(__name__)
 accounts_table = Account.__table__
 
 
@@ -40,11 +54,34 @@ def tenant_view(conn: Connection, tenant_cfg: TenantConfig) -> TenantView:
     return TenantView(id=row.id, name=row.name, seat_limit=limit, config=tenant_cfg)
 
 
-def replan(conn: Connection, tenant: TenantView, source: str, anchors: Sequence[str], ctx: ApplyContext) -> Plan:
-    """Plan and apply the given people of one source from what is stored about them."""
+def planning_fingerprint(tenant: TenantView) -> str:
+    """What the tenant's plans depend on besides its people: its mapping and capacity settings."""
+    cfg = tenant.config
+    return mapping_fingerprint(
+        cfg.mapping(), seat_limit=tenant.seat_limit, suspended_counts_as_seat=cfg.suspended_counts_as_seat
+    )
+
+
+def replan(
+    conn: Connection,
+    tenant: TenantView,
+    source: str,
+    anchors: Sequence[str],
+    ctx: ApplyContext,
+    *,
+    live_only: bool = False,
+) -> Plan:
+    """Plan and apply the given people of one source from what is stored about them.
+
+    `live_only` leaves out people without an account or with an archived one: a re-plan of the
+    tenant (bridge.tenant_replan) brings nobody back to life and creates nobody; that stays the
+    business of their source.
+    """
     mapping = tenant.config.mapping()
-    subjects = load_subjects(conn, tenant.id, source, anchors)
     states = load_account_states(conn, tenant.id, source, anchors)
+    if live_only:
+        anchors = [a for a in anchors if a in states and states[a].status is not Status.ARCHIVED]
+    subjects = load_subjects(conn, tenant.id, source, anchors) if anchors else []
     usage = usage_outside(
         conn,
         tenant.id,
@@ -66,6 +103,41 @@ def replan(conn: Connection, tenant: TenantView, source: str, anchors: Sequence[
     for account_plan in plan.accounts:
         apply_account(conn, account_plan, ctx)
     return plan
+
+
+# People per write transaction when many are re-planned at once (SQLite's write lock is held for
+# one transaction at a time: short ones keep SCIM writes flowing meanwhile).
+CHUNK = 500
+
+
+def replan_waiting(engine: Engine, tenant_cfg: TenantConfig, ctx: ApplyContext) -> list[Plan]:
+    """Re-plan the tenant's accounts waiting for a seat or a limited role, after a change that may
+    have freed one (an archive, a suspension, a revoked role), in transactions of their own.
+
+    Waiting people are re-planned in userName order, the order they are admitted in. Never raises:
+    the change that freed the room is committed whatever happens here, and the scheduler's
+    `replan` job gives the room to the waiting if this did not (docs/operations/replan.md).
+    """
+    plans: list[Plan] = []
+    try:
+        with transaction(engine, write=False) as conn:
+            view = tenant_view(conn, tenant_cfg)
+            waiting = live_accounts(conn, view.id, waiting_only=True)
+        for source, anchors in sorted(waiting.items()):
+            for start in range(0, len(anchors), CHUNK):
+                with transaction(engine) as conn:
+                    plans.append(replan(conn, view, source, anchors[start : start + CHUNK], ctx, live_only=True))
+    except Exception:
+        log.exception("re-planning the accounts of %s waiting for room failed; the replan job retries", ctx.tenant_name)
+    return plans
+
+
+def room_freed(plans: Sequence[AccountPlan], tenant: TenantView) -> bool:
+    """Whether someone may be waiting for what `plans` gave up (then `replan_waiting`, after the
+    commit). Cheap: it looks at the plans only, never at the database."""
+    mapping = tenant.config.mapping()
+    limited = tenant.seat_limit is not None
+    return any(frees_capacity(p, mapping, seats_limited=limited) for p in plans)
 
 
 class ManualActionRefused(BridgeError):
@@ -95,7 +167,9 @@ def _manual_plan(a: Any, changes: list[Change], after: Status) -> AccountPlan:
 
 def archive_account(
     conn: Connection, account: Any, roles: Sequence[str], ctx: ApplyContext, *, reason: str | None = None
-) -> None:
+) -> AccountPlan:
+    """Archive by hand (or by expiry); returns the plan applied (`room_freed` tells whether someone
+    waiting for a seat or a limited role should be re-planned after the commit)."""
     status = Status(account.status)
     if status is Status.ARCHIVED:
         raise ManualActionRefused(f"{account.user_name} is already archived")
@@ -104,8 +178,10 @@ def archive_account(
     if roles:
         changes.append(RevokeRoles(roles=tuple(sorted(roles)), event=None, reason=reason))
     changes.append(Archive(reason=reason))
-    apply_account(conn, _manual_plan(account, changes, Status.ARCHIVED), ctx)
+    plan = _manual_plan(account, changes, Status.ARCHIVED)
+    apply_account(conn, plan, ctx)
     conn.execute(update(accounts_table).where(accounts_table.c.id == account.id).values(admin_hold=True))
+    return plan
 
 
 def reactivate_account(conn: Connection, tenant: TenantView, account: Any, ctx: ApplyContext) -> Plan:

@@ -24,7 +24,7 @@ from bridge.core.plan import AccountPlan, Archive, Change, RevokeRoles
 from bridge.errors import BridgeError, ConfigError
 from bridge.http import NO_STORE
 from bridge.provision.apply import ApplyContext, apply_account
-from bridge.provision.replan import TenantView, replan, tenant_view
+from bridge.provision.replan import TenantView, replan, replan_waiting, room_freed, tenant_view
 from bridge.runtime import Runtime
 from bridge.scim import discovery, inbound, quirks, storage
 from bridge.scim.auth import Caller, authenticate, require_write
@@ -124,6 +124,7 @@ class ScimApi:
         # the audit events, the log lines and the response header all carry the same one.
         correlation = g.get("request_id") or f"req-{uuid.uuid4().hex[:16]}"
         for attempt in (1, 2):
+            g.scim_room_freed = False
             try:
                 with transaction(self.runtime.engine) as conn:
                     ctx = ApplyContext(
@@ -135,7 +136,7 @@ class ScimApi:
                         webhooks=bool(self.runtime.config.webhook.get("url")),
                         default_language=config.default_language,
                     )
-                    return work(conn, caller, ctx, tenant_view(conn, config))
+                    done = work(conn, caller, ctx, tenant_view(conn, config))
             except IntegrityError as exc:
                 if not unique_violation(exc):
                     raise
@@ -144,6 +145,13 @@ class ScimApi:
                 log.info("SCIM write conflict (attempt %d): %s", attempt, exc.orig)
                 if attempt == 2:
                     raise uniqueness("conflicting concurrent change; retry") from None
+                continue
+            if g.scim_room_freed:
+                # The write gave up a seat or a limited role (a DELETE, active:false, a group
+                # left): whoever waits for it gets it now, in a transaction of its own, of any
+                # source. Never fails the request, which is committed.
+                replan_waiting(self.runtime.engine, config, ctx)
+            return done
         raise AssertionError("unreachable")
 
     def body(self) -> Any:
@@ -199,7 +207,9 @@ class ScimApi:
 
     def replan(self, conn: Connection, view: TenantView, ctx: ApplyContext, anchors: Sequence[str]) -> None:
         for start in range(0, len(anchors), REPLAN_CHUNK):
-            replan(conn, view, storage.SOURCE, list(anchors[start : start + REPLAN_CHUNK]), ctx)
+            plan = replan(conn, view, storage.SOURCE, list(anchors[start : start + REPLAN_CHUNK]), ctx)
+            if room_freed(plan.accounts, view):
+                g.scim_room_freed = True
 
     def create_user(self) -> Response:
         body = self.body()
@@ -262,7 +272,9 @@ class ScimApi:
     def delete_user(self, anchor: str) -> Response:
         def work(conn: Connection, caller: Caller, ctx: ApplyContext, view: TenantView) -> None:
             self.locked(conn, caller, "user", anchor)
-            archive(conn, caller.tenant_id, anchor, ctx)
+            plan = archive(conn, caller.tenant_id, anchor, ctx)
+            if plan is not None and room_freed([plan], view):
+                g.scim_room_freed = True  # what it held may be what someone waits for
             storage.mark_deleted(conn, caller.tenant_id, anchor, ctx.now)
 
         self.write(work)
@@ -507,7 +519,7 @@ def row_etag(row: Any) -> str:
     return etag(row.version, getattr(row, "account_version", None))
 
 
-def archive(conn: Connection, tenant_id: int, anchor: str, ctx: ApplyContext) -> None:
+def archive(conn: Connection, tenant_id: int, anchor: str, ctx: ApplyContext) -> AccountPlan | None:
     """SCIM DELETE archives the account through the core: revoke roles, then archive.
 
     Unlike `bridge users archive`, no admin hold is set: the person is gone from the source,
@@ -518,7 +530,7 @@ def archive(conn: Connection, tenant_id: int, anchor: str, ctx: ApplyContext) ->
         select(accounts).where(accounts.c.identity_id == anchor, accounts.c.tenant_id == tenant_id)
     ).first()
     if account is None or account.status == Status.ARCHIVED.value:
-        return
+        return None
     roles = sorted(conn.execute(select(role_grants.c.role).where(role_grants.c.account_id == account.id)).scalars())
     reason = "deleted by the SCIM client"
     changes: list[Change] = []
@@ -544,6 +556,7 @@ def archive(conn: Connection, tenant_id: int, anchor: str, ctx: ApplyContext) ->
         user_type=account.user_type,
     )
     apply_account(conn, plan, ctx)
+    return plan
 
 
 def members_in(body: dict[str, Any]) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import secrets
@@ -14,11 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, Text, bindparam, cast, func, insert, or_, select, update
 
 from bridge.core.lifecycle import SEAT_STATES, Status
 from bridge.core.mapping import RoleMapping
-from bridge.core.plan import AccountState, Usage
+from bridge.core.plan import CAPACITY_DENIALS, AccountState, Usage
 from bridge.errors import Ambiguous, NotFound
 from bridge.store.tables import Account, AuditEvent, Credential, Identity, RoleGrant, ScimToken, SyncRun, Tenant
 
@@ -240,6 +241,8 @@ _STATES = (
         accounts.c.user_type,
         accounts.c.expires_at,
         accounts.c.admin_hold,
+        # As text: nearly always "{}", which is cheaper to recognise than to decode per row.
+        cast(accounts.c.denied, Text).label("denied_text"),
         identities.c.digest,
     )
     .join(identities, identities.c.id == accounts.c.identity_id)
@@ -291,9 +294,16 @@ def load_account_states(
             identity_digest=r.digest,
             expires_at=r.expires_at,
             admin_hold=r.admin_hold,
+            denied=_denied(r.denied_text),
         )
         for r in rows
     }
+
+
+def _denied(text: str | None) -> dict[str, str] | None:
+    if not text or text == "{}" or text == "null":
+        return None
+    return json.loads(text) or None
 
 
 def _usage_queries(by_source: bool, by_ids: bool) -> tuple[Any, Any]:
@@ -358,6 +368,37 @@ def usage_outside(
     seats = conn.execute(seats_query, params).scalar_one() if billable else 0
     holders: dict[str, int] = dict(conn.execute(holders_query, params).all()) if limited else {}
     return Usage(seats=seats, holders=holders)
+
+
+def live_accounts(conn: Connection, tenant_id: int, *, waiting_only: bool = False) -> dict[str, list[str]]:
+    """source -> anchors of the tenant's accounts that are not archived, in userName order (the
+    order in which newcomers are admitted to a seat or a limited role).
+
+    `waiting_only`: only those a seat limit or a role's max_holders left without a role they are
+    granted (their `denied` names one). The match is on the JSON's text, so it works alike on
+    SQLite and PostgreSQL; it reads each live account of the tenant once.
+    """
+    query = select(accounts.c.source, accounts.c.anchor).where(
+        accounts.c.tenant_id == tenant_id, accounts.c.status != Status.ARCHIVED.value
+    )
+    if waiting_only:
+        text = cast(accounts.c.denied, Text)
+        query = query.where(or_(*(text.like(f'%"{why}"%') for why in CAPACITY_DENIALS)))
+    out: dict[str, list[str]] = {}
+    for source, anchor in conn.execute(query.order_by(accounts.c.source, accounts.c.user_name_norm, accounts.c.id)):
+        out.setdefault(source, []).append(anchor)
+    return out
+
+
+def stored_fingerprint(conn: Connection, tenant_id: int) -> str | None:
+    """The fingerprint of the mapping the tenant's accounts were last planned with (None: never)."""
+    return conn.execute(  # type: ignore[no-any-return]
+        select(tenants.c.mapping_fingerprint).where(tenants.c.id == tenant_id)
+    ).scalar_one_or_none()
+
+
+def save_fingerprint(conn: Connection, tenant_id: int, fingerprint: str) -> None:
+    conn.execute(update(tenants).where(tenants.c.id == tenant_id).values(mapping_fingerprint=fingerprint))
 
 
 def find_account(conn: Connection, tenant_id: int, user: str) -> Any:

@@ -73,6 +73,9 @@ class Tenant(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     seat_limit: Mapped[int | None]
     created_at: Mapped[datetime]
+    # What the accounts were last planned with (bridge.core.mapping.mapping_fingerprint); null:
+    # never recorded, which counts as a changed mapping.
+    mapping_fingerprint: Mapped[str | None] = mapped_column(String(64))
 
 
 class ScimToken(Base):

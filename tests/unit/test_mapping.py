@@ -173,3 +173,22 @@ def test_unseen_attributes_names_each_rule_that_matches_nobody() -> None:
     hidden = unseen_attributes(mapping, [people[0]])
     assert [g.name for g in hidden] == ["departmentnumber", "employeetype"]
     assert hidden[1].used_by == ("[user_type] external_attribute",)
+
+
+def test_mapping_fingerprint_follows_what_plans_depend_on_not_the_file() -> None:
+    from bridge.core.mapping import mapping_fingerprint
+
+    base = {"roles": {"a": {"title": "A", "max_holders": 2}}, "rules": [{"group_name": "x", "roles": ["a"]}]}
+    first = mapping_fingerprint(parse_mapping(base, "one.toml"), seat_limit=5)
+    # Another file with the same content (or other comments): the same fingerprint.
+    assert mapping_fingerprint(parse_mapping(base, "elsewhere/two.toml"), seat_limit=5) == first
+    renamed = {**base, "rules": [{"group_name": "Front Desk", "roles": ["a"]}]}
+    fewer = {**base, "roles": {"a": {"title": "A", "max_holders": 1}}}
+    pattern = {**base, "rules": [{"group_pattern": "^x", "roles": ["a"]}]}
+    others = {
+        mapping_fingerprint(parse_mapping(renamed, "one.toml"), seat_limit=5),
+        mapping_fingerprint(parse_mapping(fewer, "one.toml"), seat_limit=5),
+        mapping_fingerprint(parse_mapping(pattern, "one.toml"), seat_limit=5),
+        mapping_fingerprint(parse_mapping(base, "one.toml"), seat_limit=6),
+    }
+    assert first not in others and len(others) == 4

@@ -8,7 +8,16 @@ import pytest
 from bridge.core.lifecycle import Status
 from bridge.core.mapping import parse_mapping
 from bridge.core.model import GroupRef, SourceUser
-from bridge.core.plan import AccountPlan, AccountState, Plan, Subject, Usage, build_plan, identity_digest
+from bridge.core.plan import (
+    AccountPlan,
+    AccountState,
+    Plan,
+    Subject,
+    Usage,
+    build_plan,
+    frees_capacity,
+    identity_digest,
+)
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 STAFF = GroupRef("g-staff", "staff", "cn=staff,ou=groups,dc=example,dc=org")
@@ -56,6 +65,7 @@ def state_from(account_plan: AccountPlan, subject_: Subject) -> AccountState:
         roles=account_plan.roles_after,
         user_type=account_plan.user_type,
         identity_digest=identity_digest(subject_.user),
+        denied=dict(account_plan.denied) or None,
     )
 
 
@@ -240,3 +250,36 @@ def test_outcome_does_not_depend_on_source_order(order: int) -> None:
         subjects.reverse()
     p = plan(subjects, seat_limit=1)
     assert {a.user_name for a in p.accounts if a.after is Status.PENDING} == {"a"}
+
+
+def test_a_new_denial_is_planned_even_when_nothing_else_changes() -> None:
+    # A known person joins the admins while both slots are taken (over SCIM: a group PATCH):
+    # no role, no status change, but the denial must be stored for explain and for the day a
+    # slot frees up.
+    _, accounts = converge([subject("amy", STAFF)])
+    p = plan([subject("amy", STAFF, ADMINS)], accounts, usage=Usage(holders={"admin": 2}), complete_scope=False)
+    (amy,) = p.accounts
+    assert amy.changes == [] and amy.denied == {"admin": "max_holders"} and amy.denied_changed
+    assert p.counts()["unchanged"] == 1
+    # Stored, it is no change any more; lifted, it is one again.
+    _, accounts = converge([subject("amy", STAFF, ADMINS)], accounts, usage=Usage(holders={"admin": 2}))
+    assert plan([subject("amy", STAFF, ADMINS)], accounts, usage=Usage(holders={"admin": 2})).accounts == []
+    lifted = plan([subject("amy", STAFF, ADMINS)], accounts, usage=Usage(holders={"admin": 1}))
+    assert lifted.accounts[0].denied == {} and [c.kind for c in lifted.accounts[0].changes] == ["grant_roles"]
+
+
+def test_seat_limit_denial_of_an_unchanged_person_is_planned() -> None:
+    _, accounts = converge([subject("bert", FREE)])
+    p = plan([subject("bert", FREE, STAFF)], accounts, seat_limit=0)
+    (bert,) = p.accounts
+    assert bert.denied == {"staff": "seat_limit"} and bert.denied_changed
+    assert [c.kind for c in bert.changes] == [] and p.seat_refused == ("bert",)
+
+
+def test_frees_capacity_when_a_limited_or_billable_role_or_a_seat_goes() -> None:
+    _, accounts = converge([subject("amy", ADMINS), subject("bob", FREE)])
+    gone = plan([subject("bob", FREE)], accounts)
+    by_name = {a.user_name: a for a in gone.accounts}
+    assert frees_capacity(by_name["amy"], MAPPING)  # archived: admin and staff-less seat given up
+    viewer_only = plan([subject("amy", ADMINS), subject("bob")], accounts)
+    assert not frees_capacity({a.user_name: a for a in viewer_only.accounts}["bob"], MAPPING)
