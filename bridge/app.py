@@ -15,7 +15,9 @@ from bridge.config import metrics_token
 from bridge.http import log_request, observe_request, request_id
 from bridge.logs import access_log, correlation_id
 from bridge.runtime import Runtime
-from bridge.store.db import is_current
+from bridge.store.db import describe_database, file_problem, is_current
+
+log = logging.getLogger(__name__)
 
 # Oversized bodies up to this size are read and discarded before the 413 (see below).
 _DRAIN_LIMIT = 16 * 1024 * 1024
@@ -114,8 +116,20 @@ def create_app(runtime: Runtime) -> Flask:
     def healthz() -> Any:
         return jsonify(status="ok")
 
+    reported: dict[str, str] = {}
+
     @app.get("/readyz")
     def readyz() -> Any:
+        # A SQLite file deleted or replaced under the server: its connections still answer from
+        # the old inode, so "SELECT 1" alone would call that ready. The path is for the log: the
+        # endpoint is public.
+        problem = file_problem(runtime.engine)
+        if problem is not None:
+            reason = f"the database file {problem} after bridge opened it; restart bridge"
+            if reported.get("file") != problem:  # once, not on every probe
+                reported["file"] = problem
+                log.error("not ready: %s (%s)", reason, describe_database(runtime.engine.url))
+            return jsonify(status="unavailable", database=reason), 503
         try:
             with runtime.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))

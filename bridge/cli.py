@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 
 from bridge.errors import Ambiguous, BridgeError, NotFound
 from bridge.runtime import Runtime, config_path, open_runtime
@@ -27,16 +28,26 @@ from bridge.runtime import Runtime, config_path, open_runtime
 class State:
     def __init__(self, config_option: str | None) -> None:
         self.path: Path = config_path(config_option)
+        # Only the commands that set a deployment up create its SQLite file (`creating_runtime`):
+        # one that reads, or changes what exists, on a missing file says so instead of reading
+        # an empty database it made (docs/operations/deploy.md).
+        self.create_database = False
 
     @cached_property
     def runtime(self) -> Runtime:
-        return open_runtime(self.path)
+        return open_runtime(self.path, create=self.create_database)
 
-    def checked_runtime(self) -> Runtime:
+    def creating_runtime(self) -> Runtime:
+        """The runtime of a set-up command (`tenants add`, `tokens create`, `outbox run`)."""
+        self.create_database = True
+        return self.runtime
+
+    def checked_runtime(self, *, create: bool = True) -> Runtime:
         """The runtime of a command that runs the tenants' mappings (serve, scheduler, sync):
         every mapping is loaded and checked first, so a broken one stops the start (exit 2)."""
         if "runtime" not in self.__dict__:
-            self.__dict__["runtime"] = open_runtime(self.path, check=True)
+            self.create_database = create
+            self.__dict__["runtime"] = open_runtime(self.path, check=True, create=create)
         else:
             from bridge.config import check_mappings
 
@@ -109,6 +120,16 @@ class BridgeGroup(click.Group):
         except BridgeError as exc:
             click.echo(f"bridge: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except DBAPIError as exc:
+            from bridge.store.db import is_database_failure, unavailable
+
+            if not is_database_failure(exc):
+                raise  # a statement the database refused: a bug, whose traceback is wanted
+            # Locked, gone, corrupt or unreachable after the start: one line naming the database.
+            runtime = ctx.obj.__dict__.get("runtime") if isinstance(ctx.obj, State) else None
+            url = runtime.engine.url if runtime is not None else None
+            click.echo(f"bridge: {unavailable(url, exc)}", err=True)
+            sys.exit(1)
         except Exception as exc:
             from bridge.directory.ldif import LdifError
 
@@ -199,7 +220,7 @@ def tenants_add(state: State, name: str, seat_limit: int | None) -> None:
     from bridge.store.db import transaction
     from bridge.store.repo import ensure_tenant
 
-    with transaction(state.runtime.engine) as conn:
+    with transaction(state.creating_runtime().engine) as conn:
         row = ensure_tenant(conn, name, seat_limit, _now(), update_limit=seat_limit is not None)
     click.echo(
         f"tenant {row.name} (id {row.id}, seat limit {row.seat_limit if row.seat_limit is not None else 'none'})"
@@ -264,7 +285,7 @@ def tokens_create(state: State, tenant: str, label: str | None, read_only: bool,
 
     now = _now()
     expires_at = now + timedelta(days=expires_days) if expires_days else None
-    with transaction(state.runtime.engine) as conn:
+    with transaction(state.creating_runtime().engine) as conn:
         row = get_tenant(conn, tenant)
         token_id, token = create_token(conn, row.id, label, read_only, now, expires_at)
     until = f", expires {expires_at:%Y-%m-%d %H:%M} UTC" if expires_at else ""
@@ -373,7 +394,7 @@ def sync(
     if history:
         _sync_history(state.runtime, source_name, as_json)
         return
-    runtime = state.checked_runtime()
+    runtime = state.checked_runtime(create=not dry_run)  # a dry run writes nothing, not even a file
     names = [source_name] if source_name else list(runtime.config.sources)
     if not names:
         raise click.UsageError(f"{runtime.config.origin}: no [[sources]] configured")

@@ -25,9 +25,10 @@ class Runtime:
     engine: Engine
 
 
-def open_runtime(path: Path, *, migrate: bool = True, check: bool = False) -> Runtime:
+def open_runtime(path: Path, *, migrate: bool = True, check: bool = False, create: bool = True) -> Runtime:
     """`check`: load and check every tenant's mapping first, before the database is touched
-    (`serve`, `scheduler`, `sync`)."""
+    (`serve`, `scheduler`, `sync`). `create`: create a missing SQLite file; without it a missing
+    one is `DatabaseMissing` (commands that only read, processes started beside a server)."""
     config = load_config(path)
     if check:
         check_mappings(config)
@@ -35,7 +36,7 @@ def open_runtime(path: Path, *, migrate: bool = True, check: bool = False) -> Ru
     # `serve` and `scheduler` switch to the configured level (see cli.py).
     level = config.logging["level"].upper()
     setup_logging(config.logging["format"], level if level in ("WARNING", "ERROR", "CRITICAL") else "WARNING")
-    engine = make_engine(config.database_url, origin=config.origin, echo=False)
+    engine = make_engine(config.database_url, origin=config.origin, echo=False, create=create)
     if migrate:
         upgrade(engine)
         now = datetime.now(UTC)

@@ -370,7 +370,7 @@ def start_scheduler_service(runtime: Runtime, enabled: bool) -> Callable[[], Non
         return None
     from bridge.store.db import make_engine
 
-    engine = make_engine(runtime.config.database_url, origin=runtime.config.origin)
+    engine = make_engine(runtime.config.database_url, origin=runtime.config.origin, create=False)
     scheduler = build_scheduler(Runtime(config=runtime.config, engine=engine))
     scheduler.start()
     log.info("scheduler started with %d jobs", len(scheduler.get_jobs()))

@@ -125,7 +125,7 @@ def _background_main(config: str, parent: int) -> None:
 
     signal.signal(signal.SIGTERM, finish)
     signal.signal(signal.SIGINT, finish)
-    runtime = open_runtime(Path(config), migrate=False)  # the parent has migrated
+    runtime = open_runtime(Path(config), migrate=False, create=False)  # the parent has migrated
     setup_logging(runtime.config.logging["format"], runtime.config.logging["level"])
     stop = start_background(runtime, scheduler=True)
     try:

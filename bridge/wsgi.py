@@ -117,7 +117,7 @@ def granian_worker_app(config: str, parent: int, _target: str = "") -> Any:
     from bridge.app import create_app
     from bridge.logs import setup_logging
 
-    runtime = open_runtime(Path(config), migrate=False)
+    runtime = open_runtime(Path(config), migrate=False, create=False)
     setup_logging(runtime.config.logging["format"], runtime.config.logging["level"])
     return create_app(runtime)
 

@@ -577,7 +577,7 @@ def start_service(runtime: Runtime, scheduler: bool) -> Callable[[], None] | Non
     """The worker as a thread of `bridge serve` (not with --no-scheduler: jobs run elsewhere)."""
     if not scheduler:
         return None
-    engine = make_engine(runtime.config.database_url, origin=runtime.config.origin)
+    engine = make_engine(runtime.config.database_url, origin=runtime.config.origin, create=False)
     worker = OutboxWorker(Runtime(config=runtime.config, engine=engine))
     thread = threading.Thread(target=worker.run_forever, name="bridge-outbox", daemon=True)
     thread.start()

@@ -638,6 +638,13 @@ def register(app: Flask, runtime: Runtime) -> None:
         log.error("SCIM request failed on the database: %s", error.orig)
         return error_response(ScimError(503, "the database is unavailable; retry later", headers={"Retry-After": "5"}))
 
+    # raw_connection() (authentication, the GET lookups) raises the driver's own error when a
+    # connection cannot be opened (PostgreSQL down): the same 503, not an "unexpected" 500.
+    @bp.errorhandler(runtime.engine.dialect.loaded_dbapi.OperationalError)
+    def _driver_database(error: Exception) -> Response:
+        log.error("SCIM request failed on the database: %s", " ".join(str(error).split()))
+        return error_response(ScimError(503, "the database is unavailable; retry later", headers={"Retry-After": "5"}))
+
     @bp.errorhandler(BridgeError)
     def _bridge(error: BridgeError) -> Response:
         # The message may name a file or a config key: it goes to the log, and the client gets

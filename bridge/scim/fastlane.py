@@ -31,6 +31,7 @@ from bridge.scim.lookup import fast_token_user_lookup
 from bridge.scim.query import Query
 from bridge.scim.resources import scim_json
 from bridge.scim.schema import USER_TYPE
+from bridge.store.db import database_file
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,9 @@ class FastLane:
         # after every request; dropped, and the request passed to the app, on any error.
         self._local = _ThreadConnection()
         self._metrics: RequestMetrics | None = None
+        # The kept connection never passes the pool's check that the SQLite file is still the
+        # one opened (bridge.store.db.DatabaseFile): the lane checks it itself.
+        self._file = database_file(engine)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if (
@@ -96,6 +100,9 @@ class FastLane:
             return None, None
         query = Query.parse_lookup(USER_TYPE, params)
         if query is None:
+            return None, None
+        if self._file is not None and self._file.problem() is not None:
+            self._drop_connection()  # a deleted or replaced file: the app answers 503
             return None, None
         cursor = self._cursor()
         try:

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
+from sqlalchemy.exc import (
+    ArgumentError,
+    DatabaseError,
+    DBAPIError,
+    InterfaceError,
+    InternalError,
+    OperationalError,
+)
 
 from bridge import jsonfast
 from bridge.errors import BridgeError, ConfigError
@@ -21,10 +32,130 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 class DatabaseUnavailable(BridgeError):
-    pass
+    """The database cannot be used (unreachable, locked, corrupt, replaced): one line naming it."""
 
 
-def make_engine(url: str, *, origin: str = "config", echo: bool = False) -> Engine:
+class DatabaseMissing(DatabaseUnavailable):
+    """A command that only reads found no database file: nothing to read, and it creates none."""
+
+    exit_code = 2
+
+
+def sqlite_file(url: str | URL) -> Path | None:
+    """The file of a SQLite database URL; None for an in-memory one or another backend."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    if parsed.query.get("uri") or parsed.query.get("mode") == "memory":
+        return None  # an SQLite URI the operator wrote: its own mode and path rules
+    return Path(os.path.abspath(parsed.database))  # as pysqlite resolves it
+
+
+def describe_database(url: str | URL) -> str:
+    """The database as an error line names it: the SQLite file, or the URL without its password
+    and query (where libpq options such as `password=` may sit)."""
+    path = sqlite_file(url)
+    if path is not None:
+        return str(path)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return "in-memory SQLite"
+    return parsed.set(query={}).render_as_string(hide_password=True)
+
+
+def is_database_failure(exc: BaseException) -> bool:
+    """The database could not be used, as opposed to a statement it refused (an integrity or
+    programming error is a bug with a traceback worth having)."""
+    return isinstance(exc, (OperationalError, InterfaceError, InternalError)) or type(exc) is DatabaseError
+
+
+def unavailable(url: str | URL | None, exc: DBAPIError) -> DatabaseUnavailable:
+    """One line naming the database: drivers' messages span lines (libpq adds hints)."""
+    reason = " ".join(str(exc.orig).split()) or type(exc.orig).__name__
+    where = describe_database(url) if url is not None else "unavailable"
+    return DatabaseUnavailable(f"database {where}: {reason}")
+
+
+def missing(path: Path) -> DatabaseMissing:
+    return DatabaseMissing(f"database not found at {path}; run `bridge db upgrade` or `bridge sync` first")
+
+
+def create_sqlite_file(path: Path) -> None:
+    """Create the database file owner-only, whatever the umask: it holds password and token
+    hashes and everyone's addresses. SQLite gives its -wal and -shm files the mode of the
+    database file. An existing file keeps the mode its owner gave it."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise DatabaseUnavailable(f"database {path}: cannot create it: {exc.strerror}") from None
+    try:
+        os.fchmod(fd, 0o600)  # unlike os.open's mode, not narrowed by the umask
+    finally:
+        os.close(fd)
+
+
+class DatabaseFile:
+    """The SQLite file an engine opened, by device and inode. A file deleted or replaced under a
+    running bridge leaves its open connections on the old inode (writes there are lost with it)
+    and makes new ones open the new path: both are refused until bridge is restarted."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.identity: tuple[int, int] | None = None
+
+    def problem(self) -> str | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return "was deleted"
+        except OSError as exc:
+            return f"cannot be read ({exc.strerror})"
+        if self.identity is not None and (st.st_dev, st.st_ino) != self.identity:
+            return "was replaced by another file"
+        return None
+
+    def opened(self) -> None:
+        """A new connection has just opened the path: the first one fixes the file."""
+        if self.identity is None:
+            try:
+                st = os.stat(self.path)
+            except OSError:
+                return  # the connection's own checks will fail on it
+            self.identity = (st.st_dev, st.st_ino)
+        self.check()
+
+    def check(self) -> None:
+        problem = self.problem()
+        if problem is not None:
+            message = f"the database file {self.path} {problem} after bridge opened it; restart bridge"
+            raise OperationalError(None, None, sqlite3.OperationalError(message))
+
+
+_FILES: weakref.WeakKeyDictionary[Engine, DatabaseFile] = weakref.WeakKeyDictionary()
+
+
+def database_file(engine: Engine) -> DatabaseFile | None:
+    return _FILES.get(engine)
+
+
+def file_problem(engine: Engine) -> str | None:
+    """Why the engine's SQLite file is not the one it opened (deleted, replaced), or None."""
+    guard = database_file(engine)
+    return None if guard is None else guard.problem()
+
+
+def make_engine(url: str, *, origin: str = "config", echo: bool = False, create: bool = True) -> Engine:
+    """`create`: create a missing SQLite file (owner-only); without it a missing file is
+    `DatabaseMissing`. Connections never create one: a file deleted under a running bridge
+    must not come back empty beside the old -wal file."""
+    path = sqlite_file(url) if url.startswith("sqlite") else None
+    if path is not None:
+        if create:
+            create_sqlite_file(path)
+        elif not path.exists():
+            raise missing(path)
     try:
         if url.startswith("sqlite"):
             engine = create_engine(
@@ -38,7 +169,7 @@ def make_engine(url: str, *, origin: str = "config", echo: bool = False) -> Engi
                 # The driver's own transaction handling is off so that we can say BEGIN IMMEDIATE.
                 isolation_level=None,
             )
-            _sqlite_setup(engine)
+            _sqlite_setup(engine, path)
         else:
             engine = create_engine(
                 url,
@@ -55,7 +186,10 @@ def make_engine(url: str, *, origin: str = "config", echo: bool = False) -> Engi
     return engine
 
 
-def _sqlite_setup(engine: Engine) -> None:
+def _sqlite_setup(engine: Engine, path: Path | None) -> None:
+    if path is not None:
+        _guard_file(engine, path)
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
@@ -73,6 +207,34 @@ def _sqlite_setup(engine: Engine) -> None:
         # waiting; writers take the lock up front so busy_timeout applies.
         immediate = connection.get_execution_options().get("sqlite_immediate", False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _guard_file(engine: Engine, path: Path) -> None:
+    guard = _FILES[engine] = DatabaseFile(path)
+
+    @event.listens_for(engine, "do_connect")
+    def _open_existing(_dialect: Any, _record: Any, cargs: list[Any], cparams: dict[str, Any]) -> None:
+        # Our reason rather than "unable to open database file", and as the engine's own error
+        # type even for raw_connection(), which does not wrap what the driver raises.
+        guard.check()
+        # mode=rw: open the file or fail, never create it (make_engine created it if asked).
+        cargs[:] = [f"file:{quote(str(path))}?mode=rw"]
+        cparams["uri"] = True
+
+    @event.listens_for(engine, "connect")
+    def _fix_file(_dbapi_connection: Any, _record: Any) -> None:
+        guard.opened()
+
+    # Checked when a connection leaves the pool and again just before COMMIT, so that a write
+    # reaches a deleted or replaced file only if that happens in the microseconds between the
+    # check and the commit (nothing short of a lock the deleter takes could close that gap).
+    @event.listens_for(engine, "checkout")
+    def _check_checkout(*_: Any) -> None:
+        guard.check()
+
+    @event.listens_for(engine, "commit")
+    def _check_commit(_connection: Connection) -> None:
+        guard.check()
 
 
 @contextmanager
@@ -131,8 +293,10 @@ def upgrade(engine: Engine) -> tuple[str | None, str | None]:
             with engine.begin() as connection:
                 command.upgrade(_alembic_config(connection), "head")
         return before, head
-    except OperationalError as exc:
-        raise DatabaseUnavailable(f"database unavailable: {exc.orig}") from None
+    except DBAPIError as exc:
+        if not is_database_failure(exc):
+            raise
+        raise unavailable(engine.url, exc) from None
 
 
 def is_current(engine: Engine) -> bool:
