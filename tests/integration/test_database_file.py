@@ -6,7 +6,11 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import stat
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -188,3 +192,43 @@ def test_a_database_file_deleted_or_replaced_under_serve_stops_readiness_and_wri
     result = cli(server.config, "users", "list")
     if damage == "deleted":
         assert result.exit_code == 2 and "database not found at" in result.stderr
+
+
+# ---- file modes (issue 13, item 7) ----------------------------------------------------------
+
+
+def test_the_database_its_wal_and_shm_are_created_owner_only_whatever_the_umask(tmp_path: Path) -> None:
+    exe = str(Path(sys.executable).with_name("bridge"))
+    upgraded = tmp_path / "upgraded"
+    upgraded.mkdir()
+    d = sqlite_deployment(upgraded)
+    subprocess.run([exe, "--config", str(d.config), "db", "upgrade"], check=True, capture_output=True, umask=0o022)
+    assert stat.S_IMODE((upgraded / "bridge.db").stat().st_mode) == 0o600
+
+    # `bridge serve` creating the database: its connections stay open, so -wal and -shm exist.
+    served = tmp_path / "served"
+    served.mkdir()
+    server = ScimServer(root=served, db_url=f"sqlite:///{served / 'bridge.db'}", config=served / "bridge.toml", port=0)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        server.port = int(s.getsockname()[1])
+    server.write_config()
+    log = open(served / "serve.log", "wb")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [exe, "--config", str(server.config), "serve", "--port", str(server.port), "--workers", "0"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        umask=0o022,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        files = [served / name for name in ("bridge.db", "bridge.db-wal", "bridge.db-shm")]
+        while not all(f.exists() for f in files):
+            assert process.poll() is None, (served / "serve.log").read_text()
+            assert time.monotonic() < deadline, "bridge serve made no -wal and -shm files"
+            time.sleep(0.1)
+        assert {f.name: oct(stat.S_IMODE(f.stat().st_mode)) for f in files} == {f.name: "0o600" for f in files}
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
