@@ -6,7 +6,7 @@
 One command, prints a table (and --json FILE writes the figures). What it does:
 1. bridge: a temporary deployment (SQLite, WAL) served by `bridge serve` (granian, 2 workers x 4
    threads by default; `--server gunicorn` for the other server bridge offers). Users are
-   bulk-loaded through the store with the code paths of POST /Users (bridge.scim.storage.write_user,
+   bulk-loaded through the store with the code paths of POST /Users (bridge.store.scim.write_user,
    then the core's replan in batches): loading 100k users over HTTP would take most of the time
    budget and measure the same code. Lookup latency is measured at 1k users and again at the full
    count.
@@ -256,9 +256,9 @@ class Bridge:
         """POST /Users' code path without HTTP: store the identity, then replan through the core."""
         from bridge.provision.apply import ApplyContext
         from bridge.provision.replan import replan, tenant_view
-        from bridge.scim import storage
-        from bridge.scim.resources import canonical
+        from bridge.scim.resources import canonical, source_user
         from bridge.scim.schema import USER_TYPE
+        from bridge.store import scim as storage
         from bridge.store.db import transaction
 
         config = self.runtime.config.tenants["bench"]
@@ -273,13 +273,13 @@ class Bridge:
                 for i in range(self.loaded, self.loaded + count):
                     anchor = str(uuid.UUID(int=i + 1))
                     doc = canonical(user_body(f"user{i}@bench.example"), USER_TYPE)
-                    storage.write_user(conn, self.tenant_id, anchor, doc, now, create=True)
+                    storage.write_user(conn, self.tenant_id, anchor, doc, now, create=True, identity_of=source_user)
                     anchors.append(anchor)
                 replan(conn, tenant_view(conn, config), "scim", anchors, ctx)
             self.loaded += count
 
     def big_group(self, size: int) -> str:
-        from bridge.scim import storage
+        from bridge.store import scim as storage
         from bridge.store.db import transaction
 
         anchor = str(uuid.uuid4())

@@ -31,3 +31,11 @@ class NotFound(BridgeError):
 
 class Ambiguous(BridgeError):
     pass
+
+
+class Conflict(BridgeError):
+    """A write would break a uniqueness rule (a name already taken in the tenant)."""
+
+
+class InvalidValue(BridgeError):
+    """A value the store cannot hold (longer than its column, say)."""

@@ -7,39 +7,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, select
 from sqlalchemy.engine import Dialect
 
 from bridge.scim import quirks
 from bridge.scim.errors import ScimError
-from bridge.store.fast import FastQuery
 from bridge.store.repo import hash_token, token_expired, token_use
-from bridge.store.tables import ScimToken, Tenant
-
-tokens = ScimToken.__table__
-tenants = Tenant.__table__
+from bridge.store.tokens import token_by_digest
 
 # RFC 6750 3: a 401 names the scheme; the error JSON is SCIM's (RFC 7644 3.12).
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="bridge SCIM"'}
-
-
-# The token's columns, for `_BY_HASH` and for statements that check the token while they read
-# (the fast lane's lookup, bridge/scim/storage.py): `caller_of` reads them by these names.
-TOKEN_COLUMNS = (
-    tokens.c.id.label("token_id"),
-    tokens.c.label.label("token_label"),
-    tokens.c.read_only,
-    tokens.c.token_hash,
-    tokens.c.last_used_at,
-    tokens.c.expires_at,
-    tenants.c.id.label("tenant_id"),
-    tenants.c.name.label("tenant_name"),
-)
-TOKEN_FROM = tokens.join(tenants, tenants.c.id == tokens.c.tenant_id)
-TOKEN_MATCHES = and_(tokens.c.token_hash == bindparam("digest"), tokens.c.revoked_at.is_(None))
-
-# Every request runs this: prebuilt, and run on the DB-API cursor (bridge/store/fast.py).
-_BY_HASH = FastQuery(select(*TOKEN_COLUMNS).select_from(TOKEN_FROM).where(TOKEN_MATCHES))
 
 
 @dataclass(frozen=True)
@@ -85,8 +61,7 @@ def caller_of(row: Any, digest: str) -> Caller:
 def authenticate(cursor: Any, dialect: Dialect, header: str | None) -> Caller:
     """The caller of a request, looked up on every request: a revoked token stops at once."""
     digest = token_digest(header)
-    rows = _BY_HASH.rows(cursor, dialect, {"digest": digest})
-    return caller_of(rows[0] if rows else None, digest)
+    return caller_of(token_by_digest(cursor, dialect, digest), digest)
 
 
 def require_write(caller: Caller) -> None:

@@ -21,12 +21,12 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from bridge.config import TenantConfig
 from bridge.core.lifecycle import Status
 from bridge.core.plan import AccountPlan, Archive, Change, RevokeRoles
-from bridge.errors import BridgeError, ConfigError
+from bridge.errors import BridgeError, ConfigError, Conflict, InvalidValue
 from bridge.http import NO_STORE
 from bridge.provision.apply import ApplyContext, apply_account
 from bridge.provision.replan import TenantView, replan, replan_waiting, room_freed, tenant_view
 from bridge.runtime import Runtime
-from bridge.scim import discovery, inbound, quirks, storage
+from bridge.scim import discovery, inbound, quirks
 from bridge.scim.auth import Caller, authenticate, require_write
 from bridge.scim.errors import ScimError, invalid_syntax, invalid_value, not_found, uniqueness
 from bridge.scim.lookup import fast_user_lookup
@@ -42,8 +42,10 @@ from bridge.scim.resources import (
     render_user,
     require,
     scim_json,
+    source_user,
 )
 from bridge.scim.schema import ACCOUNT, GROUP_TYPE, SCHEMAS, SEARCH_REQUEST, USER_TYPE, ResourceType
+from bridge.store import scim as storage
 from bridge.store.db import transaction
 from bridge.store.fast import raw_cursor
 from bridge.store.repo import new_id
@@ -221,7 +223,7 @@ class ScimApi:
         def work(conn: Connection, caller: Caller, ctx: ApplyContext, view: TenantView) -> Any:
             storage.ensure_unique_name(conn, caller.tenant_id, "user", doc["userName"], None)
             anchor = new_id()
-            storage.write_user(conn, caller.tenant_id, anchor, doc, ctx.now, create=True)
+            storage.write_user(conn, caller.tenant_id, anchor, doc, ctx.now, create=True, identity_of=source_user)
             self.replan(conn, view, ctx, [anchor])
             return self.user(conn, anchor, projection, new=True)
 
@@ -252,7 +254,7 @@ class ScimApi:
         if doc == (row.resource or {}):
             return  # nothing changed: no new version, no re-plan
         storage.ensure_unique_name(conn, caller.tenant_id, "user", doc["userName"], row.anchor)
-        storage.write_user(conn, caller.tenant_id, row.anchor, doc, ctx.now, create=False)
+        storage.write_user(conn, caller.tenant_id, row.anchor, doc, ctx.now, create=False, identity_of=source_user)
         self.replan(conn, view, ctx, [row.anchor])
 
     def patch_user(self, anchor: str) -> Response:
@@ -644,6 +646,14 @@ def register(app: Flask, runtime: Runtime) -> None:
     def _driver_database(error: Exception) -> Response:
         log.error("SCIM request failed on the database: %s", " ".join(str(error).split()))
         return error_response(ScimError(503, "the database is unavailable; retry later", headers={"Retry-After": "5"}))
+
+    @bp.errorhandler(Conflict)
+    def _conflict(error: Conflict) -> Response:
+        return error_response(uniqueness(str(error)))
+
+    @bp.errorhandler(InvalidValue)
+    def _invalid(error: InvalidValue) -> Response:
+        return error_response(invalid_value(str(error)))
 
     @bp.errorhandler(BridgeError)
     def _bridge(error: BridgeError) -> Response:

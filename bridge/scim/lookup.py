@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.scim import storage
 from bridge.scim.auth import Caller, caller_of, token_digest
 from bridge.scim.query import Query
 from bridge.scim.resources import list_response, render_user
 from bridge.scim.schema import ACCOUNT
+from bridge.store import scim as storage
 
 
 def fast_user_lookup(cursor: Any, dialect: Any, caller: Caller, query: Query, base_url: str) -> dict[str, Any] | None:

@@ -11,11 +11,12 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from bridge.scim import discovery, inbound, storage
+from bridge.scim import discovery, inbound
 from bridge.scim.errors import invalid_filter, invalid_value
 from bridge.scim.filter import MAX_FILTER_LENGTH, to_sql, translate
 from bridge.scim.resources import Projection
 from bridge.scim.schema import USER_TYPE, ResourceType
+from bridge.store import scim as storage
 
 # `userName eq "x"`: what Entra and Okta send before every create; answered without the parser.
 _SIMPLE_EQ = re.compile(r'^\s*(userName|externalId|id|displayName)\s+eq\s+"((?:[^"\\]|\\.)*)"\s*$', re.I)

@@ -309,10 +309,10 @@ def test_a_tenant_without_a_mapping_stores_identities_without_access(scim: ScimC
 def test_fast_lookup_answers_exactly_as_the_general_path(scim: ScimClient) -> None:
     """`userName eq` runs on the DB-API cursor (bridge/store/fast.py); adding `sortBy` sends the
     same request through SQLAlchemy. Both must give the same documents, on both databases."""
-    from bridge.scim.auth import _BY_HASH
-    from bridge.scim.storage import _FAST_LOOKUPS, _LOOKUPS
     from bridge.store.fast import raw_cursor
     from bridge.store.repo import hash_token
+    from bridge.store.scim import _FAST_LOOKUPS, _LOOKUPS
+    from bridge.store.tokens import _BY_HASH
 
     uid = new_user(scim, "Zoë.Fast@Example.org", roles=[{"value": "Administrator"}])["id"]
     new_group(scim, "fast-b", [uid])

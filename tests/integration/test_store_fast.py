@@ -95,7 +95,7 @@ def test_scim_lookups_are_served_by_an_index(tmp_path: Path) -> None:
     on the looked-up attribute, on SQLite (which has no statistics to go by: it chose the
     (tenant, source, kind, created) index for `externalId eq`, a walk over every identity of
     the tenant)."""
-    from bridge.scim import storage
+    from bridge.store import scim as storage
 
     engine = make_engine(f"sqlite:///{tmp_path / 'plans.db'}")
     upgrade(engine)

@@ -1,12 +1,17 @@
 """SQL for the SCIM channel: SCIM Users and Groups are identities of the source "scim".
 
+Contract: readers return rows (or None: not found); writers raise `bridge.errors.Conflict` when
+a name is taken in the tenant and `InvalidValue` for a value no column can hold, which the SCIM
+door renders as 409 uniqueness and 400 invalidValue; the SCIM document is parsed by the door
+(`identity_of`), never here.
+
 Every query is scoped by tenant, source "scim" and `deleted_at IS NULL`, so another tenant's ids
 (and deleted ones) are simply not found. Writers run inside the caller's transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -26,15 +31,15 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 
 from bridge.core.groups import explore
+from bridge.core.model import SourceUser
 from bridge.core.plan import identity_digest
-from bridge.scim.auth import TOKEN_COLUMNS, TOKEN_FROM, TOKEN_MATCHES, tokens
-from bridge.scim.errors import invalid_value, uniqueness
-from bridge.scim.resources import source_user
+from bridge.errors import Conflict, InvalidValue
 from bridge.store.bulk import insert_many
 from bridge.store.fast import FastQuery
 from bridge.store.identities import identity_values, remove_group
 from bridge.store.repo import fold
 from bridge.store.tables import Account, AuditEvent, Identity, Membership, RoleGrant, ScimEmail
+from bridge.store.tokens import TOKEN_COLUMNS, TOKEN_FROM, TOKEN_MATCHES, tokens
 
 SOURCE = "scim"
 identities = Identity.__table__
@@ -198,7 +203,7 @@ def ensure_unique_name(conn: Connection, tenant_id: int, kind: str, name: str, a
         query = query.where(identities.c.anchor != anchor)
     if conn.execute(query.limit(1)).first() is not None:
         what = "userName" if kind == "user" else "displayName"
-        raise uniqueness(f'{what} "{name}" is already taken in this tenant')
+        raise Conflict(f'{what} "{name}" is already taken in this tenant')
 
 
 # ---- users ---------------------------------------------------------------------------------
@@ -215,15 +220,26 @@ def direct_groups(conn: Connection, tenant_id: int, anchor: str) -> tuple[str, .
     return tuple(sorted(rows))
 
 
+IdentityOf = Callable[[str, dict[str, Any], tuple[str, ...]], SourceUser]
+
+
 def write_user(
-    conn: Connection, tenant_id: int, anchor: str, doc: dict[str, Any], now: datetime, *, create: bool
+    conn: Connection,
+    tenant_id: int,
+    anchor: str,
+    doc: dict[str, Any],
+    now: datetime,
+    *,
+    create: bool,
+    identity_of: IdentityOf,
 ) -> None:
-    """Store a user's resource and the columns the core and the filters read.
+    """Store a user's resource and the columns the core and the filters read; `identity_of`
+    (the door's) says what the core sees of the document, given the user's direct groups.
 
     The digest is the one `load_subjects` will compute, so re-planning sees the identity as
     already stored and does not rewrite it."""
     groups = () if create else direct_groups(conn, tenant_id, anchor)
-    user = source_user(anchor, doc, groups)
+    user = identity_of(anchor, doc, groups)
     values = identity_values(user)
     values["digest"] = identity_digest(user)
     values.update(resource=doc, external_id=doc.get("externalId"), updated_at=now)
@@ -261,7 +277,7 @@ def write_user(
     ]
     for row in rows:
         if len(row["value"]) > 320:
-            raise invalid_value("an email address is longer than 320 characters")
+            raise InvalidValue("an email address is longer than 320 characters")
     if rows:
         conn.execute(insert(emails), rows)
 
