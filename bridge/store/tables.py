@@ -379,3 +379,17 @@ class ScimEmail(Base):
     value_norm: Mapped[str] = mapped_column(String(320))  # casefolded: emails.value is caseExact false
     type_norm: Mapped[str | None] = mapped_column(String(50))  # casefolded type ("work", "home")
     primary: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class RateLimitHit(Base):
+    """Hits counted per limit, key and one-second slot, shared by every process on one PostgreSQL
+    (bridge.store.ratelimit). Not tenant data: a client address or a token hash limits across
+    tenants. The key is a hash, so no address or user name is stored."""
+
+    __tablename__ = "rate_limit_hits"
+    __table_args__ = (Index("ix_rate_limit_hits_expires", "expires_at"),)
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # the slot's second since the epoch
+    hits: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[int] = mapped_column(BigInteger)  # seconds since the epoch: purged after

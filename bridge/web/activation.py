@@ -33,7 +33,7 @@ from bridge.store.tables import Account, Tenant
 from bridge.web.client import current_client
 from bridge.web.i18n import MESSAGES
 from bridge.web.passwords import MIN_LENGTH, hash_password, password_problems
-from bridge.web.ratelimit import RateLimiter
+from bridge.web.ratelimit import Limiter, limiter
 
 CSRF_COOKIE = "bridge_csrf"
 ACTOR = "web:activation"
@@ -64,18 +64,19 @@ class Limits:
     """Per link: guessing a password confirmation or hammering one link. Per client address:
     trying many links. Per email address: mail bombing someone through the new-link form."""
 
-    per_token: RateLimiter
-    per_client: RateLimiter
-    new_link_client: RateLimiter
-    new_link_email: RateLimiter
+    per_token: Limiter
+    per_client: Limiter
+    new_link_client: Limiter
+    new_link_email: Limiter
 
 
 def register(app: Flask, runtime: Runtime) -> None:
+    engine = runtime.engine
     app.extensions["bridge.activation_limits"] = Limits(
-        per_token=RateLimiter(10, 15 * 60),
-        per_client=RateLimiter(60, 15 * 60),
-        new_link_client=RateLimiter(10, 60 * 60),
-        new_link_email=RateLimiter(3, 60 * 60),
+        per_token=limiter(engine, "activation.token", 10, 15 * 60),
+        per_client=limiter(engine, "activation.client", 60, 15 * 60),
+        new_link_client=limiter(engine, "new_link.client", 10, 60 * 60),
+        new_link_email=limiter(engine, "new_link.email", 3, 60 * 60),
     )
     app.register_blueprint(blueprint)
 

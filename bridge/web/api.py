@@ -14,7 +14,7 @@ from bridge.store.db import transaction
 from bridge.store.repo import find_sign_in_account, fold, hash_token, tenant_for_token, token_use
 from bridge.store.tables import Credential
 from bridge.web.passwords import MAX_LENGTH, hash_password, verify
-from bridge.web.ratelimit import RateLimiter
+from bridge.web.ratelimit import limiter
 
 credentials = Credential.__table__
 
@@ -24,7 +24,10 @@ blueprint = Blueprint("verify_password", __name__)
 def register(app: Flask, runtime: Runtime) -> None:
     # Per user: online guessing against one account. Per token: the product's whole login flow,
     # so generous; it bounds a leaked product token used to guess across many accounts.
-    app.extensions["bridge.verify_limits"] = (RateLimiter(10, 60), RateLimiter(1200, 60))
+    app.extensions["bridge.verify_limits"] = (
+        limiter(runtime.engine, "verify.user", 10, 60),
+        limiter(runtime.engine, "verify.token", 1200, 60),
+    )
     app.register_blueprint(blueprint)
 
 

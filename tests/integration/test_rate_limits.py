@@ -98,3 +98,42 @@ def test_a_bad_trusted_proxies_entry_is_a_config_error(tmp_path: Path, value: st
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert str(config) in proc.stderr and complaint in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.fixture
+def two_servers_on_one_postgresql(tmp_path: Path, pg_url: str) -> Iterator[tuple[ScimServer, ScimServer]]:
+    """Two `bridge serve` processes (each with its default 2 workers) on one database, as two
+    hosts behind a load balancer would be."""
+    started: list[ScimServer] = []
+    try:
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            started.append(_server(tmp_path / name, pg_url, ""))
+        yield started[0], started[1]
+    finally:
+        for server in started:
+            server.stop()
+
+
+def test_a_limit_holds_across_processes_sharing_postgresql(
+    two_servers_on_one_postgresql: tuple[ScimServer, ScimServer],
+) -> None:
+    first, second = two_servers_on_one_postgresql
+    # In turn: with a limit per process each would allow its own 10 (per worker, even).
+    codes = [new_link(first if i % 2 else second, None) for i in range(NEW_LINK_PER_CLIENT)]
+    assert codes == [403] * NEW_LINK_PER_CLIENT, codes
+    assert new_link(first, None) == 429
+    assert new_link(second, None) == 429
+
+
+def test_concurrent_hits_on_two_processes_never_pass_the_limit(
+    two_servers_on_one_postgresql: tuple[ScimServer, ScimServer],
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    first, second = two_servers_on_one_postgresql
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        codes = list(pool.map(lambda i: new_link(first if i % 2 else second, "ignored"), range(40)))
+    assert set(codes) == {403, 429}, codes
+    # Exactly the limit: hits on one key are counted one after the other whichever process takes them.
+    assert codes.count(403) == NEW_LINK_PER_CLIENT, codes
