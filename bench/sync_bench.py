@@ -109,7 +109,7 @@ def phase_raw(config_path: Path) -> dict[str, Any]:
     from ldap3 import NONE, SUBTREE, Connection, Server
 
     from bridge.config import load_config
-    from bridge.sync import make_source
+    from bridge.engine.sources import make_source
 
     config = load_config(config_path)
     cfg = config.source("dir")
@@ -135,8 +135,8 @@ def phase_raw(config_path: Path) -> dict[str, Any]:
 
 def phase_sync(config_path: Path, mode: str) -> dict[str, Any]:
     from bridge.config import load_config
+    from bridge.engine.sync import run_sync
     from bridge.store.db import make_engine
-    from bridge.sync import run_sync
 
     config = load_config(config_path)
     engine = make_engine(config.database_url)

@@ -389,7 +389,7 @@ def sync(
     state: State, source_name: str | None, full: bool, dry_run: bool, force: bool, as_json: bool, history: bool
 ) -> None:
     """Run a directory sync now."""
-    from bridge.sync import run_sync
+    from bridge.engine.sync import run_sync
 
     if history:
         _sync_history(state.runtime, source_name, as_json)
@@ -451,7 +451,7 @@ def sync(
 @pass_state
 def replan(state: State, tenant: str, dry_run: bool, as_json: bool) -> None:
     """Re-plan every account of a tenant (SCIM and directory alike) from what is stored about it."""
-    from bridge.tenant_replan import run_replan
+    from bridge.engine.replan import run_replan
 
     runtime = state.checked_runtime()
     result = run_replan(runtime.config, runtime.engine, tenant, dry_run=dry_run, actor=_actor())
@@ -779,7 +779,7 @@ def users_resend(state: State, user: str, tenant: str | None) -> None:
 @pass_state
 def explain(state: State, user: str, tenant: str | None, as_json: bool) -> None:
     """Which mapping rules grant which roles, and why the status is what it is."""
-    from bridge.explain import explain_account
+    from bridge.engine.explain import explain_account
 
     runtime = state.runtime
     data = explain_account(runtime, state.tenant_name(tenant), user)

@@ -160,7 +160,7 @@ def load_jobs(runtime: Runtime) -> list[JobSpec]:
 
 
 def _sync(runtime: Runtime, job: JobSpec, mode: str) -> str:
-    from bridge.sync import run_sync
+    from bridge.engine.sync import run_sync
 
     names = [job.source] if job.source else list(runtime.config.sources)
     outcomes = []
@@ -209,7 +209,7 @@ def _purge(runtime: Runtime, job: JobSpec) -> str:
 
 
 def _replan(runtime: Runtime, job: JobSpec) -> str:
-    from bridge.tenant_replan import replan_changed_tenants
+    from bridge.engine.replan import replan_changed_tenants
 
     done = [
         f"{r.tenant} ({r.mode}): {r.counts}"

@@ -74,7 +74,7 @@ def replan(
     """Plan and apply the given people of one source from what is stored about them.
 
     `live_only` leaves out people without an account or with an archived one: a re-plan of the
-    tenant (bridge.tenant_replan) brings nobody back to life and creates nobody; that stays the
+    tenant (bridge.engine.replan) brings nobody back to life and creates nobody; that stays the
     business of their source.
     """
     mapping = tenant.config.mapping()

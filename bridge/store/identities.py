@@ -90,7 +90,7 @@ class GroupChanges:
 
     `write` applies it on the caller's transaction: `write_rows` (group rows, old member rows),
     `insert_members`, then `remove_gone`. A full sync runs `insert_members` in a thread while it
-    plans (bridge/sync.py), which is why the three are also separate."""
+    plans (bridge/engine/sync.py), which is why the three are also separate."""
 
     tenant_id: int
     source: str

@@ -272,8 +272,8 @@ def test_metrics_move_with_requests_and_syncs(deployment: Deployment, tmp_path: 
 def test_sync_metrics_count_runs_and_changes(deployment: Deployment) -> None:
     from prometheus_client import REGISTRY
 
+    from bridge.engine.sync import run_sync
     from bridge.runtime import open_runtime
-    from bridge.sync import run_sync
 
     runtime = open_runtime(deployment.config)
     before = (

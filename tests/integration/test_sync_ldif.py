@@ -17,10 +17,10 @@ from tests.conftest import Deployment
 
 @pytest.fixture(params=["groups after the plan", "groups beside the plan"])
 def group_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Both ways a full sync writes groups (bridge/sync.py): the small directory here stays under
+    """Both ways a full sync writes groups (bridge/engine/sync.py): the small directory here stays under
     the member count that moves the member rows beside the plan, unless the limit is lowered."""
     if request.param == "groups beside the plan":
-        monkeypatch.setattr("bridge.sync._OVERLAP_MIN_MEMBERS", 0)
+        monkeypatch.setattr("bridge.engine.sync._OVERLAP_MIN_MEMBERS", 0)
     return str(request.param)
 
 
@@ -359,11 +359,11 @@ def test_planning_holds_the_write_lock_only_beside_many_member_rows(
     (many rows) are written beside the plan, under the write lock. SQLite: one lock per file."""
     import sqlite3
 
-    import bridge.sync
+    import bridge.engine.sync
 
     d = Deployment(tmp_path, f"sqlite:///{tmp_path / 'bridge.db'}")
     seen: list[bool] = []
-    real_plan = bridge.sync.build_plan
+    real_plan = bridge.engine.sync.build_plan
 
     def plan_and_try_a_write(*args: Any, **kwargs: Any) -> Any:
         probe = sqlite3.connect(tmp_path / "bridge.db", timeout=0.2)
@@ -377,7 +377,7 @@ def test_planning_holds_the_write_lock_only_beside_many_member_rows(
             probe.close()
         return real_plan(*args, **kwargs)
 
-    monkeypatch.setattr(bridge.sync, "build_plan", plan_and_try_a_write)
+    monkeypatch.setattr(bridge.engine.sync, "build_plan", plan_and_try_a_write)
     assert sync_json(d)["exit"] == 0
     assert seen == [group_path == "groups after the plan"]
 
@@ -388,7 +388,7 @@ def test_a_run_that_fails_is_recorded_as_failed_not_left_running(
     def broken_plan(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("planner bug")
 
-    monkeypatch.setattr("bridge.sync.build_plan", broken_plan)
+    monkeypatch.setattr("bridge.engine.sync.build_plan", broken_plan)
     with pytest.raises(RuntimeError, match="planner bug"):
         bridge(deployment, "sync")
     history = json.loads(bridge(deployment, "sync", "--history", "--json").stdout)

@@ -104,7 +104,7 @@ def _mapping(*rules: dict[str, Any], user_type: dict[str, Any] | None = None) ->
 
 
 def _made(mapping: Any, flavor: str = "openldap", **settings: Any) -> LdapSource:
-    from bridge.sync import make_source
+    from bridge.engine.sources import make_source
 
     cfg = SourceConfig(
         name="dir",

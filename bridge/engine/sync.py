@@ -8,7 +8,6 @@ and a plan archiving more than the deletion threshold abort the run with nothing
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 import uuid
@@ -16,14 +15,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import Engine, insert, update
 
 from bridge.config import Config, SourceConfig
-from bridge.core.mapping import RoleMapping, unseen_attributes
+from bridge.core.mapping import unseen_attributes
 from bridge.core.model import Snapshot, expand_groups
 from bridge.core.plan import Plan, Subject, build_plan
+from bridge.engine.sources import make_source
 from bridge.errors import SourceUnavailable
 from bridge.logs import correlation_id as correlation_var
 from bridge.provision.apply import ApplyContext, apply_plan
@@ -33,7 +33,8 @@ from bridge.store.identities import diff_groups
 from bridge.store.repo import get_tenant, load_account_states, record_tenant_event, usage_outside
 from bridge.store.tables import SyncRun
 
-log = logging.getLogger(__name__)
+# The logger keeps the name it had before the engine package: operators filter on it.
+log = logging.getLogger("bridge.sync")
 sync_runs = SyncRun.__table__
 # Page cache while memberships are written (bridge/store/db.page_cache): 16 MiB took a first
 # sync's group step at 100k people from 9.5 s to 6.2 s when it ran alone; now that it runs while
@@ -84,65 +85,6 @@ class _InThread:
             if not quiet:
                 raise self._error
             log.error("writing group members failed", exc_info=self._error)
-
-
-class Source(Protocol):
-    name: str
-
-    def fetch(self, now: datetime) -> tuple[Snapshot, Any]:
-        """A complete read of the scope, and a report whose `errors` lists entries left out."""
-        ...
-
-
-def make_source(source: SourceConfig, mapping: RoleMapping | None = None) -> Source:
-    """The source a `[[sources]]` entry describes, reading what `mapping` (its tenant's) needs."""
-    from bridge.directory.normalize import DEFAULT_KEEP_ATTRIBUTES, DirectorySettings
-
-    renames = dict(source.get("attributes") or {})
-    settings = DirectorySettings(
-        flavor=source.get("flavor"),
-        user_base=source.get("user_base"),
-        group_base=source.get("group_base"),
-        user_name_attribute=(source.get("user_name_attribute") or None),
-        email_attribute=source.get("email_attribute") or "mail",
-        anchor_attribute=source.get("anchor_attribute") or None,
-        attribute_map=renames,
-        keep_attributes=(*DEFAULT_KEEP_ATTRIBUTES, *directory_attributes(mapping, renames)),
-    )
-    if source.kind == "ldif":
-        from pathlib import Path
-
-        from bridge.directory.ldif_source import LdifSource
-
-        return LdifSource(source.name, Path(source.get("path")), settings)
-    from bridge.directory.ldap_source import LdapSource
-
-    return LdapSource(source, settings)
-
-
-# An LDAP attribute description (RFC 4512 descr or numericoid, then options such as ;lang-fr).
-_LDAP_ATTRIBUTE = re.compile(r"(?:[a-z][a-z0-9-]*|\d+(?:\.\d+)+)(?:;[a-z0-9-]+)*", re.IGNORECASE)
-
-
-def directory_attributes(mapping: RoleMapping | None, renames: Mapping[str, str]) -> tuple[str, ...]:
-    """The directory attributes to read so that every attribute the mapping's rules name arrives.
-
-    The one place where the mapping decides what a directory source requests (and so its delta
-    scope: a mapping that reads a new attribute makes the next delta a full run). A SCIM path
-    (`urn:...:User:department`) means its last part; a name the source's `attributes` table
-    renames to is read under its directory names. Names that cannot be LDAP attributes
-    (`name.givenName`) are not requested; the run then warns that nobody has them.
-    """
-    if mapping is None:
-        return ()
-    sources_of: dict[str, list[str]] = {}
-    for directory_name, target in renames.items():
-        sources_of.setdefault(target.lower(), []).append(directory_name.lower())
-    names: list[str] = []
-    for name in mapping.attribute_names():
-        name = name.rsplit(":", 1)[-1]
-        names += sources_of.get(name, [name])
-    return tuple(n for n in dict.fromkeys(names) if _LDAP_ATTRIBUTE.fullmatch(n))
 
 
 @dataclass
@@ -268,7 +210,7 @@ def _run(
     source = make_source(source_cfg, mapping) if fetch is None else None
     bookmark = None
     if mode == "delta" and source is not None and getattr(source, "supports_delta", False):
-        from bridge.directory.ldap_source import Bookmark
+        from bridge.engine.sources import Bookmark
 
         bookmark = Bookmark.from_state(stored_bookmark)
     if bookmark is None:
@@ -352,8 +294,8 @@ def _run(
         seat_limit = _seat_limit(tenant.seat_limit, tenant_cfg)
         try:
             if mode == "delta":
-                from bridge.directory.ldap_source import DeltaUnavailable, KnownReferences
-                from bridge.sync_delta import DeltaTooLarge, known_references, plan_delta
+                from bridge.engine.delta import DeltaTooLarge, known_references, plan_delta
+                from bridge.engine.sources import DeltaUnavailable, KnownReferences
 
                 try:
                     snapshot, report = source.fetch_delta(  # type: ignore[union-attr]

@@ -37,6 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.config import Config
 from bridge.core.plan import AccountPlan, Plan, build_plan, frees_capacity
+from bridge.engine.sync import SyncResult
 from bridge.logs import correlation_id as correlation_var
 from bridge.provision.apply import ApplyContext
 from bridge.provision.replan import TenantView, planning_fingerprint, replan, tenant_view
@@ -51,9 +52,9 @@ from bridge.store.repo import (
     usage_outside,
 )
 from bridge.store.tables import SyncRun
-from bridge.sync import SyncResult
 
-log = logging.getLogger(__name__)
+# The logger keeps the name it had before the engine package: operators filter on it.
+log = logging.getLogger("bridge.tenant_replan")
 sync_runs = SyncRun.__table__
 
 SOURCE = "replan"  # the name runs carry in `sync_runs`, `sync --history` and `--json`

@@ -17,11 +17,11 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
+from bridge.core.dn import normalize_dn
 from bridge.core.lifecycle import Status
 from bridge.core.mapping import RoleMapping
 from bridge.core.model import GroupRef, Snapshot, SourceGroup
 from bridge.core.plan import Plan, Subject, build_plan
-from bridge.directory.normalize import normalize_dn
 from bridge.store.db import transaction
 from bridge.store.delta import (
     MembershipOverlay,
