@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 from sqlalchemy import Engine, insert, update
@@ -23,11 +22,11 @@ from bridge.config import Config, SourceConfig
 from bridge.core.mapping import unseen_attributes
 from bridge.core.model import Snapshot, expand_groups
 from bridge.core.plan import Plan, Subject, build_plan
-from bridge.engine.sources import make_source
+from bridge.engine.sources import Source, make_source
 from bridge.errors import SourceUnavailable
 from bridge.logs import correlation_id as correlation_var
 from bridge.provision.apply import ApplyContext, apply_plan
-from bridge.store.db import page_cache, transaction
+from bridge.store.db import discardable_transaction, page_cache, transaction
 from bridge.store.delta import load_bookmark, save_bookmark
 from bridge.store.identities import diff_groups
 from bridge.store.repo import get_tenant, load_account_states, record_tenant_event, usage_outside
@@ -49,10 +48,6 @@ _OVERLAP_MIN_MEMBERS = 20_000
 def _can_overlap(engine: Engine) -> bool:
     # An in-memory SQLite database has one connection for the whole process: nothing to overlap.
     return not (engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"))
-
-
-class _Discard(Exception):
-    """Leaves a transaction block by rolling it back."""
 
 
 class _InThread:
@@ -199,51 +194,116 @@ def _run(
     started: float,
     actor: str,
 ) -> SyncResult:
-    source_cfg = config.source(source_name)
-    tenant_cfg = config.tenants[source_cfg.tenant]
-    mapping = tenant_cfg.mapping()
-    result = SyncResult(source=source_name, tenant=tenant_cfg.name, dry_run=dry_run, run_id=correlation_id)
+    run = _SyncRun(
+        config, engine, source_name, dry_run, force, mode, now, progress, fetch, correlation_id, started, actor
+    )
+    run.open()
+    return run.execute()
 
-    with transaction(engine, write=False) as conn:
-        tenant = get_tenant(conn, tenant_cfg.name)
-        stored_bookmark = load_bookmark(conn, tenant.id, source_name)
-    source = make_source(source_cfg, mapping) if fetch is None else None
-    bookmark = None
-    if mode == "delta" and source is not None and getattr(source, "supports_delta", False):
-        from bridge.engine.sources import Bookmark
 
-        bookmark = Bookmark.from_state(stored_bookmark)
-    if bookmark is None:
-        mode = "full"  # no delta without a bookmark: the first run of a source is full
-    run_row_id = None
-    if not dry_run:
-        with transaction(engine) as conn:
-            run_row_id = conn.execute(
-                insert(sync_runs).values(
-                    tenant_id=tenant.id,
-                    source=source_name,
-                    mode=mode,
-                    correlation_id=correlation_id,
-                    started_at=now,
-                    outcome="running",
-                )
-            ).inserted_primary_key[0]
+@dataclass(frozen=True)
+class _Ending:
+    """How a run ends before writing its plan: aborted (with the reason) or a dry run.
 
-    def finish(outcome: str) -> SyncResult:
-        result.duration = time.monotonic() - started
-        result.mode = mode
+    Decided by the checks while a group write may still be open, carried out (recorded) after it
+    is rolled back."""
+
+    outcome: str
+    reason: str | None = None
+
+
+class _SyncRun:
+    """One sync run, one method per step: open (the run's record), read, load, the checks (empty
+    read, deletion threshold), plan, write groups, apply, finish (record). A step that ends the
+    run returns how; None means go on."""
+
+    def __init__(
+        self,
+        config: Config,
+        engine: Engine,
+        source_name: str,
+        dry_run: bool,
+        force: bool,
+        mode: str,
+        now: datetime,
+        progress: Callable[[str, int, int], None] | None,
+        fetch: Callable[[SourceConfig, datetime], tuple[Snapshot, Any]] | None,
+        correlation_id: str,
+        started: float,
+        actor: str,
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.source_name = source_name
+        self.dry_run = dry_run
+        self.force = force
+        self.mode = mode
+        self.now = now
+        self.progress = progress
+        self.fetch = fetch
+        self.correlation_id = correlation_id
+        self.started = started
+        self.actor = actor
+        self.source_cfg = config.source(source_name)
+        self.tenant_cfg = config.tenants[self.source_cfg.tenant]
+        self.mapping = self.tenant_cfg.mapping()
+        self.result = SyncResult(
+            source=source_name, tenant=self.tenant_cfg.name, dry_run=dry_run, run_id=correlation_id
+        )
+        self.tenant: Any = None
+        self.source: Source | None = None
+        self.bookmark: Any = None
+        self.run_row_id: int | None = None
+        self.snapshot: Snapshot | None = None
+        # Set once the read is in, before the plan (which adds an error of its own).
+        self.partial_read = False
+        self.accounts: Any = None
+        self.usage: Any = None
+
+    # -- the run's record ------------------------------------------------------------------
+
+    def open(self) -> None:
+        """The tenant, the source, the mode that will run, and the `sync_runs` row (not in a dry run)."""
+        with transaction(self.engine, write=False) as conn:
+            self.tenant = get_tenant(conn, self.tenant_cfg.name)
+            stored_bookmark = load_bookmark(conn, self.tenant.id, self.source_name)
+        self.source = make_source(self.source_cfg, self.mapping) if self.fetch is None else None
+        if self.mode == "delta" and self.source is not None and getattr(self.source, "supports_delta", False):
+            from bridge.engine.sources import Bookmark
+
+            self.bookmark = Bookmark.from_state(stored_bookmark)
+        if self.bookmark is None:
+            self.mode = "full"  # no delta without a bookmark: the first run of a source is full
+        if not self.dry_run:
+            with transaction(self.engine) as conn:
+                self.run_row_id = conn.execute(
+                    insert(sync_runs).values(
+                        tenant_id=self.tenant.id,
+                        source=self.source_name,
+                        mode=self.mode,
+                        correlation_id=self.correlation_id,
+                        started_at=self.now,
+                        outcome="running",
+                    )
+                ).inserted_primary_key[0]
+
+    def finish(self, outcome: str) -> SyncResult:
+        """Record the run's end (its row, a forced check's audit event, metrics, the log)."""
+        result, source_name, correlation_id = self.result, self.source_name, self.correlation_id
+        result.duration = time.monotonic() - self.started
+        result.mode = self.mode
         if result.plan is not None:
             result.planned = {**result.plan.counts(), "seatRefused": len(result.plan.seat_refused)}
         if outcome == "aborted":
             result.counts = {}  # nothing was written
-        _observe(source_name, mode, outcome, result)
-        if run_row_id is not None:
-            with transaction(engine) as conn:
+        _observe(source_name, self.mode, outcome, result)
+        if self.run_row_id is not None:
+            with transaction(self.engine) as conn:
                 conn.execute(
                     update(sync_runs)
-                    .where(sync_runs.c.id == run_row_id)
+                    .where(sync_runs.c.id == self.run_row_id)
                     .values(
-                        mode=mode,
+                        mode=self.mode,
                         finished_at=datetime.now(UTC),
                         outcome=outcome,
                         reason=result.reason,
@@ -259,13 +319,13 @@ def _run(
                 if result.forced is not None:
                     record_tenant_event(
                         conn,
-                        tenant.id,
+                        self.tenant.id,
                         actor=result.forced["actor"],
                         action="sync_forced",
-                        after={"source": source_name, "run": run_row_id, **result.forced},
+                        after={"source": source_name, "run": self.run_row_id, **result.forced},
                         reason=_forced_reason(result.forced),
                         correlation_id=correlation_id,
-                        now=now,
+                        now=self.now,
                     )
             if result.forced is not None:
                 log.warning(
@@ -285,213 +345,277 @@ def _run(
             log.warning("sync %s: %s", source_name, warning, extra={"correlation_id": correlation_id})
         return result
 
-    def abort(reason: str) -> SyncResult:
-        result.aborted = True
-        result.reason = reason
-        return finish("aborted")
+    def abort(self, reason: str) -> SyncResult:
+        self.result.aborted = True
+        self.result.reason = reason
+        return self.finish("aborted")
 
-    try:
-        seat_limit = _seat_limit(tenant.seat_limit, tenant_cfg)
+    def end(self, ending: _Ending) -> SyncResult:
+        if ending.outcome == "aborted":
+            assert ending.reason is not None
+            return self.abort(ending.reason)
+        return self.finish(ending.outcome)
+
+    # -- the steps -------------------------------------------------------------------------
+
+    def execute(self) -> SyncResult:
         try:
-            if mode == "delta":
-                from bridge.engine.delta import DeltaTooLarge, known_references, plan_delta
-                from bridge.engine.sources import DeltaUnavailable, KnownReferences
+            ended = self.read()
+            if ended is not None:
+                return ended
+            self.partial_read = bool(self.result.errors)
+            if self.dry_run:
+                ending = self.plan_and_check()
+                assert ending is not None
+                return self.end(ending)
+            ending = self.write_groups()
+            if ending is not None:
+                return self.end(ending)
+            return self.apply()
+        except Exception as exc:
+            # An unexpected failure (a database error, a bug): recorded as such, not left "running".
+            self.result.reason = f"{type(exc).__name__}: {exc}"[:1000]
+            try:
+                self.finish("failed")
+            except Exception:
+                log.exception("sync %s: could not record the failed run", self.source_name)
+            raise
 
-                try:
-                    snapshot, report = source.fetch_delta(  # type: ignore[union-attr]
-                        now, bookmark, lambda: KnownReferences(*known_references(engine, tenant.id, source_name))
-                    )
-                    result.errors.extend(getattr(report, "errors", []) or [])
-                    result.warnings.extend(getattr(report, "warnings", []) or [])
-                    delta = plan_delta(
-                        engine,
-                        tenant.id,
-                        source_name,
-                        snapshot,
-                        mapping,
-                        now=now,
-                        seat_limit=seat_limit,
-                        suspended_counts_as_seat=tenant_cfg.suspended_counts_as_seat,
-                    )
-                except (DeltaUnavailable, DeltaTooLarge) as exc:
-                    log.info("sync %s: running full instead of delta: %s", source_name, exc)
-                    result.errors.clear()
-                    result.warnings.clear()
-                    mode = "full"
-                else:
-                    if source is not None:
-                        source.close()  # type: ignore[attr-defined]
-                    return _apply_delta(
-                        engine,
-                        config,
-                        tenant,
-                        tenant_cfg,
-                        source_name,
-                        source,
-                        delta,
-                        result,
-                        now,
-                        correlation_id,
-                        dry_run,
-                        progress,
-                        finish,
-                    )
+    def read(self) -> SyncResult | None:
+        """Read the source: a delta (planned and applied here, see `read_delta`) or a complete
+        snapshot. Returns the run's result when it ended (aborted, or the delta ran)."""
+        result, source = self.result, self.source
+        try:
+            if self.mode == "delta":
+                ended = self.read_delta()
+                if ended is not None:
+                    return ended
             step = time.monotonic()
-            if fetch is not None:
-                snapshot, report = fetch(source_cfg, now)
+            if self.fetch is not None:
+                snapshot, report = self.fetch(self.source_cfg, self.now)
             else:
-                snapshot, report = source.fetch(now)  # type: ignore[union-attr]
+                snapshot, report = source.fetch(self.now)  # type: ignore[union-attr]
         except SourceUnavailable as exc:
-            return abort(f"source unavailable: {exc}")
+            return self.abort(f"source unavailable: {exc}")
         finally:
             if source is not None and hasattr(source, "close"):
                 source.close()
         result.errors.extend(getattr(report, "errors", []) or [])
         result.warnings.extend(getattr(report, "warnings", []) or [])
         # Only a complete read can show that nobody has an attribute; a delta reads a few people.
-        result.warnings.extend(gap.describe() for gap in unseen_attributes(mapping, snapshot.users.values()))
+        result.warnings.extend(gap.describe() for gap in unseen_attributes(self.mapping, snapshot.users.values()))
         result.timings["read"] = time.monotonic() - step
+        self.snapshot = snapshot
         if not snapshot.complete:
-            return abort("the source returned an incomplete read")
+            return self.abort("the source returned an incomplete read")
+        return None
 
-        def plan_run() -> Callable[[], SyncResult] | None:
-            """Load, plan and check. Returns how the run ends early (aborted, dry run), or None when
-            the plan is to be written. Writes nothing itself."""
-            step = time.monotonic()
-            with transaction(engine, write=False) as conn:
-                accounts = load_account_states(conn, tenant.id, source_name)
-                usage = usage_outside(
-                    conn,
-                    tenant.id,
-                    mapping,
-                    exclude_source=source_name,
-                    suspended_counts_as_seat=tenant_cfg.suspended_counts_as_seat,
-                )
-            result.timings["load"] = time.monotonic() - step
-            live = sum(1 for a in accounts.values() if a.status.value != "archived")
-            if not snapshot.users and live:
-                if not force:
-                    return partial(
-                        abort, f"the source returned no users while {live} accounts exist; use --force if that is right"
-                    )
-                result.forced = {"actor": actor, "check": "empty_read", "accounts": live}
+    def read_delta(self) -> SyncResult | None:
+        """Read, plan and apply a delta. None when the delta cannot run and the run goes full."""
+        from bridge.engine.delta import DeltaTooLarge, known_references, plan_delta
+        from bridge.engine.sources import DeltaUnavailable, KnownReferences
 
-            # Entries the source returned but that could not become identities (no anchor, no
-            # userName) make the read partial: those people are in the directory, so their absence
-            # from the snapshot must not archive them. The others are still planned; nobody is
-            # archived until it is fixed.
-            if partial_read:
-                result.errors.append(f"{len(result.errors)} entries could not be read: nobody is archived in this run")
-            step = time.monotonic()
-            groups = expand_groups(snapshot)
-            subjects = [Subject(user=u, groups=groups.get(u.anchor, ())) for u in snapshot.users.values()]
-            plan = build_plan(
-                source_name,
-                subjects,
-                accounts,
-                mapping,
-                now=now,
-                seat_limit=_seat_limit(tenant.seat_limit, tenant_cfg),
-                usage=usage,
-                complete_scope=not partial_read,
-                suspended_counts_as_seat=tenant_cfg.suspended_counts_as_seat,
+        result, source, engine, tenant = self.result, self.source, self.engine, self.tenant
+        try:
+            snapshot, report = source.fetch_delta(  # type: ignore[union-attr]
+                self.now,
+                self.bookmark,
+                lambda: KnownReferences(*known_references(engine, tenant.id, self.source_name)),
             )
-            result.plan = plan
-            result.counts = plan.counts()
-            result.timings["plan"] = time.monotonic() - step
+            result.errors.extend(getattr(report, "errors", []) or [])
+            result.warnings.extend(getattr(report, "warnings", []) or [])
+            delta = plan_delta(
+                engine,
+                tenant.id,
+                self.source_name,
+                snapshot,
+                self.mapping,
+                now=self.now,
+                seat_limit=_seat_limit(tenant.seat_limit, self.tenant_cfg),
+                suspended_counts_as_seat=self.tenant_cfg.suspended_counts_as_seat,
+            )
+        except (DeltaUnavailable, DeltaTooLarge) as exc:
+            log.info("sync %s: running full instead of delta: %s", self.source_name, exc)
+            result.errors.clear()
+            result.warnings.clear()
+            self.mode = "full"
+            return None
+        if source is not None:
+            source.close()  # type: ignore[attr-defined]
+        return _apply_delta(
+            engine,
+            self.config,
+            tenant,
+            self.tenant_cfg,
+            self.source_name,
+            source,
+            delta,
+            result,
+            self.now,
+            self.correlation_id,
+            self.dry_run,
+            self.progress,
+            self.finish,
+        )
 
-            threshold = float(source_cfg.get("deletion_threshold"))
-            minimum = int(source_cfg.get("deletion_threshold_min"))
-            archives = plan.archives
-            if archives > minimum and archives > threshold * plan.active_before:
-                if not force:
-                    return partial(
-                        abort,
-                        f"deletion threshold: the run would archive {archives} of {plan.active_before} accounts "
-                        f"(more than {threshold:.0%}); nothing was written. Check the source, or use --force",
-                    )
-                result.forced = {
-                    "actor": actor,
-                    "check": "deletion_threshold",
-                    "threshold": threshold,
-                    "minimum": minimum,
-                    "archives": archives,
-                    "accounts": plan.active_before,
-                }
-            return partial(finish, "dry-run") if dry_run else None
+    def load(self) -> None:
+        step = time.monotonic()
+        with transaction(self.engine, write=False) as conn:
+            self.accounts = load_account_states(conn, self.tenant.id, self.source_name)
+            self.usage = usage_outside(
+                conn,
+                self.tenant.id,
+                self.mapping,
+                exclude_source=self.source_name,
+                suspended_counts_as_seat=self.tenant_cfg.suspended_counts_as_seat,
+            )
+        self.result.timings["load"] = time.monotonic() - step
 
-        partial_read = bool(result.errors)
-        if dry_run:
-            ended = plan_run()
-            assert ended is not None
-            return ended()
+    def check_empty_read(self) -> _Ending | None:
+        assert self.snapshot is not None
+        live = sum(1 for a in self.accounts.values() if a.status.value != "archived")
+        if not self.snapshot.users and live:
+            if not self.force:
+                return _Ending(
+                    "aborted", f"the source returned no users while {live} accounts exist; use --force if that is right"
+                )
+            self.result.forced = {"actor": self.actor, "check": "empty_read", "accounts": live}
+        return None
+
+    def plan(self) -> Plan:
+        snapshot, result = self.snapshot, self.result
+        assert snapshot is not None
+        # Entries the source returned but that could not become identities (no anchor, no
+        # userName) make the read partial: those people are in the directory, so their absence
+        # from the snapshot must not archive them. The others are still planned; nobody is
+        # archived until it is fixed.
+        if self.partial_read:
+            result.errors.append(f"{len(result.errors)} entries could not be read: nobody is archived in this run")
+        step = time.monotonic()
+        groups = expand_groups(snapshot)
+        subjects = [Subject(user=u, groups=groups.get(u.anchor, ())) for u in snapshot.users.values()]
+        plan = build_plan(
+            self.source_name,
+            subjects,
+            self.accounts,
+            self.mapping,
+            now=self.now,
+            seat_limit=_seat_limit(self.tenant.seat_limit, self.tenant_cfg),
+            usage=self.usage,
+            complete_scope=not self.partial_read,
+            suspended_counts_as_seat=self.tenant_cfg.suspended_counts_as_seat,
+        )
+        result.plan = plan
+        result.counts = plan.counts()
+        result.timings["plan"] = time.monotonic() - step
+        return plan
+
+    def check_deletion_threshold(self, plan: Plan) -> _Ending | None:
+        threshold = float(self.source_cfg.get("deletion_threshold"))
+        minimum = int(self.source_cfg.get("deletion_threshold_min"))
+        archives = plan.archives
+        if archives > minimum and archives > threshold * plan.active_before:
+            if not self.force:
+                return _Ending(
+                    "aborted",
+                    f"deletion threshold: the run would archive {archives} of {plan.active_before} accounts "
+                    f"(more than {threshold:.0%}); nothing was written. Check the source, or use --force",
+                )
+            self.result.forced = {
+                "actor": self.actor,
+                "check": "deletion_threshold",
+                "threshold": threshold,
+                "minimum": minimum,
+                "archives": archives,
+                "accounts": plan.active_before,
+            }
+        return None
+
+    def plan_and_check(self) -> _Ending | None:
+        """Load, plan and check. Returns how the run ends early (aborted, dry run), or None when
+        the plan is to be written. Writes nothing itself."""
+        self.load()
+        ending = self.check_empty_read()
+        if ending is not None:
+            return ending
+        ending = self.check_deletion_threshold(self.plan())
+        if ending is not None:
+            return ending
+        return _Ending("dry-run") if self.dry_run else None
+
+    def write_groups(self) -> _Ending | None:
+        """Plan and check, and write the source's groups; how the run ends early, or None when the
+        plan is to be applied. An ended run writes no group."""
+        engine, snapshot, result = self.engine, self.snapshot, self.result
+        assert snapshot is not None
         step = time.monotonic()
         with transaction(engine, write=False) as conn:
             changes = diff_groups(
                 conn,
-                tenant.id,
-                source_name,
+                self.tenant.id,
+                self.source_name,
                 snapshot.groups,
                 snapshot.users,
-                now,
+                self.now,
                 complete_scope=True,
-                actor=f"sync:{source_name}",
-                correlation_id=correlation_id,
+                actor=f"sync:{self.source_name}",
+                correlation_id=self.correlation_id,
             )
         diffing = time.monotonic() - step
         if changes.member_rows < _OVERLAP_MIN_MEMBERS or not _can_overlap(engine):
             # The usual nightly run: few groups changed. Plan first, without holding the write lock.
-            ended = plan_run()
-            if ended is not None:
-                return ended()
+            ending = self.plan_and_check()
+            if ending is not None:
+                return ending
             step = time.monotonic()
             with transaction(engine) as conn, page_cache(conn, _GROUPS_CACHE_MIB):
                 changes.write(conn)
             result.timings["groups"] = diffing + time.monotonic() - step
-        else:
-            # Many member rows (a first sync: 300,000 at 100k people): they are written while the
-            # plan is computed, by the database without the GIL, in a thread
-            # (GroupChanges.insert_members), in a transaction that commits only once the plan has
-            # passed its checks. The write lock is held meanwhile, as the group step held it before.
-            step = time.monotonic()
-            ended = None
+            return None
+        # Many member rows (a first sync: 300,000 at 100k people): they are written while the
+        # plan is computed, by the database without the GIL, in a thread
+        # (GroupChanges.insert_members), in a transaction that commits only once the plan has
+        # passed its checks. The write lock is held meanwhile, as the group step held it before.
+        step = time.monotonic()
+        with discardable_transaction(engine) as (conn, discard), page_cache(conn, _GROUPS_CACHE_MIB):
+            changes.write_rows(conn)
+            staging = diffing + time.monotonic() - step
+            members = _InThread(changes.insert_members, conn)
             try:
-                with transaction(engine) as conn, page_cache(conn, _GROUPS_CACHE_MIB):
-                    changes.write_rows(conn)
-                    staging = diffing + time.monotonic() - step
-                    members = _InThread(changes.insert_members, conn)
-                    try:
-                        ended = plan_run()
-                    except BaseException:
-                        members.wait(quiet=True)  # the plan's own error is the one to report
-                        raise
-                    waited = time.monotonic()
-                    members.wait(quiet=ended is not None)  # an ended run rolls back anyway
-                    result.timings["groups"] = staging + time.monotonic() - waited
-                    if ended is not None:
-                        raise _Discard  # an ended run writes nothing
-                    changes.remove_gone(conn)
-            except _Discard:
-                pass
-            if ended is not None:
-                return ended()
-        plan = result.plan
+                ending = self.plan_and_check()
+            except BaseException:
+                members.wait(quiet=True)  # the plan's own error is the one to report
+                raise
+            waited = time.monotonic()
+            members.wait(quiet=ending is not None)  # an ended run rolls back anyway
+            result.timings["groups"] = staging + time.monotonic() - waited
+            if ending is not None:
+                discard()  # an ended run writes nothing
+            else:
+                changes.remove_gone(conn)
+        return ending
+
+    def apply(self) -> SyncResult:
+        """Apply the plan, save the bookmark after a run without errors, and record the run."""
+        plan = self.result.plan
         assert plan is not None
         step = time.monotonic()
-        applied = _apply(engine, config, tenant, tenant_cfg, source_name, plan, now, correlation_id, progress)
-        result.timings["apply"] = time.monotonic() - step
-        result.errors.extend(applied.errors)
+        applied = _apply(
+            self.engine,
+            self.config,
+            self.tenant,
+            self.tenant_cfg,
+            self.source_name,
+            plan,
+            self.now,
+            self.correlation_id,
+            self.progress,
+        )
+        self.result.timings["apply"] = time.monotonic() - step
+        self.result.errors.extend(applied.errors)
         if not applied.errors:
-            _save_bookmark(engine, tenant.id, source_name, source, now)
-        return finish("ok" if not (applied.errors or partial_read) else "partial")
-    except Exception as exc:
-        # An unexpected failure (a database error, a bug): recorded as such, not left "running".
-        result.reason = f"{type(exc).__name__}: {exc}"[:1000]
-        try:
-            finish("failed")
-        except Exception:
-            log.exception("sync %s: could not record the failed run", source_name)
-        raise
+            _save_bookmark(self.engine, self.tenant.id, self.source_name, self.source, self.now)
+        return self.finish("ok" if not (applied.errors or self.partial_read) else "partial")
 
 
 def _apply(

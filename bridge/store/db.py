@@ -247,6 +247,31 @@ def transaction(engine: Engine, *, write: bool = True) -> Iterator[Connection]:
             yield connection
 
 
+class Discard:
+    """Handed out by `discardable_transaction`: calling it makes the block roll back, not commit."""
+
+    def __init__(self) -> None:
+        self.discarded = False
+
+    def __call__(self) -> None:
+        self.discarded = True
+
+
+@contextmanager
+def discardable_transaction(engine: Engine) -> Iterator[tuple[Connection, Discard]]:
+    """A write `transaction` whose block can also end by rolling back without raising: the block
+    calls the `Discard` it is given (a sync whose checks ended the run, after writing its groups
+    in the same transaction). Rolled back on any exception too."""
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            connection = connection.execution_options(sqlite_immediate=True)
+        with connection.begin() as trans:
+            discard = Discard()
+            yield connection, discard
+            if discard.discarded:
+                trans.rollback()
+
+
 @contextmanager
 def page_cache(conn: Connection, mebibytes: int) -> Iterator[None]:
     """A larger SQLite page cache on `conn` for one bulk write, then the connection's own again.
