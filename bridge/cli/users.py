@@ -1,0 +1,244 @@
+"""`bridge users`: list and show accounts, and the manual lifecycle actions."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import click
+from sqlalchemy import select
+
+from bridge.cli.base import State, cli_actor, pass_state, print_json, table, utc_now
+
+
+def _account_json(
+    tenant: str, row: Any, roles: list[str], groups: list[str], external_id: str | None
+) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "tenant": tenant,
+        "userName": row.user_name,
+        "externalId": external_id,
+        "email": row.email,
+        "givenName": row.given_name,
+        "familyName": row.family_name,
+        "status": row.status,
+        "userType": row.user_type,
+        "roles": sorted(roles),
+        "groups": groups,
+        "source": row.source,
+        "created": row.created_at.isoformat(),
+        "lastModified": row.updated_at.isoformat(),
+        "expires": row.expires_at.isoformat() if row.expires_at else None,
+        "leftOut": dict(row.denied or {}),
+    }
+
+
+def _load_accounts_json(conn: Any, tenant: Any, rows: Sequence[Any]) -> list[dict[str, Any]]:
+    from bridge.store.identities import account_groups
+    from bridge.store.repo import account_roles
+    from bridge.store.tables import Identity
+
+    ids = [r.id for r in rows]
+    roles = account_roles(conn, ids)
+    groups = account_groups(conn, tenant.id, rows)
+    ident = Identity.__table__
+    external: dict[str, str | None] = {}
+    for start in range(0, len(ids), 500):
+        for identity_id, external_id, anchor in conn.execute(
+            select(ident.c.id, ident.c.external_id, ident.c.anchor).where(ident.c.id.in_(ids[start : start + 500]))
+        ):
+            external[identity_id] = external_id or anchor
+    return [
+        _account_json(
+            tenant.name, r, [role for role, _ in roles.get(r.id, [])], groups.get(r.id, []), external.get(r.id)
+        )
+        for r in rows
+    ]
+
+
+@click.group()
+def users() -> None:
+    """Accounts and manual lifecycle actions."""
+
+
+STATUSES = ["no_access", "pending", "active", "suspended", "archived"]
+
+
+@users.command("list")
+@click.option("--tenant", default=None)
+@click.option("--status", type=click.Choice(STATUSES), default=None)
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+def users_list(state: State, tenant: str | None, status: str | None, as_json: bool) -> None:
+    from bridge.store.db import transaction
+    from bridge.store.repo import accounts as accounts_table
+    from bridge.store.repo import get_tenant
+
+    with transaction(state.runtime.engine, write=False) as conn:
+        tenant_row = get_tenant(conn, state.tenant_name(tenant))
+        query = select(accounts_table).where(accounts_table.c.tenant_id == tenant_row.id)
+        if status:
+            query = query.where(accounts_table.c.status == status)
+        rows = conn.execute(query.order_by(accounts_table.c.user_name_norm)).all()
+        data = _load_accounts_json(conn, tenant_row, rows)
+    if as_json:
+        print_json(data)
+        return
+    table(
+        ["ID", "USER", "EMAIL", "STATUS", "TYPE", "ROLES", "GROUPS"],
+        [
+            [
+                d["id"],
+                d["userName"],
+                d["email"],
+                d["status"],
+                d["userType"],
+                ", ".join(d["roles"]),
+                ", ".join(d["groups"]),
+            ]
+            for d in data
+        ],
+    )
+    counts: dict[str, int] = {}
+    for d in data:
+        counts[d["status"]] = counts.get(d["status"], 0) + 1
+    click.echo(f"\n{len(data)} accounts: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES))
+
+
+@users.command("show")
+@click.argument("user")
+@click.option("--tenant", default=None)
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+def users_show(state: State, user: str, tenant: str | None, as_json: bool) -> None:
+    from bridge.notify.outbox import account_mail
+    from bridge.store.db import transaction
+    from bridge.store.repo import account_roles, find_account, get_tenant, list_audit
+
+    with transaction(state.runtime.engine, write=False) as conn:
+        tenant_row = get_tenant(conn, state.tenant_name(tenant))
+        row = find_account(conn, tenant_row.id, user)
+        data = _load_accounts_json(conn, tenant_row, [row])[0]
+        rules = dict(account_roles(conn, [row.id]).get(row.id, []))
+        history = [
+            {
+                "at": e.occurred_at.isoformat(),
+                "actor": e.actor,
+                "action": e.action,
+                "from": (e.before or {}).get("status"),
+                "to": (e.after or {}).get("status"),
+                "reason": e.reason,
+            }
+            for e in list_audit(conn, tenant_row.id, account_id=row.id)
+        ]
+        mail = account_mail(conn, row.id)
+    data["roleRules"] = rules
+    data["history"] = history
+    data["mail"] = mail
+    if as_json:
+        print_json(data)
+        return
+    for key in (
+        "id",
+        "userName",
+        "email",
+        "givenName",
+        "familyName",
+        "status",
+        "userType",
+        "source",
+        "externalId",
+        "created",
+        "lastModified",
+        "expires",
+    ):
+        click.echo(f"{key:>13}: {data[key] if data[key] is not None else ''}")
+    click.echo(f"{'roles':>13}: " + (", ".join(data["roles"]) or "(none)"))
+    for role, rule in rules.items():
+        click.echo(f"{'':>15}{role} <- {rule}")
+    for role, why in data["leftOut"].items():
+        click.echo(f"{'left out':>13}: {role} ({why})")
+    click.echo(f"{'groups':>13}: " + (", ".join(data["groups"]) or "(none)"))
+    for m in mail:
+        # Mail that did not go out, and why: the first place to look when someone says
+        # "I never got the activation mail".
+        click.echo(f"{'mail':>13}: {m['topic']} #{m['id']} {m['status']}" + (f": {m['reason']}" if m["reason"] else ""))
+    click.echo("\nhistory:")
+    table(
+        ["AT", "ACTOR", "ACTION", "FROM", "TO", "REASON"],
+        [[h["at"], h["actor"], h["action"], h["from"], h["to"], h["reason"]] for h in history],
+    )
+
+
+def _manual(state: State, user: str, tenant: str | None, action: str) -> str:
+    from bridge.provision.apply import ApplyContext
+    from bridge.provision.replan import (
+        archive_account,
+        reactivate_account,
+        replan_waiting,
+        resend_activation,
+        room_freed,
+        tenant_view,
+    )
+    from bridge.store.db import transaction
+    from bridge.store.repo import account_roles, find_account
+
+    runtime = state.runtime
+    name = state.tenant_name(tenant)
+    tenant_cfg = runtime.config.tenant_settings(name)
+    with transaction(runtime.engine) as conn:
+        view = tenant_view(conn, tenant_cfg)
+        from bridge.store.repo import get_tenant
+
+        tenant_row = get_tenant(conn, name)
+        row = find_account(conn, tenant_row.id, user)
+        ctx = ApplyContext(
+            tenant_id=tenant_row.id,
+            tenant_name=name,
+            actor=cli_actor(),
+            correlation_id=f"cli-{uuid.uuid4().hex[:16]}",
+            now=utc_now(),
+            webhooks=bool(runtime.config.webhook.get("url")),
+            default_language=tenant_cfg.default_language,
+        )
+        freed = False
+        if action == "archive":
+            plan = archive_account(conn, row, [r for r, _ in account_roles(conn, [row.id]).get(row.id, [])], ctx)
+            freed = room_freed([plan], view)
+        elif action == "reactivate":
+            reactivate_account(conn, view, row, ctx)
+        else:
+            resend_activation(conn, row, ctx)
+        after = find_account(conn, tenant_row.id, row.id)
+    if freed:  # the seat or limited role given up goes to whoever waits for it, at once
+        replan_waiting(runtime.engine, tenant_cfg, ctx)
+    return f"{after.user_name}: {row.status} -> {after.status}"
+
+
+@users.command("archive")
+@click.argument("user")
+@click.option("--tenant", default=None)
+@pass_state
+def users_archive(state: State, user: str, tenant: str | None) -> None:
+    """Archive an account now (roles revoked; sync will not bring it back until reactivated)."""
+    click.echo(_manual(state, user, tenant, "archive"))
+
+
+@users.command("reactivate")
+@click.argument("user")
+@click.option("--tenant", default=None)
+@pass_state
+def users_reactivate(state: State, user: str, tenant: str | None) -> None:
+    """archived -> no_access; the mapping then grants roles again (pending, new activation mail)."""
+    click.echo(_manual(state, user, tenant, "reactivate"))
+
+
+@users.command("resend-activation")
+@click.argument("user")
+@click.option("--tenant", default=None)
+@pass_state
+def users_resend(state: State, user: str, tenant: str | None) -> None:
+    """Queue a new activation mail; the previous link stops working."""
+    click.echo(_manual(state, user, tenant, "resend") + " (new activation mail queued)")
