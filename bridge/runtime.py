@@ -33,7 +33,7 @@ def open_runtime(path: Path, *, migrate: bool = True, check: bool = False, creat
     if check:
         check_mappings(config)
     # Interactive commands print their own results; only warnings and errors are logged there.
-    # `serve` and `scheduler` switch to the configured level (see cli.py).
+    # `serve` and `scheduler` switch to the configured level (see bridge/cli/serve.py and jobs.py).
     level = config.logging["level"].upper()
     setup_logging(config.logging["format"], level if level in ("WARNING", "ERROR", "CRITICAL") else "WARNING")
     engine = make_engine(config.database_url, origin=config.origin, echo=False, create=create)
