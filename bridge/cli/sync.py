@@ -73,7 +73,9 @@ def sync(
     if history:
         _sync_history(state.runtime, source_name, as_json)
         return
-    runtime = state.checked_runtime(create=not dry_run)  # a dry run writes nothing, not even a file
+    # A dry run is the first thing a new deployment runs: it may create the (empty) database,
+    # and writes no account, audit event or outbox row.
+    runtime = state.checked_runtime(create=True)
     names = [source_name] if source_name else list(runtime.config.sources)
     if not names:
         raise click.UsageError(f"{runtime.config.origin}: no [[sources]] configured")

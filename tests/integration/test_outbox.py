@@ -359,6 +359,7 @@ def test_webhook_without_a_secret_is_a_config_error(deployment: Deployment, webh
             'secret_env = "BRIDGE_TEST_WEBHOOK_SECRET"\n', ""
         )
     )
+    assert bridge(deployment, "db", "upgrade").exit_code == 0  # `outbox run` creates no database
     result = bridge(deployment, "outbox", "run", "--once")
     assert result.exit_code == 2 and "webhook.secret_env" in result.output
 
@@ -399,6 +400,7 @@ def test_a_short_webhook_secret_is_a_config_error(
 ) -> None:
     monkeypatch.setenv("BRIDGE_TEST_WEBHOOK_SECRET", "hunter2")
     deployment.write_config(extra=notify_config(port=1, webhook_url=webhook_receiver.url))
+    assert bridge(deployment, "db", "upgrade").exit_code == 0  # `outbox run` creates no database
     result = bridge(deployment, "outbox", "run", "--once")
     assert result.exit_code == 2, result.output
     assert "webhook.secret_env" in result.output and "at least 32" in result.output
