@@ -344,7 +344,7 @@ def build_plan(
         return any(mapping.roles[r].billable for r in roles if r in mapping.roles)
 
     def seat_now(account: AccountState | None) -> bool:
-        return account is not None and is_seat(account.status, billable(account.roles), suspended_counts_as_seat)
+        return holds_seat(account, mapping, suspended_counts_as_seat)
 
     if seat_limit is not None:
         wanting = [(a, names[a], seat_now(accounts.get(a))) for a, g in granted.items() if billable(g)]
@@ -392,34 +392,57 @@ def build_plan(
         for anchor, account in accounts.items():
             if anchor in present or account.status is Status.ARCHIVED:
                 continue
-            changes: list[Change] = []
-            if account.roles:
-                changes.append(RevokeRoles(roles=tuple(sorted(account.roles)), event=None, reason="left"))
-            changes.append(Archive())
-            after, _ = apply_event(account.status, Event.ARCHIVE)
-            plans.append(
-                AccountPlan(
-                    anchor=anchor,
-                    source=source,
-                    account_id=account.id,
-                    user_name=account.user_name,
-                    before=account.status,
-                    after=after,
-                    status_before_suspend=None,
-                    roles_after=frozenset(),
-                    changes=changes,
-                    granted={},
-                    denied={},
-                    user=None,
-                    identity_changed=False,
-                    seat_before=seat_now(account),
-                    seat_after=False,
-                    user_type=account.user_type,
-                )
-            )
+            plans.append(archive_plan(account, revoke_reason="left", seat_before=seat_now(account)))
     active_before = sum(1 for a in accounts.values() if a.status is not Status.ARCHIVED)
     return Plan(
         source=source, accounts=plans, unchanged=unchanged, active_before=active_before, seat_refused=seat_refused
+    )
+
+
+def holds_seat(account: AccountState | None, mapping: RoleMapping, suspended_counts_as_seat: bool = True) -> bool:
+    """Whether the account counts against the seat limit now (a billable role, in a seat state)."""
+    if account is None:
+        return False
+    billable = any(mapping.roles[r].billable for r in account.roles if r in mapping.roles)
+    return is_seat(account.status, billable, suspended_counts_as_seat)
+
+
+def archive_plan(
+    account: AccountState,
+    *,
+    reason: str | None = None,
+    revoke_reason: str | None = None,
+    denied: Mapping[str, str] | None = None,
+    seat_before: bool = False,
+) -> AccountPlan:
+    """The one plan of an archive, whoever asks (a leaver, SCIM DELETE, an administrator, an
+    expiry): revoke every role, then archive, through the lifecycle table (which raises
+    `InvalidTransition` for an account that is archived already). `denied` is what stays recorded
+    of the roles left out (a leaver's are cleared)."""
+    after, _ = apply_event(account.status, Event.ARCHIVE)
+    changes: list[Change] = []
+    if account.roles:
+        revoke = revoke_reason or reason
+        roles = tuple(sorted(account.roles))
+        changes.append(RevokeRoles(roles=roles, event=None, reason=revoke) if revoke else RevokeRoles(roles, None))
+    changes.append(Archive(reason=reason) if reason else Archive())
+    return AccountPlan(
+        anchor=account.anchor,
+        source=account.source,
+        account_id=account.id,
+        user_name=account.user_name,
+        before=account.status,
+        after=after,
+        status_before_suspend=None,
+        roles_after=frozenset(),
+        changes=changes,
+        granted={},
+        denied=dict(denied or {}),
+        user=None,
+        identity_changed=False,
+        seat_before=seat_before,
+        seat_after=False,
+        user_type=account.user_type,
     )
 
 

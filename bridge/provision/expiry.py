@@ -64,7 +64,12 @@ def expire_external_accounts(runtime: Runtime, now: datetime) -> int:
                 )
                 roles = [r for r, _ in account_roles(conn, [row.id]).get(row.id, [])]
                 plan = archive_account(
-                    conn, row, roles, ctx, reason=f"external account expired on {row.expires_at.isoformat()}"
+                    conn,
+                    row,
+                    roles,
+                    ctx,
+                    reason=f"external account expired on {row.expires_at.isoformat()}",
+                    tenant=tenant_view(conn, runtime.config.tenant_settings(name)),
                 )
                 conn.execute(update(accounts).where(accounts.c.id == row.id).values(admin_hold=True))
                 archived += 1

@@ -16,24 +16,29 @@ from typing import Any
 from sqlalchemy import Connection, Engine, update
 
 from bridge.config import TenantConfig
+from bridge.core import actions
+from bridge.core.actions import ActionRefused
 from bridge.core.lifecycle import Status
 from bridge.core.mapping import mapping_fingerprint
 from bridge.core.plan import (
     AccountPlan,
-    Archive,
-    Change,
+    AccountState,
     Plan,
-    Reactivate,
-    ResendActivation,
-    RevokeRoles,
     build_plan,
     frees_capacity,
+    holds_seat,
 )
-from bridge.errors import BridgeError
 from bridge.provision.apply import ApplyContext, apply_account
 from bridge.store.db import transaction
 from bridge.store.identities import load_subjects
-from bridge.store.repo import get_tenant, live_accounts, load_account_states, usage_outside
+from bridge.store.repo import (
+    account_of_identity,
+    account_state,
+    get_tenant,
+    live_accounts,
+    load_account_states,
+    usage_outside,
+)
 from bridge.store.tables import Account
 
 log = logging.getLogger(__name__)
@@ -140,57 +145,51 @@ def room_freed(plans: Sequence[AccountPlan], tenant: TenantView) -> bool:
     return any(frees_capacity(p, mapping, seats_limited=limited) for p in plans)
 
 
-class ManualActionRefused(BridgeError):
-    pass
+# The refusals are the lifecycle table's (bridge/core/actions.py); the name is kept for callers.
+ManualActionRefused = ActionRefused
 
 
-def _manual_plan(a: Any, changes: list[Change], after: Status) -> AccountPlan:
-    return AccountPlan(
-        anchor=a.anchor,
-        source=a.source,
-        account_id=a.id,
-        user_name=a.user_name,
-        before=Status(a.status),
-        after=after,
-        status_before_suspend=None,
-        roles_after=frozenset(),
-        changes=changes,
-        granted={},
-        denied=a.denied or {},
-        user=None,
-        identity_changed=False,
-        seat_before=False,
-        seat_after=False,
-        user_type=a.user_type,
-    )
+def _seat_held(state: AccountState, tenant: TenantView | None) -> bool:
+    if tenant is None:
+        return False
+    return holds_seat(state, tenant.config.mapping(), tenant.config.suspended_counts_as_seat)
 
 
 def archive_account(
-    conn: Connection, account: Any, roles: Sequence[str], ctx: ApplyContext, *, reason: str | None = None
+    conn: Connection,
+    account: Any,
+    roles: Sequence[str],
+    ctx: ApplyContext,
+    *,
+    reason: str | None = None,
+    tenant: TenantView | None = None,
 ) -> AccountPlan:
     """Archive by hand (or by expiry); returns the plan applied (`room_freed` tells whether someone
     waiting for a seat or a limited role should be re-planned after the commit)."""
-    status = Status(account.status)
-    if status is Status.ARCHIVED:
-        raise ManualActionRefused(f"{account.user_name} is already archived")
-    reason = reason or f"archived by {ctx.actor}"
-    changes: list[Change] = []
-    if roles:
-        changes.append(RevokeRoles(roles=tuple(sorted(roles)), event=None, reason=reason))
-    changes.append(Archive(reason=reason))
-    plan = _manual_plan(account, changes, Status.ARCHIVED)
+    state = account_state(account, roles)
+    plan = actions.archive(state, actor=ctx.actor, reason=reason, seat_before=_seat_held(state, tenant))
     apply_account(conn, plan, ctx)
     conn.execute(update(accounts_table).where(accounts_table.c.id == account.id).values(admin_hold=True))
     return plan
 
 
+def scim_delete(conn: Connection, tenant: TenantView, anchor: str, ctx: ApplyContext) -> AccountPlan | None:
+    """SCIM DELETE archives the account through the core (no admin hold, unlike `bridge users
+    archive`: the person is gone from the source, as a directory leaver is). None when there is no
+    live account."""
+    found = account_of_identity(conn, tenant.id, anchor)
+    if found is None:
+        return None
+    state = account_state(*found)
+    plan = actions.scim_delete(state, seat_before=_seat_held(state, tenant))
+    if plan is not None:
+        apply_account(conn, plan, ctx)
+    return plan
+
+
 def reactivate_account(conn: Connection, tenant: TenantView, account: Any, ctx: ApplyContext) -> Plan:
     """archived -> no_access, then the rules apply again (roles -> pending with a new mail)."""
-    if Status(account.status) is not Status.ARCHIVED:
-        raise ManualActionRefused(f"{account.user_name} is {account.status}, not archived")
-    apply_account(
-        conn, _manual_plan(account, [Reactivate(reason=f"reactivated by {ctx.actor}")], Status.NO_ACCESS), ctx
-    )
+    apply_account(conn, actions.reactivate(account_state(account, ()), actor=ctx.actor), ctx)
     values: dict[str, Any] = {"admin_hold": False}
     days = tenant.config.mapping().external_expires_after_days
     if account.user_type == "external" and days:
@@ -201,11 +200,4 @@ def reactivate_account(conn: Connection, tenant: TenantView, account: Any, ctx: 
 
 
 def resend_activation(conn: Connection, account: Any, ctx: ApplyContext) -> None:
-    status = Status(account.status)
-    if status is not Status.PENDING:
-        raise ManualActionRefused(
-            f"{account.user_name} is {status.value}; only pending accounts have an activation to resend"
-        )
-    plan = _manual_plan(account, [ResendActivation(reason=f"resent by {ctx.actor}")], Status.PENDING)
-    plan.roles_after = frozenset()
-    apply_account(conn, plan, ctx)
+    apply_account(conn, actions.resend_activation(account_state(account, ()), actor=ctx.actor), ctx)

@@ -19,12 +19,10 @@ from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from bridge.config import TenantConfig
-from bridge.core.lifecycle import Status
-from bridge.core.plan import AccountPlan, Archive, Change, RevokeRoles
 from bridge.errors import BridgeError, ConfigError, Conflict, InvalidValue
 from bridge.http import NO_STORE
-from bridge.provision.apply import ApplyContext, apply_account
-from bridge.provision.replan import TenantView, replan, replan_waiting, room_freed, tenant_view
+from bridge.provision.apply import ApplyContext
+from bridge.provision.replan import TenantView, replan, replan_waiting, room_freed, scim_delete, tenant_view
 from bridge.runtime import Runtime
 from bridge.scim import discovery, inbound, quirks
 from bridge.scim.auth import Caller, authenticate, require_write
@@ -274,7 +272,7 @@ class ScimApi:
     def delete_user(self, anchor: str) -> Response:
         def work(conn: Connection, caller: Caller, ctx: ApplyContext, view: TenantView) -> None:
             self.locked(conn, caller, "user", anchor)
-            plan = archive(conn, caller.tenant_id, anchor, ctx)
+            plan = scim_delete(conn, view, anchor, ctx)
             if plan is not None and room_freed([plan], view):
                 g.scim_room_freed = True  # what it held may be what someone waits for
             storage.mark_deleted(conn, caller.tenant_id, anchor, ctx.now)
@@ -519,46 +517,6 @@ def unique_violation(exc: IntegrityError) -> bool:
 def row_etag(row: Any) -> str:
     # A User's version includes its account's (status and roles change outside SCIM too).
     return etag(row.version, getattr(row, "account_version", None))
-
-
-def archive(conn: Connection, tenant_id: int, anchor: str, ctx: ApplyContext) -> AccountPlan | None:
-    """SCIM DELETE archives the account through the core: revoke roles, then archive.
-
-    Unlike `bridge users archive`, no admin hold is set: the person is gone from the source,
-    which is what a directory leaver is too."""
-    from sqlalchemy import select
-
-    account = conn.execute(
-        select(accounts).where(accounts.c.identity_id == anchor, accounts.c.tenant_id == tenant_id)
-    ).first()
-    if account is None or account.status == Status.ARCHIVED.value:
-        return None
-    roles = sorted(conn.execute(select(role_grants.c.role).where(role_grants.c.account_id == account.id)).scalars())
-    reason = "deleted by the SCIM client"
-    changes: list[Change] = []
-    if roles:
-        changes.append(RevokeRoles(roles=tuple(roles), event=None, reason=reason))
-    changes.append(Archive(reason=reason))
-    plan = AccountPlan(
-        anchor=account.anchor,
-        source=account.source,
-        account_id=account.id,
-        user_name=account.user_name,
-        before=Status(account.status),
-        after=Status.ARCHIVED,
-        status_before_suspend=None,
-        roles_after=frozenset(),
-        changes=changes,
-        granted={},
-        denied=account.denied or {},
-        user=None,
-        identity_changed=False,
-        seat_before=False,
-        seat_after=False,
-        user_type=account.user_type,
-    )
-    apply_account(conn, plan, ctx)
-    return plan
 
 
 def members_in(body: dict[str, Any]) -> list[str]:

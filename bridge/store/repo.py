@@ -257,6 +257,38 @@ _STATES_OF = _STATES.where(accounts.c.anchor.in_(bindparam("anchors", expanding=
 _STATE_GRANTS_OF = _STATE_GRANTS.where(accounts.c.anchor.in_(bindparam("anchors", expanding=True)))
 
 
+def account_state(row: Any, roles: Iterable[str]) -> AccountState:
+    """An account row (of `accounts`) and its roles, as the core sees an account."""
+    return AccountState(
+        id=row.id,
+        anchor=row.anchor,
+        source=row.source,
+        user_name=row.user_name,
+        email=row.email,
+        given_name=row.given_name,
+        family_name=row.family_name,
+        display_name=row.display_name,
+        status=_STATUS_BY_VALUE[row.status],
+        status_before_suspend=_STATUS_BY_VALUE[row.status_before_suspend] if row.status_before_suspend else None,
+        roles=frozenset(roles),
+        user_type=row.user_type,
+        expires_at=row.expires_at,
+        admin_hold=bool(row.admin_hold),
+        denied=row.denied or None,
+    )
+
+
+def account_of_identity(conn: Connection, tenant_id: int, identity_id: str) -> tuple[Any, list[str]] | None:
+    """The account of an identity (its row and its roles), or None."""
+    row = conn.execute(
+        select(accounts).where(accounts.c.identity_id == identity_id, accounts.c.tenant_id == tenant_id)
+    ).first()
+    if row is None:
+        return None
+    roles = sorted(conn.execute(select(role_grants.c.role).where(role_grants.c.account_id == row.id)).scalars())
+    return row, roles
+
+
 def load_account_states(
     conn: Connection, tenant_id: int, source: str, anchors: Sequence[str] | None = None
 ) -> dict[str, AccountState]:

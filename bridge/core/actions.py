@@ -1,0 +1,77 @@
+"""The account changes that no source's read asks for: an administrator's archive, reactivation
+and resend, an expiry, and a SCIM DELETE. Each is an `AccountPlan` for `provision/apply`, and each
+is refused through the lifecycle table (`core/lifecycle.py`), never by an `if` of its own: an
+action the table has no transition for is an `ActionRefused` naming the account and its state.
+"""
+
+from __future__ import annotations
+
+from bridge.core.lifecycle import TRANSITIONS, Event, Status
+from bridge.core.plan import AccountPlan, AccountState, Change, Reactivate, ResendActivation, archive_plan
+from bridge.errors import BridgeError
+
+SCIM_DELETE_REASON = "deleted by the SCIM client"
+
+
+class ActionRefused(BridgeError):
+    """The account's state has no transition for the action asked (archive an archived account)."""
+
+
+def _refuse_unless(account: AccountState, event: Event, why: str) -> None:
+    if (account.status, event) not in TRANSITIONS:
+        raise ActionRefused(f"{account.user_name} {why}")
+
+
+def archive(account: AccountState, *, actor: str, reason: str | None = None, seat_before: bool = False) -> AccountPlan:
+    """Archive by hand or by expiry: every role revoked, the denials kept (the account may come
+    back). The caller sets the admin hold that keeps a source from bringing it back."""
+    _refuse_unless(account, Event.ARCHIVE, "is already archived")
+    return archive_plan(
+        account, reason=reason or f"archived by {actor}", denied=account.denied, seat_before=seat_before
+    )
+
+
+def scim_delete(account: AccountState, *, seat_before: bool = False) -> AccountPlan | None:
+    """SCIM DELETE archives like a directory leaver (no admin hold: the person is gone from the
+    source). An account archived already is left as it is: DELETE is idempotent for the client."""
+    if (account.status, Event.ARCHIVE) not in TRANSITIONS:
+        return None
+    return archive_plan(account, reason=SCIM_DELETE_REASON, denied=account.denied, seat_before=seat_before)
+
+
+def _manual(account: AccountState, change: Change, after: Status) -> AccountPlan:
+    return AccountPlan(
+        anchor=account.anchor,
+        source=account.source,
+        account_id=account.id,
+        user_name=account.user_name,
+        before=account.status,
+        after=after,
+        status_before_suspend=None,
+        roles_after=frozenset(),
+        changes=[change],
+        granted={},
+        denied=dict(account.denied or {}),
+        user=None,
+        identity_changed=False,
+        seat_before=False,
+        seat_after=False,
+        user_type=account.user_type,
+    )
+
+
+def reactivate(account: AccountState, *, actor: str) -> AccountPlan:
+    """archived -> no_access; the rules then apply again (the caller re-plans the person)."""
+    _refuse_unless(account, Event.REACTIVATE, f"is {account.status.value}, not archived")
+    target = TRANSITIONS[(account.status, Event.REACTIVATE)].target
+    return _manual(account, Reactivate(reason=f"reactivated by {actor}"), Status(target))
+
+
+def resend_activation(account: AccountState, *, actor: str) -> AccountPlan:
+    """A new activation mail (a new link, the older ones dead at once)."""
+    _refuse_unless(
+        account,
+        Event.RESEND_ACTIVATION,
+        f"is {account.status.value}; only pending accounts have an activation to resend",
+    )
+    return _manual(account, ResendActivation(reason=f"resent by {actor}"), account.status)
