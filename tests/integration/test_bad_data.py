@@ -164,6 +164,7 @@ def test_serve_scheduler_and_sync_refuse_a_mapping_they_cannot_use(tmp_path: Pat
     d = Deployment(tmp_path, f"sqlite:///{tmp_path / 'bridge.db'}")
     (tmp_path / "scim-only.toml").write_text(BROKEN_MAPPINGS[broken][0])
     d.write_config(extra='\n[[tenants]]\nname = "scim-only"\nmappings = "scim-only.toml"\n')
+    assert _run(d, "db", "upgrade").returncode == 0  # the reading commands below create no database
     port = _port()
     for args in (
         ["serve", "--port", str(port), "--no-scheduler"],
