@@ -7,7 +7,15 @@ action the table has no transition for is an `ActionRefused` naming the account 
 from __future__ import annotations
 
 from bridge.core.lifecycle import TRANSITIONS, Event, Status
-from bridge.core.plan import AccountPlan, AccountState, Change, Reactivate, ResendActivation, archive_plan
+from bridge.core.plan import (
+    AccountPlan,
+    AccountState,
+    Change,
+    Reactivate,
+    ResendActivation,
+    archive_plan,
+    plan_without_source,
+)
 from bridge.errors import BridgeError
 
 SCIM_DELETE_REASON = "deleted by the SCIM client"
@@ -40,24 +48,7 @@ def scim_delete(account: AccountState, *, seat_before: bool = False) -> AccountP
 
 
 def _manual(account: AccountState, change: Change, after: Status) -> AccountPlan:
-    return AccountPlan(
-        anchor=account.anchor,
-        source=account.source,
-        account_id=account.id,
-        user_name=account.user_name,
-        before=account.status,
-        after=after,
-        status_before_suspend=None,
-        roles_after=frozenset(),
-        changes=[change],
-        granted={},
-        denied=dict(account.denied or {}),
-        user=None,
-        identity_changed=False,
-        seat_before=False,
-        seat_after=False,
-        user_type=account.user_type,
-    )
+    return plan_without_source(account, [change], after, denied=account.denied)
 
 
 def reactivate(account: AccountState, *, actor: str) -> AccountPlan:

@@ -426,6 +426,19 @@ def archive_plan(
         roles = tuple(sorted(account.roles))
         changes.append(RevokeRoles(roles=roles, event=None, reason=revoke) if revoke else RevokeRoles(roles, None))
     changes.append(Archive(reason=reason) if reason else Archive())
+    return plan_without_source(account, changes, after, denied=denied, seat_before=seat_before)
+
+
+def plan_without_source(
+    account: AccountState,
+    changes: list[Change],
+    after: Status,
+    *,
+    denied: Mapping[str, str] | None,
+    seat_before: bool = False,
+) -> AccountPlan:
+    """A plan that no read of the source made (an archive, an administrator's action): no
+    identity to store, no role granted by a rule, and no seat held afterwards."""
     return AccountPlan(
         anchor=account.anchor,
         source=account.source,

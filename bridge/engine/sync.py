@@ -162,7 +162,7 @@ def run_sync(
     correlation_id = f"sync-{uuid.uuid4().hex[:16]}"
     token = correlation_var.set(correlation_id)
     try:
-        return _run(
+        run = _SyncRun(
             config,
             engine,
             source_name,
@@ -176,29 +176,10 @@ def run_sync(
             started,
             actor or f"sync:{source_name}",
         )
+        run.open()
+        return run.execute()
     finally:
         correlation_var.reset(token)
-
-
-def _run(
-    config: Config,
-    engine: Engine,
-    source_name: str,
-    dry_run: bool,
-    force: bool,
-    mode: str,
-    now: datetime,
-    progress: Callable[[str, int, int], None] | None,
-    fetch: Callable[[SourceConfig, datetime], tuple[Snapshot, Any]] | None,
-    correlation_id: str,
-    started: float,
-    actor: str,
-) -> SyncResult:
-    run = _SyncRun(
-        config, engine, source_name, dry_run, force, mode, now, progress, fetch, correlation_id, started, actor
-    )
-    run.open()
-    return run.execute()
 
 
 @dataclass(frozen=True)

@@ -5,24 +5,18 @@ duration, tenant, token label and request id, and never the token, a body or a q
 
 from __future__ import annotations
 
-import itertools
 import json
-import os
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests.fixtures.scim import SCIM_JSON, USER, ScimServer, _free_port, bridge_cli
+from tests.fixtures.scim import SCIM_JSON, USER, ScimServer, bridge_cli, new_server
 
-_databases = itertools.count(1)
 LABEL = "entra-prod"
 SECRET_BODY = "Zanzibarella"  # a given name: body content that must stay out of the log
 SECRET_QUERY = "quetzalcoatl@example.org"  # a filter value: personal data, kept out too
@@ -31,42 +25,17 @@ SECRET_QUERY = "quetzalcoatl@example.org"  # a filter value: personal data, kept
 @pytest.fixture(params=[("sqlite", "text"), ("postgresql", "json")], ids=["sqlite-text", "postgresql-json"])
 def logged_server(request: pytest.FixtureRequest) -> Iterator[tuple[ScimServer, str, str]]:
     kind, fmt = request.param
-    root = Path(tempfile.mkdtemp(prefix="bridge-access-"))
-    drop = None
-    if kind == "sqlite":
-        db_url = f"sqlite:///{root / 'bridge.db'}"
-    else:
-        import psycopg
+    with new_server(request, kind, "bridge-access-") as server:
+        with server.config.open("a") as config:
+            config.write(f'\n[logging]\nformat = "{fmt}"\n')  # access_log is not set: on by default
+        bridge_cli(server.config, "db", "upgrade")
+        from bridge.store.db import transaction
+        from bridge.store.repo import create_token, get_tenant
 
-        cluster = request.getfixturevalue("pg_cluster")
-        name = f"bridge_access_{os.getpid()}_{next(_databases)}"
-        with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        db_url = cluster.url(name)
-
-        def drop() -> None:
-            with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    server = ScimServer(root=root, db_url=db_url, config=root / "bridge.toml", port=_free_port())
-    server.write_config()
-    with server.config.open("a") as config:
-        config.write(f'\n[logging]\nformat = "{fmt}"\n')  # access_log is not set: on by default
-    bridge_cli(server.config, "db", "upgrade")
-    from bridge.store.db import transaction
-    from bridge.store.repo import create_token, get_tenant
-
-    with transaction(server.db()) as conn:
-        _, token = create_token(conn, get_tenant(conn, "t1").id, LABEL, False, datetime.now(UTC))
-    server.start()
-    try:
+        with transaction(server.db()) as conn:
+            _, token = create_token(conn, get_tenant(conn, "t1").id, LABEL, False, datetime.now(UTC))
+        server.start()
         yield server, token, fmt
-    finally:
-        server.stop()
-        if drop is not None:
-            drop()
-        if os.environ.get("BRIDGE_KEEP_TMP", "") in ("", "0"):
-            shutil.rmtree(root, ignore_errors=True)
 
 
 def _access_lines(server: ScimServer, fmt: str) -> dict[str, Any]:

@@ -4,14 +4,11 @@ item 2)."""
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import secrets
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,46 +16,21 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.fixtures.scim import ScimServer, _free_port, bridge_cli
+from tests.fixtures.scim import ScimServer, _free_port, bridge_cli, new_server
 
 TOKEN_ENV = "BRIDGE_TEST_METRICS_TOKEN"
 WORKERS = 2  # `bridge serve`'s default
-_databases = itertools.count(1)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def metrics_server(request: pytest.FixtureRequest) -> Iterator[tuple[ScimServer, str]]:
-    root = Path(tempfile.mkdtemp(prefix="bridge-metrics-"))
-    drop = None
-    if request.param == "sqlite":
-        db_url = f"sqlite:///{root / 'bridge.db'}"
-    else:
-        import psycopg
-
-        cluster = request.getfixturevalue("pg_cluster")
-        name = f"bridge_metrics_{os.getpid()}_{next(_databases)}"
-        with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        db_url = cluster.url(name)
-
-        def drop() -> None:
-            with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    server = ScimServer(root=root, db_url=db_url, config=root / "bridge.toml", port=_free_port())
-    server.write_config()
-    text = server.config.read_text()
-    server.config.write_text(text.replace("[server]\n", f'[server]\nmetrics_token_env = "{TOKEN_ENV}"\n', 1))
-    bridge_cli(server.config, "db", "upgrade")
-    token = secrets.token_urlsafe(24)
-    server.start(env={TOKEN_ENV: token})
-    try:
+    with new_server(request, request.param, "bridge-metrics-") as server:
+        text = server.config.read_text()
+        server.config.write_text(text.replace("[server]\n", f'[server]\nmetrics_token_env = "{TOKEN_ENV}"\n', 1))
+        bridge_cli(server.config, "db", "upgrade")
+        token = secrets.token_urlsafe(24)
+        server.start(env={TOKEN_ENV: token})
         yield server, token
-    finally:
-        server.stop()
-        if drop is not None:
-            drop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _scrape(server: ScimServer, token: str) -> str:
