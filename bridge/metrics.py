@@ -27,6 +27,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
+from bridge.core.plan import effective_seat_limit
 from bridge.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ class StoreCollector(Collector):
                     accounts.add_metric([names.get(tenant_id, str(tenant_id)), status], count)
                 for name in names.values():
                     cfg = self.runtime.config.tenant(name)
-                    limit = cfg.seat_limit if cfg and cfg.seat_limit is not None else stored_limits.get(name)
+                    limit = effective_seat_limit(cfg.seat_limit if cfg else None, stored_limits.get(name))
                     if limit is not None:
                         limits.add_metric([name], limit)
                     seats.add_metric([name], self._seats(conn, name, cfg))

@@ -399,6 +399,12 @@ def build_plan(
     )
 
 
+def effective_seat_limit(configured: int | None, stored: int | None) -> int | None:
+    """The seat limit that holds: the config's `seat_limit` when it sets one (the file is what the
+    operator reviews), else the one stored with the tenant (`tenants add --seat-limit`)."""
+    return configured if configured is not None else stored
+
+
 def holds_seat(account: AccountState | None, mapping: RoleMapping, suspended_counts_as_seat: bool = True) -> bool:
     """Whether the account counts against the seat limit now (a billable role, in a seat state)."""
     if account is None:

@@ -21,7 +21,7 @@ from sqlalchemy import Engine, insert, update
 from bridge.config import Config, SourceConfig
 from bridge.core.mapping import unseen_attributes
 from bridge.core.model import Snapshot, expand_groups
-from bridge.core.plan import Plan, Subject, build_plan
+from bridge.core.plan import Plan, Subject, build_plan, effective_seat_limit
 from bridge.engine.sources import Source, make_source
 from bridge.errors import SourceUnavailable
 from bridge.logs import correlation_id as correlation_var
@@ -412,7 +412,7 @@ class _SyncRun:
                 snapshot,
                 self.mapping,
                 now=self.now,
-                seat_limit=_seat_limit(tenant.seat_limit, self.tenant_cfg),
+                seat_limit=effective_seat_limit(self.tenant_cfg.seat_limit, tenant.seat_limit),
                 suspended_counts_as_seat=self.tenant_cfg.suspended_counts_as_seat,
             )
         except (DeltaUnavailable, DeltaTooLarge) as exc:
@@ -481,7 +481,7 @@ class _SyncRun:
             self.accounts,
             self.mapping,
             now=self.now,
-            seat_limit=_seat_limit(self.tenant.seat_limit, self.tenant_cfg),
+            seat_limit=effective_seat_limit(self.tenant_cfg.seat_limit, self.tenant.seat_limit),
             usage=self.usage,
             complete_scope=not self.partial_read,
             suspended_counts_as_seat=self.tenant_cfg.suspended_counts_as_seat,
@@ -631,7 +631,9 @@ def _apply(
     applied = apply_plan(engine, plan, ctx, progress=step)
     from bridge.provision.replan import TenantView, replan_waiting, room_freed
 
-    view = TenantView(tenant.id, tenant.name, _seat_limit(tenant.seat_limit, tenant_cfg), tenant_cfg)
+    view = TenantView(
+        tenant.id, tenant.name, effective_seat_limit(tenant_cfg.seat_limit, tenant.seat_limit), tenant_cfg
+    )
     if room_freed(plan.accounts, view):
         # A leaver's seat or limited role goes to whoever waits for it in another source (this
         # source's own people were planned together, and already got it).
@@ -712,8 +714,3 @@ def _forced_reason(forced: Mapping[str, Any]) -> str:
             f"{forced['accounts']} accounts (threshold {forced['threshold']:.0%}, minimum {forced['minimum']})"
         )
     return f"--force by {forced['actor']}: empty read accepted while {forced['accounts']} accounts exist"
-
-
-def _seat_limit(stored: int | None, tenant_cfg: Any) -> int | None:
-    # The config is authoritative for tenants it declares; `tenants add --seat-limit` for others.
-    return tenant_cfg.seat_limit if tenant_cfg.seat_limit is not None else stored

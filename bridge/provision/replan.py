@@ -25,6 +25,7 @@ from bridge.core.plan import (
     AccountState,
     Plan,
     build_plan,
+    effective_seat_limit,
     frees_capacity,
     holds_seat,
 )
@@ -55,7 +56,7 @@ class TenantView:
 
 def tenant_view(conn: Connection, tenant_cfg: TenantConfig) -> TenantView:
     row = get_tenant(conn, tenant_cfg.name)
-    limit = tenant_cfg.seat_limit if tenant_cfg.seat_limit is not None else row.seat_limit
+    limit = effective_seat_limit(tenant_cfg.seat_limit, row.seat_limit)
     return TenantView(id=row.id, name=row.name, seat_limit=limit, config=tenant_cfg)
 
 
