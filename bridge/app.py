@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Flask, Response, abort, g, jsonify, request
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from bridge.config import metrics_token
 from bridge.http import log_request, observe_request, request_id
@@ -139,6 +140,23 @@ def create_app(runtime: Runtime) -> Flask:
         if not current:
             return jsonify(status="unavailable", database="migrations pending: run bridge db upgrade"), 503
         return jsonify(status="ok")
+
+    def _database_down(error: Exception) -> Any:
+        # The pages and /api/v1 meet a database that is down (or a file deleted under bridge)
+        # as the SCIM door does: 503 with Retry-After and one log line, never a 500 and a trace.
+        # The SCIM blueprint's own handlers answer its routes in SCIM's error format first.
+        log.error("request failed on the database: %s", " ".join(str(getattr(error, "orig", error)).split()))
+        body = "the database is unavailable; retry later\n"
+        if request.path.startswith("/api/"):
+            response = jsonify(error="database_unavailable", detail=body.strip())
+        else:
+            response = Response(body, content_type="text/plain; charset=utf-8")
+        response.status_code = 503
+        response.headers["Retry-After"] = "5"
+        return response
+
+    app.register_error_handler(OperationalError, _database_down)
+    app.register_error_handler(runtime.engine.dialect.loaded_dbapi.OperationalError, _database_down)
 
     _register_optional(app, runtime)
     return app

@@ -177,6 +177,13 @@ def test_a_database_file_deleted_or_replaced_under_serve_stops_readiness_and_wri
         lookup = scim.call("GET", '/Users?filter=userName eq "before"')  # the fast lane's request
         assert lookup.status_code == 503, lookup.text
     assert requests.get(f"{server.url}/readyz", timeout=10).status_code == 503
+    # The activation pages and the product API answer the same 503, not a 500 page.
+    page = requests.get(f"{server.url}/activate/{'x' * 43}", timeout=10)
+    assert page.status_code == 503 and page.headers["Retry-After"] == "5", page.text
+    api = requests.post(
+        f"{server.url}/api/v1/verify-password", json={}, headers={"Authorization": f"Bearer {scim.token}"}, timeout=10
+    )
+    assert api.status_code == 503 and api.json()["error"] == "database_unavailable", api.text
 
     if damage == "deleted":
         # No new, empty file beside the old -wal: the next start must not read a corrupt one.
