@@ -9,7 +9,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -257,25 +257,32 @@ _STATES_OF = _STATES.where(accounts.c.anchor.in_(bindparam("anchors", expanding=
 _STATE_GRANTS_OF = _STATE_GRANTS.where(accounts.c.anchor.in_(bindparam("anchors", expanding=True)))
 
 
+def _account_state(
+    r: Any, roles: frozenset[str], denied: Mapping[str, str] | None, digest: str | None = None
+) -> AccountState:
+    return AccountState(
+        id=r.id,
+        anchor=r.anchor,
+        source=r.source,
+        user_name=r.user_name,
+        email=r.email,
+        given_name=r.given_name,
+        family_name=r.family_name,
+        display_name=r.display_name,
+        status=_STATUS_BY_VALUE[r.status],
+        status_before_suspend=_STATUS_BY_VALUE[r.status_before_suspend] if r.status_before_suspend else None,
+        roles=roles,
+        user_type=r.user_type,
+        identity_digest=digest,
+        expires_at=r.expires_at,
+        admin_hold=bool(r.admin_hold),
+        denied=denied,
+    )
+
+
 def account_state(row: Any, roles: Iterable[str]) -> AccountState:
     """An account row (of `accounts`) and its roles, as the core sees an account."""
-    return AccountState(
-        id=row.id,
-        anchor=row.anchor,
-        source=row.source,
-        user_name=row.user_name,
-        email=row.email,
-        given_name=row.given_name,
-        family_name=row.family_name,
-        display_name=row.display_name,
-        status=_STATUS_BY_VALUE[row.status],
-        status_before_suspend=_STATUS_BY_VALUE[row.status_before_suspend] if row.status_before_suspend else None,
-        roles=frozenset(roles),
-        user_type=row.user_type,
-        expires_at=row.expires_at,
-        admin_hold=bool(row.admin_hold),
-        denied=row.denied or None,
-    )
+    return _account_state(row, frozenset(roles), row.denied or None)
 
 
 def account_of_identity(conn: Connection, tenant_id: int, identity_id: str) -> tuple[Any, list[str]] | None:
@@ -308,28 +315,7 @@ def load_account_states(
     role_sets: dict[frozenset[str], frozenset[str]] = {}
     held = {account_id: role_sets.setdefault(frozenset(r), frozenset(r)) for account_id, r in roles.items()}
     none: frozenset[str] = frozenset()
-    status_of = _STATUS_BY_VALUE
-    return {
-        r.anchor: AccountState(
-            id=r.id,
-            anchor=r.anchor,
-            source=r.source,
-            user_name=r.user_name,
-            email=r.email,
-            given_name=r.given_name,
-            family_name=r.family_name,
-            display_name=r.display_name,
-            status=status_of[r.status],
-            status_before_suspend=status_of[r.status_before_suspend] if r.status_before_suspend else None,
-            roles=held.get(r.id, none),
-            user_type=r.user_type,
-            identity_digest=r.digest,
-            expires_at=r.expires_at,
-            admin_hold=r.admin_hold,
-            denied=_denied(r.denied_text),
-        )
-        for r in rows
-    }
+    return {r.anchor: _account_state(r, held.get(r.id, none), _denied(r.denied_text), r.digest) for r in rows}
 
 
 def _denied(text: str | None) -> dict[str, str] | None:
