@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from bridge.core.lifecycle import Status
 from bridge.provision.apply import ApplyContext
@@ -32,6 +32,7 @@ def expire_external_accounts(runtime: Runtime, now: datetime) -> int:
     for name, tenant in tenants.items():
         freed: ApplyContext | None = None
         with transaction(runtime.engine, write=False) as conn:
+            view = tenant_view(conn, runtime.config.tenant_settings(name))
             due = (
                 conn.execute(
                     select(accounts.c.id).where(
@@ -69,11 +70,10 @@ def expire_external_accounts(runtime: Runtime, now: datetime) -> int:
                     roles,
                     ctx,
                     reason=f"external account expired on {row.expires_at.isoformat()}",
-                    tenant=tenant_view(conn, runtime.config.tenant_settings(name)),
-                )
-                conn.execute(update(accounts).where(accounts.c.id == row.id).values(admin_hold=True))
+                    tenant=view,
+                )  # sets the admin hold, like an administrator's archive
                 archived += 1
-                if room_freed([plan], tenant_view(conn, runtime.config.tenant_settings(name))):
+                if room_freed([plan], view):
                     freed = ctx
         if freed is not None:  # the seats given up go to those waiting for one
             replan_waiting(runtime.engine, runtime.config.tenant_settings(name), freed)
