@@ -17,7 +17,6 @@ from sqlalchemy import Connection, Engine, update
 
 from bridge.config import TenantConfig
 from bridge.core import actions
-from bridge.core.actions import ActionRefused
 from bridge.core.lifecycle import Status
 from bridge.core.mapping import mapping_fingerprint
 from bridge.core.plan import (
@@ -144,10 +143,6 @@ def room_freed(plans: Sequence[AccountPlan], tenant: TenantView) -> bool:
     mapping = tenant.config.mapping()
     limited = tenant.seat_limit is not None
     return any(frees_capacity(p, mapping, seats_limited=limited) for p in plans)
-
-
-# The refusals are the lifecycle table's (bridge/core/actions.py); the name is kept for callers.
-ManualActionRefused = ActionRefused
 
 
 def _seat_held(state: AccountState, tenant: TenantView | None) -> bool:
