@@ -243,7 +243,8 @@ class Bridge:
         )
         from bridge.runtime import open_runtime
         from bridge.store.db import transaction
-        from bridge.store.repo import create_token, get_tenant
+        from bridge.store.tenants import get_tenant
+        from bridge.store.tokens import create_token
 
         self.runtime = open_runtime(self.config)
         with transaction(self.runtime.engine) as conn:

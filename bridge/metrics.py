@@ -157,7 +157,8 @@ class StoreCollector(Collector):
 
     @staticmethod
     def _seats(conn: Any, tenant: str, cfg: Any) -> int:
-        from bridge.store.repo import get_tenant, usage_outside
+        from bridge.store.accounts import usage_outside
+        from bridge.store.tenants import get_tenant
 
         if cfg is None:
             return 0

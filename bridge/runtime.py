@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from bridge.config import Config, check_mappings, load_config
 from bridge.logs import setup_logging
 from bridge.store.db import make_engine, transaction, upgrade
-from bridge.store.repo import ensure_tenant
+from bridge.store.tenants import ensure_tenant
 
 
 def config_path(explicit: str | None) -> Path:

@@ -18,8 +18,10 @@ from bridge.cli.base import State, pass_state, print_json, table
 @pass_state
 def audit(state: State, tenant: str | None, user: str | None, since: str | None, limit: int, as_json: bool) -> None:
     """Audit events, oldest first."""
+    from bridge.store.accounts import find_account
+    from bridge.store.audit import list_audit
     from bridge.store.db import transaction
-    from bridge.store.repo import find_account, get_tenant, list_audit
+    from bridge.store.tenants import get_tenant
 
     since_dt = None
     if since:

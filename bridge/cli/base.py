@@ -58,7 +58,7 @@ class State:
         if len(tenants) == 1:
             return tenants[0]
         from bridge.store.db import transaction
-        from bridge.store.repo import list_tenants
+        from bridge.store.tenants import list_tenants
 
         with transaction(self.runtime.engine, write=False) as conn:
             names = [t.name for t in list_tenants(conn)]

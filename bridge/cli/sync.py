@@ -127,7 +127,7 @@ def sync(
 
 def _sync_history(runtime: Runtime, source_name: str | None, as_json: bool) -> None:
     from bridge.store.db import transaction
-    from bridge.store.repo import recent_sync_runs
+    from bridge.store.runs import recent_sync_runs
 
     with transaction(runtime.engine, write=False) as conn:
         rows = recent_sync_runs(conn, source=source_name)

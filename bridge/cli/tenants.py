@@ -19,7 +19,7 @@ def tenants() -> None:
 def tenants_add(state: State, name: str, seat_limit: int | None) -> None:
     """Add a tenant (idempotent)."""
     from bridge.store.db import transaction
-    from bridge.store.repo import ensure_tenant
+    from bridge.store.tenants import ensure_tenant
 
     with transaction(state.creating_runtime().engine) as conn:
         row = ensure_tenant(conn, name, seat_limit, utc_now(), update_limit=seat_limit is not None)
@@ -33,7 +33,7 @@ def tenants_add(state: State, name: str, seat_limit: int | None) -> None:
 @pass_state
 def tenants_list(state: State, as_json: bool) -> None:
     from bridge.store.db import transaction
-    from bridge.store.repo import list_tenants
+    from bridge.store.tenants import list_tenants
 
     with transaction(state.runtime.engine, write=False) as conn:
         rows = list_tenants(conn)

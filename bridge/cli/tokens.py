@@ -29,7 +29,8 @@ def tokens_create(state: State, tenant: str, label: str | None, read_only: bool,
     from datetime import timedelta
 
     from bridge.store.db import transaction
-    from bridge.store.repo import create_token, get_tenant
+    from bridge.store.tenants import get_tenant
+    from bridge.store.tokens import create_token
 
     now = utc_now()
     expires_at = now + timedelta(days=expires_days) if expires_days else None
@@ -50,7 +51,8 @@ def tokens_create(state: State, tenant: str, label: str | None, read_only: bool,
 @pass_state
 def tokens_list(state: State, tenant: str, as_json: bool) -> None:
     from bridge.store.db import transaction
-    from bridge.store.repo import get_tenant, list_tokens
+    from bridge.store.tenants import get_tenant
+    from bridge.store.tokens import list_tokens
 
     with transaction(state.runtime.engine, write=False) as conn:
         data = list_tokens(conn, get_tenant(conn, tenant).id)
@@ -71,7 +73,7 @@ def tokens_list(state: State, tenant: str, as_json: bool) -> None:
 @pass_state
 def tokens_revoke(state: State, token_id: str) -> None:
     from bridge.store.db import transaction
-    from bridge.store.repo import revoke_token
+    from bridge.store.tokens import revoke_token
 
     with transaction(state.runtime.engine) as conn:
         if not revoke_token(conn, token_id, utc_now()):

@@ -36,8 +36,8 @@ def _account_json(
 
 
 def _load_accounts_json(conn: Any, tenant: Any, rows: Sequence[Any]) -> list[dict[str, Any]]:
+    from bridge.store.accounts import account_roles
     from bridge.store.identities import account_groups
-    from bridge.store.repo import account_roles
     from bridge.store.tables import Identity
 
     ids = [r.id for r in rows]
@@ -72,9 +72,9 @@ STATUSES = ["no_access", "pending", "active", "suspended", "archived"]
 @click.option("--json", "as_json", is_flag=True)
 @pass_state
 def users_list(state: State, tenant: str | None, status: str | None, as_json: bool) -> None:
+    from bridge.store.accounts import accounts as accounts_table
     from bridge.store.db import transaction
-    from bridge.store.repo import accounts as accounts_table
-    from bridge.store.repo import get_tenant
+    from bridge.store.tenants import get_tenant
 
     with transaction(state.runtime.engine, write=False) as conn:
         tenant_row = get_tenant(conn, state.tenant_name(tenant))
@@ -114,8 +114,10 @@ def users_list(state: State, tenant: str | None, status: str | None, as_json: bo
 @pass_state
 def users_show(state: State, user: str, tenant: str | None, as_json: bool) -> None:
     from bridge.notify.outbox import account_mail
+    from bridge.store.accounts import account_roles, find_account
+    from bridge.store.audit import list_audit
     from bridge.store.db import transaction
-    from bridge.store.repo import account_roles, find_account, get_tenant, list_audit
+    from bridge.store.tenants import get_tenant
 
     with transaction(state.runtime.engine, write=False) as conn:
         tenant_row = get_tenant(conn, state.tenant_name(tenant))
@@ -182,15 +184,15 @@ def _manual(state: State, user: str, tenant: str | None, action: str) -> str:
         room_freed,
         tenant_view,
     )
+    from bridge.store.accounts import account_roles, find_account
     from bridge.store.db import transaction
-    from bridge.store.repo import account_roles, find_account
 
     runtime = state.runtime
     name = state.tenant_name(tenant)
     tenant_cfg = runtime.config.tenant_settings(name)
     with transaction(runtime.engine) as conn:
         view = tenant_view(conn, tenant_cfg)
-        from bridge.store.repo import get_tenant
+        from bridge.store.tenants import get_tenant
 
         tenant_row = get_tenant(conn, name)
         row = find_account(conn, tenant_row.id, user)

@@ -22,6 +22,7 @@ from bridge.core.lifecycle import Status
 from bridge.core.mapping import RoleMapping
 from bridge.core.model import GroupRef, Snapshot, SourceGroup
 from bridge.core.plan import Plan, Subject, build_plan
+from bridge.store.accounts import load_account_states, usage_outside
 from bridge.store.db import transaction
 from bridge.store.delta import (
     MembershipOverlay,
@@ -31,7 +32,6 @@ from bridge.store.delta import (
     stored_users,
 )
 from bridge.store.identities import stored_groups
-from bridge.store.repo import load_account_states, usage_outside
 
 __all__ = ["MAX_DELTA_PEOPLE", "DeltaPlan", "DeltaTooLarge", "known_references", "plan_delta"]
 

@@ -12,16 +12,10 @@ from bridge.core.plan import build_plan
 from bridge.errors import BridgeError
 from bridge.provision.replan import planning_fingerprint, tenant_view
 from bridge.runtime import Runtime
+from bridge.store.accounts import account_roles, find_account, load_account_states, usage_outside
 from bridge.store.db import transaction
 from bridge.store.identities import load_subjects
-from bridge.store.repo import (
-    account_roles,
-    find_account,
-    get_tenant,
-    load_account_states,
-    stored_fingerprint,
-    usage_outside,
-)
+from bridge.store.tenants import get_tenant, stored_fingerprint
 
 _DENIAL_TEXT = {
     "external_not_allowed": "left out: external users may not hold this role",

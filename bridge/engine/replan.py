@@ -41,17 +41,11 @@ from bridge.engine.sync import SyncResult
 from bridge.logs import correlation_id as correlation_var
 from bridge.provision.apply import ApplyContext
 from bridge.provision.replan import TenantView, planning_fingerprint, replan, tenant_view
+from bridge.store.accounts import live_accounts, load_account_states, usage_outside
 from bridge.store.db import transaction
 from bridge.store.identities import load_subjects
-from bridge.store.repo import (
-    list_tenants,
-    live_accounts,
-    load_account_states,
-    save_fingerprint,
-    stored_fingerprint,
-    usage_outside,
-)
 from bridge.store.tables import SyncRun
+from bridge.store.tenants import list_tenants, save_fingerprint, stored_fingerprint
 
 # The logger keeps the name it had before the engine package: operators filter on it.
 log = logging.getLogger("bridge.tenant_replan")

@@ -26,11 +26,13 @@ from bridge.engine.sources import Source, make_source
 from bridge.errors import SourceUnavailable
 from bridge.logs import correlation_id as correlation_var
 from bridge.provision.apply import ApplyContext, apply_plan
+from bridge.store.accounts import load_account_states, usage_outside
+from bridge.store.audit import record_tenant_event
 from bridge.store.db import discardable_transaction, page_cache, transaction
 from bridge.store.delta import load_bookmark, save_bookmark
 from bridge.store.identities import diff_groups
-from bridge.store.repo import get_tenant, load_account_states, record_tenant_event, usage_outside
 from bridge.store.tables import SyncRun
+from bridge.store.tenants import get_tenant
 
 # The logger keeps the name it had before the engine package: operators filter on it.
 log = logging.getLogger("bridge.sync")

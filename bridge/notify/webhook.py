@@ -17,7 +17,7 @@ from typing import Any
 import requests
 from sqlalchemy import Connection, insert, select, update
 
-from bridge.store.repo import record_tenant_event
+from bridge.store.audit import record_tenant_event
 from bridge.store.tables import WebhookEndpoint
 
 SIGNATURE_HEADER = "Bridge-Signature"

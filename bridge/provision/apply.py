@@ -24,7 +24,7 @@ from bridge.core.plan import AccountPlan, Change, Plan
 from bridge.store.bulk import insert_many
 from bridge.store.db import transaction
 from bridge.store.identities import identity_values
-from bridge.store.repo import fold, new_id
+from bridge.store.ids import fold, new_id
 from bridge.store.tables import Account, ActivationToken, AuditEvent, Identity, OutboxMessage, RoleGrant
 
 log = logging.getLogger(__name__)

@@ -11,9 +11,10 @@ from bridge.core.lifecycle import Status
 from bridge.provision.apply import ApplyContext
 from bridge.provision.replan import archive_account, replan_waiting, room_freed, tenant_view
 from bridge.runtime import Runtime
+from bridge.store.accounts import account_roles
 from bridge.store.db import transaction
-from bridge.store.repo import account_roles, get_tenant
 from bridge.store.tables import Account
+from bridge.store.tenants import get_tenant
 
 accounts = Account.__table__
 

@@ -29,17 +29,11 @@ from bridge.core.plan import (
     holds_seat,
 )
 from bridge.provision.apply import ApplyContext, apply_account
+from bridge.store.accounts import account_of_identity, account_state, live_accounts, load_account_states, usage_outside
 from bridge.store.db import transaction
 from bridge.store.identities import load_subjects
-from bridge.store.repo import (
-    account_of_identity,
-    account_state,
-    get_tenant,
-    live_accounts,
-    load_account_states,
-    usage_outside,
-)
 from bridge.store.tables import Account
+from bridge.store.tenants import get_tenant
 
 log = logging.getLogger(__name__)
 accounts_table = Account.__table__

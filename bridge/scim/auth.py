@@ -11,8 +11,7 @@ from sqlalchemy.engine import Dialect
 
 from bridge.scim import quirks
 from bridge.scim.errors import ScimError
-from bridge.store.repo import hash_token, token_expired, token_use
-from bridge.store.tokens import token_by_digest
+from bridge.store.tokens import hash_token, token_by_digest, token_expired, token_use
 
 # RFC 6750 3: a 401 names the scheme; the error JSON is SCIM's (RFC 7644 3.12).
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="bridge SCIM"'}

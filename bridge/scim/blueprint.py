@@ -46,7 +46,7 @@ from bridge.scim.schema import ACCOUNT, GROUP_TYPE, SCHEMAS, SEARCH_REQUEST, USE
 from bridge.store import scim as storage
 from bridge.store.db import transaction
 from bridge.store.fast import raw_cursor
-from bridge.store.repo import new_id
+from bridge.store.ids import new_id
 from bridge.store.tables import Account, RoleGrant
 
 log = logging.getLogger(__name__)

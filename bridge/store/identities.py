@@ -13,8 +13,9 @@ from bridge.core.groups import closure, explore
 from bridge.core.model import GroupRef, SourceGroup, SourceUser
 from bridge.core.plan import Subject, identity_digest
 from bridge.jsonfast import dumps
+from bridge.store.audit import record_tenant_event
 from bridge.store.bulk import insert_many
-from bridge.store.repo import new_id, record_tenant_event
+from bridge.store.ids import new_id
 from bridge.store.tables import Identity, Membership
 
 identities = Identity.__table__

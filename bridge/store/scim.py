@@ -37,7 +37,7 @@ from bridge.errors import Conflict, InvalidValue
 from bridge.store.bulk import insert_many
 from bridge.store.fast import FastQuery
 from bridge.store.identities import identity_values, remove_group
-from bridge.store.repo import fold
+from bridge.store.ids import fold
 from bridge.store.tables import Account, AuditEvent, Identity, Membership, RoleGrant, ScimEmail
 from bridge.store.tokens import TOKEN_COLUMNS, TOKEN_FROM, TOKEN_MATCHES, tokens
 

@@ -1,21 +1,36 @@
-"""The SCIM tokens' statements that authenticate a request: one lookup by the token's hash, on
-every request, and the columns that other statements join in to check the token while they read
-(the fast lane's lookup, bridge/store/scim.py). A row of TOKEN_COLUMNS is what
-`bridge.scim.auth.caller_of` turns into a caller; no row means no such token, or a revoked one.
+"""SCIM bearer tokens: created by `bridge tokens create`, listed, revoked; never stored in
+clear (`token_hash` is the SHA-256 of a 256-bit random value, so a fast hash is enough).
+
+Contract: `create_token` returns the clear token once and stores only its hash. A token is valid
+while it is neither revoked nor expired; `tenant_for_token` (the CLI-side and page check) and
+`token_by_digest` (every SCIM request, on the DB-API cursor, with TOKEN_COLUMNS that other
+statements join in to check the token while they read: the fast lane's lookup,
+bridge/store/scim.py) are the two reads, and `bridge.scim.auth.caller_of` turns a TOKEN_COLUMNS
+row into a caller. No row means no such token, or a revoked one. `last_used_at` is bookkeeping,
+written at most once a minute off the request's path (`token_use`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import secrets
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, select
+from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 from sqlalchemy.engine import Dialect
 
 from bridge.store.fast import FastQuery
+from bridge.store.ids import new_id
 from bridge.store.tables import ScimToken, Tenant
 
 tokens = ScimToken.__table__
 tenants = Tenant.__table__
+
+log = logging.getLogger(__name__)
 
 # The token's columns, for `_BY_HASH` and for statements that check the token while they read:
 # `caller_of` reads them by these names.
@@ -40,3 +55,119 @@ def token_by_digest(cursor: Any, dialect: Dialect, digest: str) -> Any | None:
     """The token's row (TOKEN_COLUMNS) for the hash of a presented token; None when unknown or revoked."""
     rows = _BY_HASH.rows(cursor, dialect, {"digest": digest})
     return rows[0] if rows else None
+
+
+def hash_token(token: str) -> str:
+    # Tokens are 256-bit random values, so a fast hash is enough: there is nothing to brute-force.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(
+    conn: Connection,
+    tenant_id: int,
+    label: str | None,
+    read_only: bool,
+    now: datetime,
+    expires_at: datetime | None = None,
+) -> tuple[str, str]:
+    token = "brg_" + secrets.token_urlsafe(32)
+    token_id = new_id()
+    conn.execute(
+        insert(tokens).values(
+            id=token_id,
+            tenant_id=tenant_id,
+            label=label,
+            token_hash=hash_token(token),
+            read_only=read_only,
+            created_at=now,
+            expires_at=expires_at,
+        )
+    )
+    return token_id, token
+
+
+def list_tokens(conn: Connection, tenant_id: int) -> list[dict[str, Any]]:
+    rows = conn.execute(select(tokens).where(tokens.c.tenant_id == tenant_id).order_by(tokens.c.created_at)).all()
+    return [
+        {
+            "id": r.id,
+            "label": r.label,
+            "readOnly": r.read_only,
+            "created": r.created_at.isoformat(),
+            "revoked": r.revoked_at.isoformat() if r.revoked_at else None,
+            "lastUsed": r.last_used_at.isoformat() if r.last_used_at else None,
+            "expires": r.expires_at.isoformat() if r.expires_at else None,
+        }
+        for r in rows
+    ]
+
+
+def revoke_token(conn: Connection, token_id: str, now: datetime) -> bool:
+    result = conn.execute(
+        update(tokens).where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None)).values(revoked_at=now)
+    )
+    return result.rowcount == 1
+
+
+def tenant_for_token(conn: Connection, token: str, now: datetime) -> Any:
+    """The token's row (tenant_id, read_only, id, last_used_at) if it is valid: not revoked, not
+    expired. The lookup is by hash, so timing reveals nothing about the stored tokens' characters."""
+    row = conn.execute(
+        select(
+            tokens.c.id,
+            tokens.c.tenant_id,
+            tokens.c.read_only,
+            tokens.c.token_hash,
+            tokens.c.last_used_at,
+            tokens.c.expires_at,
+        ).where(tokens.c.token_hash == hash_token(token), tokens.c.revoked_at.is_(None))
+    ).first()
+    if row is None or not secrets.compare_digest(row.token_hash, hash_token(token)):
+        return None
+    return None if token_expired(row.expires_at, now) else row
+
+
+def token_expired(expires_at: datetime | None, now: datetime) -> bool:
+    """A token without an expiry works until it is revoked."""
+    return expires_at is not None and expires_at <= now
+
+
+class TokenUse:
+    """Writes a token's `last_used_at` at most once a minute, off the request's path: a write per
+    request would take SQLite's write lock on every read, and a busy database must not slow the
+    request that merely used the token. Best effort: a lost update is rewritten a minute later."""
+
+    EVERY = timedelta(minutes=1)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._written: dict[str, datetime] = {}
+        self._pool: ThreadPoolExecutor | None = None
+
+    def note(self, engine: Any, token_id: str, last_used_at: datetime | None, now: datetime) -> None:
+        due = now - self.EVERY
+        with self._lock:
+            seen = max(filter(None, (last_used_at, self._written.get(token_id))), default=None)
+            if seen is not None and seen > due:
+                return
+            self._written[token_id] = now
+            if self._pool is None:
+                # Made on first use, in the process that serves (never inherited across a fork).
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="token-use")
+            pool = self._pool
+        pool.submit(self._write, engine, token_id, now, due)
+
+    @staticmethod
+    def _write(engine: Any, token_id: str, now: datetime, due: datetime) -> None:
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    update(tokens)
+                    .where(tokens.c.id == token_id, or_(tokens.c.last_used_at.is_(None), tokens.c.last_used_at <= due))
+                    .values(last_used_at=now)
+                )
+        except Exception as exc:  # bookkeeping: the request it records has been answered
+            log.warning("could not record the use of token %s: %s", token_id, type(exc).__name__)
+
+
+token_use = TokenUse()

@@ -28,7 +28,7 @@ from bridge.notify.mail import format_date, pick_language, valid_address
 from bridge.notify.secret import server_secret
 from bridge.runtime import Runtime
 from bridge.store.db import transaction
-from bridge.store.repo import fold
+from bridge.store.ids import fold
 from bridge.store.tables import Account, Tenant
 from bridge.web.client import current_client
 from bridge.web.i18n import MESSAGES

@@ -10,9 +10,11 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from sqlalchemy import update
 
 from bridge.runtime import Runtime
+from bridge.store.accounts import find_sign_in_account
 from bridge.store.db import transaction
-from bridge.store.repo import find_sign_in_account, fold, hash_token, tenant_for_token, token_use
+from bridge.store.ids import fold
 from bridge.store.tables import Credential
+from bridge.store.tokens import hash_token, tenant_for_token, token_use
 from bridge.web.passwords import MAX_LENGTH, hash_password, verify
 from bridge.web.ratelimit import limiter
 

@@ -30,7 +30,8 @@ def logged_server(request: pytest.FixtureRequest) -> Iterator[tuple[ScimServer, 
             config.write(f'\n[logging]\nformat = "{fmt}"\n')  # access_log is not set: on by default
         bridge_cli(server.config, "db", "upgrade")
         from bridge.store.db import transaction
-        from bridge.store.repo import create_token, get_tenant
+        from bridge.store.tenants import get_tenant
+        from bridge.store.tokens import create_token
 
         with transaction(server.db()) as conn:
             _, token = create_token(conn, get_tenant(conn, "t1").id, LABEL, False, datetime.now(UTC))

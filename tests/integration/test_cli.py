@@ -112,8 +112,8 @@ def test_tokens_are_printed_once_and_stored_hashed(synced: Deployment) -> None:
     from sqlalchemy import select
 
     from bridge.store.db import make_engine
-    from bridge.store.repo import hash_token
     from bridge.store.tables import ScimToken
+    from bridge.store.tokens import hash_token
 
     engine = make_engine(synced.db_url)
     with engine.connect() as conn:

@@ -310,9 +310,8 @@ def test_fast_lookup_answers_exactly_as_the_general_path(scim: ScimClient) -> No
     """`userName eq` runs on the DB-API cursor (bridge/store/fast.py); adding `sortBy` sends the
     same request through SQLAlchemy. Both must give the same documents, on both databases."""
     from bridge.store.fast import raw_cursor
-    from bridge.store.repo import hash_token
     from bridge.store.scim import _FAST_LOOKUPS, _LOOKUPS
-    from bridge.store.tokens import _BY_HASH
+    from bridge.store.tokens import _BY_HASH, hash_token
 
     uid = new_user(scim, "Zoë.Fast@Example.org", roles=[{"value": "Administrator"}])["id"]
     new_group(scim, "fast-b", [uid])
@@ -406,8 +405,8 @@ def test_the_wsgi_fast_lane_answers_lookups_and_passes_everything_else_on(scim: 
     from sqlalchemy import select
 
     from bridge.store.db import transaction
-    from bridge.store.repo import hash_token, revoke_token
     from bridge.store.tables import ScimToken
+    from bridge.store.tokens import hash_token, revoke_token
 
     tokens = ScimToken.__table__
     with transaction(scim.server.db()) as conn:
@@ -418,7 +417,7 @@ def test_the_wsgi_fast_lane_answers_lookups_and_passes_everything_else_on(scim: 
 
 
 def token_row(scim: ScimClient) -> Any:
-    from bridge.store.repo import hash_token, tokens
+    from bridge.store.tokens import hash_token, tokens
 
     with scim.server.db().connect() as conn:
         return conn.execute(select(tokens).where(tokens.c.token_hash == hash_token(scim.token))).one()
@@ -443,7 +442,7 @@ def test_a_tokens_use_is_recorded_at_most_once_a_minute(scim: ScimClient) -> Non
 
 
 def test_an_expired_token_is_refused_everywhere(scim: ScimClient) -> None:
-    from bridge.store.repo import tokens
+    from bridge.store.tokens import tokens
 
     out = bridge_cli(scim.server.config, "tokens", "create", "--tenant", scim.tenant, "--expires-days", "30")
     assert "expires " in out.splitlines()[0]

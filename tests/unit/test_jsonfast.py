@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from bridge import jsonfast
-from bridge.store.repo import new_id
+from bridge.store.ids import new_id
 
 
 @pytest.mark.parametrize(

@@ -1,224 +1,33 @@
-"""Queries shared by the sync engine, the CLI and the HTTP layer. Every one takes a tenant id."""
+"""Accounts: the product's users, their role grants, and the reads the planner needs.
+
+Contract: this module only reads. An account row and its grants are written by
+`bridge.provision.apply` (through its store statements) in the transaction that writes the
+audit event and the outbox rows of the change; nothing else updates `accounts`. Reads return
+rows (SQLAlchemy `Row`s of `accounts`) or `bridge.core.plan.AccountState`s, the form the core
+plans with. `find_account` raises `bridge.errors.NotFound` when nothing matches and
+`bridge.errors.Ambiguous` when a name matches several accounts and no rule picks one; both are
+one-line errors for the CLI and 404/409 for the HTTP doors.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
-import os
-import secrets
-import threading
-import time
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Text, bindparam, cast, func, insert, or_, select, update
+from sqlalchemy import Connection, Text, bindparam, cast, func, or_, select
 
 from bridge.core.lifecycle import SEAT_STATES, Status
 from bridge.core.mapping import RoleMapping
 from bridge.core.plan import CAPACITY_DENIALS, AccountState, Usage
 from bridge.errors import Ambiguous, NotFound
-from bridge.store.tables import Account, AuditEvent, Credential, Identity, RoleGrant, ScimToken, SyncRun, Tenant
-
-log = logging.getLogger(__name__)
+from bridge.store.ids import fold
+from bridge.store.tables import Account, Credential, Identity, RoleGrant
 
 accounts = Account.__table__
 identities = Identity.__table__
 role_grants = RoleGrant.__table__
-tenants = Tenant.__table__
-tokens = ScimToken.__table__
-audit = AuditEvent.__table__
 credentials = Credential.__table__
-sync_runs = SyncRun.__table__
-
-
-def new_id() -> str:
-    """A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then 74 random bits.
-
-    Time-ordered ids keep inserts at the right-hand end of the primary-key and foreign-key
-    B-trees instead of scattering them: a first sync of 100k accounts wrote its rows in less
-    than half the time with the same SQLite page cache (docs/benchmarks.md). The random part is
-    as unguessable as before; ids still reveal nothing but their creation time.
-    """
-    millis = time.time_ns() // 1_000_000
-    random_bits = int.from_bytes(os.urandom(10), "big")  # 80 bits, 74 used
-    value = (
-        (millis & 0xFFFF_FFFF_FFFF) << 80
-        | 0x7 << 76
-        | (random_bits >> 62 & 0xFFF) << 64
-        | 0b10 << 62
-        | (random_bits & 0x3FFF_FFFF_FFFF_FFFF)
-    )
-    text = f"{value:032x}"  # what str(uuid.UUID(int=value)) gives, without building the object
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
-
-
-def fold(value: str | None) -> str | None:
-    """The normalised form used for case-insensitive lookups and uniqueness (userName, email)."""
-    return value.casefold() if value is not None else None
-
-
-# ---- tenants -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TenantRow:
-    id: int
-    name: str
-    seat_limit: int | None
-    created_at: datetime
-
-
-def ensure_tenant(
-    conn: Connection, name: str, seat_limit: int | None, now: datetime, *, update_limit: bool
-) -> TenantRow:
-    """Create the tenant if missing (idempotent); `update_limit` makes the given limit authoritative."""
-    row = conn.execute(select(tenants).where(tenants.c.name == name)).first()
-    if row is None:
-        conn.execute(insert(tenants).values(name=name, seat_limit=seat_limit, created_at=now))
-    elif update_limit and row.seat_limit != seat_limit:
-        conn.execute(update(tenants).where(tenants.c.id == row.id).values(seat_limit=seat_limit))
-    return get_tenant(conn, name)
-
-
-_TENANT_BY_NAME = select(tenants).where(tenants.c.name == bindparam("name"))  # every SCIM write
-
-
-def get_tenant(conn: Connection, name: str) -> TenantRow:
-    row = conn.execute(_TENANT_BY_NAME, {"name": name}).first()
-    if row is None:
-        raise NotFound(f'no tenant named "{name}"')
-    return TenantRow(row.id, row.name, row.seat_limit, row.created_at)
-
-
-def list_tenants(conn: Connection) -> list[TenantRow]:
-    rows = conn.execute(select(tenants).order_by(tenants.c.name)).all()
-    return [TenantRow(r.id, r.name, r.seat_limit, r.created_at) for r in rows]
-
-
-# ---- tokens --------------------------------------------------------------------------------
-
-
-def hash_token(token: str) -> str:
-    # Tokens are 256-bit random values, so a fast hash is enough: there is nothing to brute-force.
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def create_token(
-    conn: Connection,
-    tenant_id: int,
-    label: str | None,
-    read_only: bool,
-    now: datetime,
-    expires_at: datetime | None = None,
-) -> tuple[str, str]:
-    token = "brg_" + secrets.token_urlsafe(32)
-    token_id = new_id()
-    conn.execute(
-        insert(tokens).values(
-            id=token_id,
-            tenant_id=tenant_id,
-            label=label,
-            token_hash=hash_token(token),
-            read_only=read_only,
-            created_at=now,
-            expires_at=expires_at,
-        )
-    )
-    return token_id, token
-
-
-def list_tokens(conn: Connection, tenant_id: int) -> list[dict[str, Any]]:
-    rows = conn.execute(select(tokens).where(tokens.c.tenant_id == tenant_id).order_by(tokens.c.created_at)).all()
-    return [
-        {
-            "id": r.id,
-            "label": r.label,
-            "readOnly": r.read_only,
-            "created": r.created_at.isoformat(),
-            "revoked": r.revoked_at.isoformat() if r.revoked_at else None,
-            "lastUsed": r.last_used_at.isoformat() if r.last_used_at else None,
-            "expires": r.expires_at.isoformat() if r.expires_at else None,
-        }
-        for r in rows
-    ]
-
-
-def revoke_token(conn: Connection, token_id: str, now: datetime) -> bool:
-    result = conn.execute(
-        update(tokens).where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None)).values(revoked_at=now)
-    )
-    return result.rowcount == 1
-
-
-def tenant_for_token(conn: Connection, token: str, now: datetime) -> Any:
-    """The token's row (tenant_id, read_only, id, last_used_at) if it is valid: not revoked, not
-    expired. The lookup is by hash, so timing reveals nothing about the stored tokens' characters."""
-    row = conn.execute(
-        select(
-            tokens.c.id,
-            tokens.c.tenant_id,
-            tokens.c.read_only,
-            tokens.c.token_hash,
-            tokens.c.last_used_at,
-            tokens.c.expires_at,
-        ).where(tokens.c.token_hash == hash_token(token), tokens.c.revoked_at.is_(None))
-    ).first()
-    if row is None or not secrets.compare_digest(row.token_hash, hash_token(token)):
-        return None
-    return None if token_expired(row.expires_at, now) else row
-
-
-def token_expired(expires_at: datetime | None, now: datetime) -> bool:
-    """A token without an expiry works until it is revoked."""
-    return expires_at is not None and expires_at <= now
-
-
-class TokenUse:
-    """Writes a token's `last_used_at` at most once a minute, off the request's path: a write per
-    request would take SQLite's write lock on every read, and a busy database must not slow the
-    request that merely used the token. Best effort: a lost update is rewritten a minute later."""
-
-    EVERY = timedelta(minutes=1)
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._written: dict[str, datetime] = {}
-        self._pool: ThreadPoolExecutor | None = None
-
-    def note(self, engine: Any, token_id: str, last_used_at: datetime | None, now: datetime) -> None:
-        due = now - self.EVERY
-        with self._lock:
-            seen = max(filter(None, (last_used_at, self._written.get(token_id))), default=None)
-            if seen is not None and seen > due:
-                return
-            self._written[token_id] = now
-            if self._pool is None:
-                # Made on first use, in the process that serves (never inherited across a fork).
-                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="token-use")
-            pool = self._pool
-        pool.submit(self._write, engine, token_id, now, due)
-
-    @staticmethod
-    def _write(engine: Any, token_id: str, now: datetime, due: datetime) -> None:
-        try:
-            with engine.begin() as conn:
-                conn.execute(
-                    update(tokens)
-                    .where(tokens.c.id == token_id, or_(tokens.c.last_used_at.is_(None), tokens.c.last_used_at <= due))
-                    .values(last_used_at=now)
-                )
-        except Exception as exc:  # bookkeeping: the request it records has been answered
-            log.warning("could not record the use of token %s: %s", token_id, type(exc).__name__)
-
-
-token_use = TokenUse()
-
-
-# ---- accounts ------------------------------------------------------------------------------
 
 
 _STATUS_BY_VALUE = {s.value: s for s in Status}
@@ -408,17 +217,6 @@ def live_accounts(conn: Connection, tenant_id: int, *, waiting_only: bool = Fals
     return out
 
 
-def stored_fingerprint(conn: Connection, tenant_id: int) -> str | None:
-    """The fingerprint of the mapping the tenant's accounts were last planned with (None: never)."""
-    return conn.execute(  # type: ignore[no-any-return]
-        select(tenants.c.mapping_fingerprint).where(tenants.c.id == tenant_id)
-    ).scalar_one_or_none()
-
-
-def save_fingerprint(conn: Connection, tenant_id: int, fingerprint: str) -> None:
-    conn.execute(update(tenants).where(tenants.c.id == tenant_id).values(mapping_fingerprint=fingerprint))
-
-
 def find_account(conn: Connection, tenant_id: int, user: str) -> Any:
     """An account by id, userName or email (case-insensitive); ambiguity is an error, not a guess."""
     folded = fold(user)
@@ -476,54 +274,3 @@ def account_roles(conn: Connection, account_ids: Sequence[str]) -> dict[str, lis
         ):
             out.setdefault(row.account_id, []).append((row.role, row.rule))
     return out
-
-
-def list_audit(
-    conn: Connection, tenant_id: int, account_id: str | None = None, since: datetime | None = None, limit: int = 1000
-) -> list[Any]:
-    query = select(audit).where(audit.c.tenant_id == tenant_id)
-    if account_id:
-        query = query.where(audit.c.account_id == account_id)
-    if since:
-        query = query.where(audit.c.occurred_at >= since)
-    return list(conn.execute(query.order_by(audit.c.id.desc()).limit(limit)).all())[::-1]
-
-
-def record_tenant_event(
-    conn: Connection,
-    tenant_id: int,
-    *,
-    actor: str,
-    action: str,
-    before: dict[str, Any] | None = None,
-    after: dict[str, Any] | None,
-    reason: str | None,
-    correlation_id: str | None,
-    now: datetime,
-) -> None:
-    """Append an audit event about no one account: the tenant as a whole (an overridden safety
-    check), one of its groups, its webhook endpoint."""
-    conn.execute(
-        insert(audit).values(
-            tenant_id=tenant_id,
-            account_id=None,
-            actor=actor,
-            action=action,
-            before=before,
-            after=after,
-            reason=reason,
-            correlation_id=correlation_id,
-            occurred_at=now,
-        )
-    )
-
-
-def recent_sync_runs(
-    conn: Connection, tenant_id: int | None = None, source: str | None = None, limit: int = 20
-) -> list[Any]:
-    query = select(sync_runs, tenants.c.name.label("tenant")).join(tenants, tenants.c.id == sync_runs.c.tenant_id)
-    if tenant_id is not None:
-        query = query.where(sync_runs.c.tenant_id == tenant_id)
-    if source:
-        query = query.where(sync_runs.c.source == source)
-    return list(conn.execute(query.order_by(sync_runs.c.id.desc()).limit(limit)).all())

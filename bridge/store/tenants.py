@@ -1,0 +1,68 @@
+"""Tenants: one row per customer, by name. Every other table carries a tenant id, and
+every store query takes one: this module is how a name becomes that id.
+
+Contract: `ensure_tenant` is the only writer of a tenant row (config and `bridge tenants add` call
+it); `get_tenant` raises `bridge.errors.NotFound` for an unknown name, which the CLI renders as a
+one-line error and the SCIM door never sees (its token names the tenant). `seat_limit` is the
+stored limit; the effective limit (config wins) is decided in `bridge.core.plan.effective_seat_limit`.
+`mapping_fingerprint` is the fingerprint of the mapping the tenant's accounts were last planned
+with; the engine's re-plan writes it after a re-plan commits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, bindparam, insert, select, update
+
+from bridge.errors import NotFound
+from bridge.store.tables import Tenant
+
+tenants = Tenant.__table__
+
+
+@dataclass(frozen=True)
+class TenantRow:
+    id: int
+    name: str
+    seat_limit: int | None
+    created_at: datetime
+
+
+def ensure_tenant(
+    conn: Connection, name: str, seat_limit: int | None, now: datetime, *, update_limit: bool
+) -> TenantRow:
+    """Create the tenant if missing (idempotent); `update_limit` makes the given limit authoritative."""
+    row = conn.execute(select(tenants).where(tenants.c.name == name)).first()
+    if row is None:
+        conn.execute(insert(tenants).values(name=name, seat_limit=seat_limit, created_at=now))
+    elif update_limit and row.seat_limit != seat_limit:
+        conn.execute(update(tenants).where(tenants.c.id == row.id).values(seat_limit=seat_limit))
+    return get_tenant(conn, name)
+
+
+_TENANT_BY_NAME = select(tenants).where(tenants.c.name == bindparam("name"))  # every SCIM write
+
+
+def get_tenant(conn: Connection, name: str) -> TenantRow:
+    row = conn.execute(_TENANT_BY_NAME, {"name": name}).first()
+    if row is None:
+        raise NotFound(f'no tenant named "{name}"')
+    return TenantRow(row.id, row.name, row.seat_limit, row.created_at)
+
+
+def list_tenants(conn: Connection) -> list[TenantRow]:
+    rows = conn.execute(select(tenants).order_by(tenants.c.name)).all()
+    return [TenantRow(r.id, r.name, r.seat_limit, r.created_at) for r in rows]
+
+
+def stored_fingerprint(conn: Connection, tenant_id: int) -> str | None:
+    """The fingerprint of the mapping the tenant's accounts were last planned with (None: never)."""
+    return conn.execute(  # type: ignore[no-any-return]
+        select(tenants.c.mapping_fingerprint).where(tenants.c.id == tenant_id)
+    ).scalar_one_or_none()
+
+
+def save_fingerprint(conn: Connection, tenant_id: int, fingerprint: str) -> None:
+    conn.execute(update(tenants).where(tenants.c.id == tenant_id).values(mapping_fingerprint=fingerprint))
