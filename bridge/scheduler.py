@@ -32,17 +32,14 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import func, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from bridge.errors import BridgeError, ConfigError
 from bridge.runtime import Runtime
 from bridge.store.db import transaction
+from bridge.store.jobs import claim_tick, finish_job_run, latest_job_runs, purge_job_runs
 from bridge.store.lease import HOLDER, try_lease
-from bridge.store.tables import JobRun
 
 log = logging.getLogger(__name__)
-job_runs = JobRun.__table__
 
 TARGETS = ("sync_delta", "sync_full", "expire_external", "activation_reminders", "outbox_drain", "purge", "replan")
 _JOB_KEYS = {"target", "source", "cron", "every", "timezone", "jitter", "misfire_grace", "enabled", "lease_seconds"}
@@ -196,7 +193,7 @@ def _purge(runtime: Runtime, job: JobSpec) -> str:
     cutoff = datetime.now(UTC) - timedelta(days=90)
     with transaction(runtime.engine) as conn:
         runs = conn.execute(SyncRun.__table__.delete().where(SyncRun.__table__.c.finished_at < cutoff)).rowcount
-        jobs = conn.execute(job_runs.delete().where(job_runs.c.finished_at < cutoff)).rowcount
+        jobs = purge_job_runs(conn, cutoff)
     from bridge.notify.activation import purge_activation_tokens
     from bridge.notify.outbox import purge_outbox
 
@@ -252,27 +249,10 @@ def run_tick(runtime: Runtime, job: JobSpec, scheduled_for: datetime, *, holder:
         log.info("job %s: tick %s skipped: another process holds the lease", job.name, scheduled_for.isoformat())
         return "skipped-lease"
     with lease:
-        now = datetime.now(UTC)
-        try:
-            with transaction(runtime.engine) as conn:
-                # Holding the lease means no run of this job is alive anywhere: a row still
-                # "running" belongs to a holder that crashed.
-                conn.execute(
-                    update(job_runs)
-                    .where(job_runs.c.job == job.name, job_runs.c.outcome == "running")
-                    .values(outcome="abandoned", finished_at=now, detail="the process running it stopped")
-                )
-                run_id = conn.execute(
-                    insert(job_runs).values(
-                        tenant_id=0,
-                        job=job.name,
-                        scheduled_for=scheduled_for,
-                        holder=holder,
-                        started_at=now,
-                        outcome="running",
-                    )
-                ).inserted_primary_key[0]
-        except IntegrityError:
+        # Holding the lease means no run of this job is alive anywhere: a row still "running"
+        # belongs to a holder that crashed, and claim_tick marks it abandoned.
+        run_id = claim_tick(runtime.engine, job.name, scheduled_for, holder=holder, now=datetime.now(UTC))
+        if run_id is None:
             log.info("job %s: tick %s skipped: already run by another process", job.name, scheduled_for.isoformat())
             return "skipped-done"
         if job.jitter:
@@ -285,12 +265,7 @@ def run_tick(runtime: Runtime, job: JobSpec, scheduled_for: datetime, *, holder:
         except Exception as exc:  # the job's failure is recorded; the scheduler keeps going
             log.exception("job %s failed", job.name)
             outcome, detail = "failed", f"{type(exc).__name__}: {exc}"
-        with transaction(runtime.engine) as conn:
-            conn.execute(
-                update(job_runs)
-                .where(job_runs.c.id == run_id)
-                .values(finished_at=datetime.now(UTC), outcome=outcome, detail=detail[:4000])
-            )
+        finish_job_run(runtime.engine, run_id, outcome, detail, now=datetime.now(UTC))
         _observe(job, outcome)
         log.info("job %s: tick %s %s: %s", job.name, scheduled_for.isoformat(), outcome, detail)
         return outcome
@@ -387,14 +362,7 @@ def job_status(runtime: Runtime, now: datetime | None = None) -> list[dict[str, 
     jobs = load_jobs(runtime)
     out = []
     with transaction(runtime.engine, write=False) as conn:
-        latest = {
-            row.job: row
-            for row in conn.execute(
-                select(job_runs).where(
-                    job_runs.c.id.in_(select(func.max(job_runs.c.id)).group_by(job_runs.c.job).scalar_subquery())
-                )
-            )
-        }
+        latest = latest_job_runs(conn)
     for spec in jobs:
         last = latest.get(spec.name)
         next_run = spec.trigger().get_next_fire_time(None, now) if spec.enabled else None

@@ -37,19 +37,12 @@ def _account_json(
 
 def _load_accounts_json(conn: Any, tenant: Any, rows: Sequence[Any]) -> list[dict[str, Any]]:
     from bridge.store.accounts import account_roles
-    from bridge.store.identities import account_groups
-    from bridge.store.tables import Identity
+    from bridge.store.identities import account_groups, external_ids
 
     ids = [r.id for r in rows]
     roles = account_roles(conn, ids)
     groups = account_groups(conn, tenant.id, rows)
-    ident = Identity.__table__
-    external: dict[str, str | None] = {}
-    for start in range(0, len(ids), 500):
-        for identity_id, external_id, anchor in conn.execute(
-            select(ident.c.id, ident.c.external_id, ident.c.anchor).where(ident.c.id.in_(ids[start : start + 500]))
-        ):
-            external[identity_id] = external_id or anchor
+    external = external_ids(conn, ids)
     return [
         _account_json(
             tenant.name, r, [role for role, _ in roles.get(r.id, [])], groups.get(r.id, []), external.get(r.id)

@@ -390,3 +390,17 @@ def load_subjects(conn: Connection, tenant_id: int, source: str, anchors: Sequen
 def account_groups(conn: Connection, tenant_id: int, accounts_rows: Sequence[Any]) -> dict[str, list[str]]:
     """Display names of each account's groups, nested membership included."""
     return effective_group_names(conn, tenant_id, [(r.id, r.source, r.anchor) for r in accounts_rows])
+
+
+def external_ids(conn: Connection, identity_ids: Sequence[str]) -> dict[str, str | None]:
+    """The externalId each identity shows, by identity id: the one its source gave, else its
+    anchor. An id with no identity row is absent from the result."""
+    external: dict[str, str | None] = {}
+    for start in range(0, len(identity_ids), 500):
+        for identity_id, external_id, anchor in conn.execute(
+            select(identities.c.id, identities.c.external_id, identities.c.anchor).where(
+                identities.c.id.in_(identity_ids[start : start + 500])
+            )
+        ):
+            external[identity_id] = external_id or anchor
+    return external
