@@ -9,14 +9,13 @@ import time
 from typing import Any
 
 from flask import Flask, Response, abort, g, jsonify, request
-from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from bridge.config import metrics_token
 from bridge.http import log_request, observe_request, request_id
 from bridge.logs import access_log, correlation_id
 from bridge.runtime import Runtime
-from bridge.store.db import describe_database, file_problem, is_current
+from bridge.store.db import describe_database, file_problem, is_current, ping
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +131,7 @@ def create_app(runtime: Runtime) -> Flask:
                 log.error("not ready: %s (%s)", reason, describe_database(runtime.engine.url))
             return jsonify(status="unavailable", database=reason), 503
         try:
-            with runtime.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
+            ping(runtime.engine)
             current = is_current(runtime.engine)
         except Exception as exc:  # any database failure means "not ready", never a 500 page
             return jsonify(status="unavailable", database=type(exc).__name__), 503

@@ -15,7 +15,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import (
     ArgumentError,
     DatabaseError,
@@ -326,3 +326,9 @@ def upgrade(engine: Engine) -> tuple[str | None, str | None]:
 
 def is_current(engine: Engine) -> bool:
     return current_revision(engine) == head_revision()
+
+
+def ping(engine: Engine) -> None:
+    """One round trip to the database (the readiness probe); raises whatever the driver raises."""
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
