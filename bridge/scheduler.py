@@ -188,11 +188,11 @@ def _drain(runtime: Runtime, job: JobSpec) -> str:
 
 
 def _purge(runtime: Runtime, job: JobSpec) -> str:
-    from bridge.store.tables import SyncRun
+    from bridge.store.runs import purge_sync_runs
 
     cutoff = datetime.now(UTC) - timedelta(days=90)
     with transaction(runtime.engine) as conn:
-        runs = conn.execute(SyncRun.__table__.delete().where(SyncRun.__table__.c.finished_at < cutoff)).rowcount
+        runs = purge_sync_runs(conn, cutoff)
         jobs = purge_job_runs(conn, cutoff)
     from bridge.notify.activation import purge_activation_tokens
     from bridge.notify.outbox import purge_outbox

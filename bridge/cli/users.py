@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
-from sqlalchemy import select
 
 from bridge.cli.base import State, cli_actor, pass_state, print_json, table, utc_now
 
@@ -65,16 +64,13 @@ STATUSES = ["no_access", "pending", "active", "suspended", "archived"]
 @click.option("--json", "as_json", is_flag=True)
 @pass_state
 def users_list(state: State, tenant: str | None, status: str | None, as_json: bool) -> None:
-    from bridge.store.accounts import accounts as accounts_table
+    from bridge.store.accounts import list_accounts
     from bridge.store.db import transaction
     from bridge.store.tenants import get_tenant
 
     with transaction(state.runtime.engine, write=False) as conn:
         tenant_row = get_tenant(conn, state.tenant_name(tenant))
-        query = select(accounts_table).where(accounts_table.c.tenant_id == tenant_row.id)
-        if status:
-            query = query.where(accounts_table.c.status == status)
-        rows = conn.execute(query.order_by(accounts_table.c.user_name_norm)).all()
+        rows = list_accounts(conn, tenant_row.id, status)
         data = _load_accounts_json(conn, tenant_row, rows)
     if as_json:
         print_json(data)

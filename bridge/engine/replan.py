@@ -32,7 +32,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.config import Config
@@ -44,12 +44,11 @@ from bridge.provision.replan import TenantView, planning_fingerprint, replan, te
 from bridge.store.accounts import live_accounts, load_account_states, usage_outside
 from bridge.store.db import transaction
 from bridge.store.identities import load_subjects
-from bridge.store.tables import SyncRun
+from bridge.store.runs import record_sync_run
 from bridge.store.tenants import list_tenants, save_fingerprint, stored_fingerprint
 
 # The logger keeps the name it had before the engine package: operators filter on it.
 log = logging.getLogger("bridge.tenant_replan")
-sync_runs = SyncRun.__table__
 
 SOURCE = "replan"  # the name runs carry in `sync_runs`, `sync --history` and `--json`
 CHUNK = 500  # people per write transaction
@@ -271,22 +270,21 @@ def _replan_chunks(
 def _record(
     conn: Any, tenant_id: int, result: SyncResult, outcome: str, reason: str, correlation_id: str, now: datetime
 ) -> None:
-    conn.execute(
-        insert(sync_runs).values(
-            tenant_id=tenant_id,
-            source=SOURCE,
-            mode=result.mode,
-            correlation_id=correlation_id,
-            started_at=now,
-            finished_at=datetime.now(UTC),
-            outcome=outcome,
-            reason=result.reason or reason,
-            counts={**result.counts, "seatRefused": len(result.seat_refused)},
-            planned=result.planned,
-            forced=None,
-            errors=result.errors[:100],
-            warnings=[],
-        )
+    record_sync_run(
+        conn,
+        tenant_id=tenant_id,
+        source=SOURCE,
+        mode=result.mode,
+        correlation_id=correlation_id,
+        started_at=now,
+        finished_at=datetime.now(UTC),
+        outcome=outcome,
+        reason=result.reason or reason,
+        counts={**result.counts, "seatRefused": len(result.seat_refused)},
+        planned=result.planned,
+        forced=None,
+        errors=result.errors[:100],
+        warnings=[],
     )
 
 

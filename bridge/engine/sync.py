@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, insert, update
+from sqlalchemy import Engine
 
 from bridge.config import Config, SourceConfig
 from bridge.core.mapping import unseen_attributes
@@ -31,12 +31,11 @@ from bridge.store.audit import record_tenant_event
 from bridge.store.db import discardable_transaction, page_cache, transaction
 from bridge.store.delta import load_bookmark, save_bookmark
 from bridge.store.identities import diff_groups
-from bridge.store.tables import SyncRun
+from bridge.store.runs import finish_sync_run, start_sync_run
 from bridge.store.tenants import get_tenant
 
 # The logger keeps the name it had before the engine package: operators filter on it.
 log = logging.getLogger("bridge.sync")
-sync_runs = SyncRun.__table__
 # Page cache while memberships are written (bridge/store/db.page_cache): 16 MiB took a first
 # sync's group step at 100k people from 9.5 s to 6.2 s when it ran alone; now that it runs while
 # the plan is built, the cache adds to the plan's peak, and 8 MiB still finishes the members
@@ -179,7 +178,7 @@ def run_sync(
             actor or f"sync:{source_name}",
         )
         run.open()
-        return run.execute()
+        return run.run_steps()
     finally:
         correlation_var.reset(token)
 
@@ -259,16 +258,14 @@ class _SyncRun:
             self.mode = "full"  # no delta without a bookmark: the first run of a source is full
         if not self.dry_run:
             with transaction(self.engine) as conn:
-                self.run_row_id = conn.execute(
-                    insert(sync_runs).values(
-                        tenant_id=self.tenant.id,
-                        source=self.source_name,
-                        mode=self.mode,
-                        correlation_id=self.correlation_id,
-                        started_at=self.now,
-                        outcome="running",
-                    )
-                ).inserted_primary_key[0]
+                self.run_row_id = start_sync_run(
+                    conn,
+                    tenant_id=self.tenant.id,
+                    source=self.source_name,
+                    mode=self.mode,
+                    correlation_id=self.correlation_id,
+                    started_at=self.now,
+                )
 
     def finish(self, outcome: str) -> SyncResult:
         """Record the run's end (its row, a forced check's audit event, metrics, the log)."""
@@ -282,22 +279,18 @@ class _SyncRun:
         _observe(source_name, self.mode, outcome, result)
         if self.run_row_id is not None:
             with transaction(self.engine) as conn:
-                conn.execute(
-                    update(sync_runs)
-                    .where(sync_runs.c.id == self.run_row_id)
-                    .values(
-                        mode=self.mode,
-                        finished_at=datetime.now(UTC),
-                        outcome=outcome,
-                        reason=result.reason,
-                        counts={**result.counts, "seatRefused": len(result.seat_refused)}
-                        if outcome != "aborted"
-                        else {},
-                        planned=result.planned,
-                        forced=result.forced,
-                        errors=result.errors[:100],
-                        warnings=result.warnings[:100],
-                    )
+                finish_sync_run(
+                    conn,
+                    self.run_row_id,
+                    mode=self.mode,
+                    finished_at=datetime.now(UTC),
+                    outcome=outcome,
+                    reason=result.reason,
+                    counts={**result.counts, "seatRefused": len(result.seat_refused)} if outcome != "aborted" else {},
+                    planned=result.planned,
+                    forced=result.forced,
+                    errors=result.errors[:100],
+                    warnings=result.warnings[:100],
                 )
                 if result.forced is not None:
                     record_tenant_event(
@@ -341,7 +334,8 @@ class _SyncRun:
 
     # -- the steps -------------------------------------------------------------------------
 
-    def execute(self) -> SyncResult:
+    def run_steps(self) -> SyncResult:
+        """read, plan and check, write groups, apply, record: each step may end the run."""
         try:
             ended = self.read()
             if ended is not None:

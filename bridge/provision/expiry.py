@@ -5,18 +5,13 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import select
-
 from bridge.core.lifecycle import Status
 from bridge.provision.apply import ApplyContext
 from bridge.provision.replan import archive_account, replan_waiting, room_freed, tenant_view
 from bridge.runtime import Runtime
-from bridge.store.accounts import account_roles
+from bridge.store.accounts import account_roles, expired_external_ids, get_account
 from bridge.store.db import transaction
-from bridge.store.tables import Account
 from bridge.store.tenants import get_tenant
-
-accounts = Account.__table__
 
 
 def expire_external_accounts(runtime: Runtime, now: datetime) -> int:
@@ -34,26 +29,12 @@ def expire_external_accounts(runtime: Runtime, now: datetime) -> int:
         freed: ApplyContext | None = None
         with transaction(runtime.engine, write=False) as conn:
             view = tenant_view(conn, runtime.config.tenant_settings(name))
-            due = (
-                conn.execute(
-                    select(accounts.c.id).where(
-                        accounts.c.tenant_id == tenant.id,
-                        accounts.c.user_type == "external",
-                        accounts.c.status != Status.ARCHIVED.value,
-                        accounts.c.expires_at.is_not(None),
-                        accounts.c.expires_at <= now,
-                    )
-                )
-                .scalars()
-                .all()
-            )
+            due = expired_external_ids(conn, tenant.id, now)
         for account_id in due:
             # One transaction per account: a failure leaves the others archived and this one
             # due again at the next run.
             with transaction(runtime.engine) as conn:
-                row = conn.execute(
-                    select(accounts).where(accounts.c.id == account_id, accounts.c.tenant_id == tenant.id)
-                ).one()
+                row = get_account(conn, tenant.id, account_id)
                 if row.status == Status.ARCHIVED.value:
                     continue
                 ctx = ApplyContext(

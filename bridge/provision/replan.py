@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, update
+from sqlalchemy import Connection, Engine
 
 from bridge.config import TenantConfig
 from bridge.core import actions
@@ -30,13 +30,12 @@ from bridge.core.plan import (
 )
 from bridge.provision.apply import ApplyContext, apply_account
 from bridge.store.accounts import account_of_identity, account_state, live_accounts, load_account_states, usage_outside
+from bridge.store.changes import set_account_flags
 from bridge.store.db import transaction
 from bridge.store.identities import load_subjects
-from bridge.store.tables import Account
 from bridge.store.tenants import get_tenant
 
 log = logging.getLogger(__name__)
-accounts_table = Account.__table__
 
 
 @dataclass(frozen=True)
@@ -159,7 +158,7 @@ def archive_account(
     state = account_state(account, roles)
     plan = actions.archive(state, actor=ctx.actor, reason=reason, seat_before=_seat_held(state, tenant))
     apply_account(conn, plan, ctx)
-    conn.execute(update(accounts_table).where(accounts_table.c.id == account.id).values(admin_hold=True))
+    set_account_flags(conn, account.id, admin_hold=True)
     return plan
 
 
@@ -185,7 +184,7 @@ def reactivate_account(conn: Connection, tenant: TenantView, account: Any, ctx: 
     if account.user_type == "external" and days:
         # Reactivating a temporary external account renews it for one more period.
         values["expires_at"] = ctx.now + timedelta(days=days)
-    conn.execute(update(accounts_table).where(accounts_table.c.id == account.id).values(**values))
+    set_account_flags(conn, account.id, **values)
     return replan(conn, tenant, account.source, [account.anchor], ctx)
 
 

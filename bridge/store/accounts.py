@@ -1,21 +1,24 @@
 """Accounts: the product's users, their role grants, and the reads the planner needs.
 
-Contract: this module only reads. An account row and its grants are written by
-`bridge.provision.apply` (through its store statements) in the transaction that writes the
-audit event and the outbox rows of the change; nothing else updates `accounts`. Reads return
-rows (SQLAlchemy `Row`s of `accounts`) or `bridge.core.plan.AccountState`s, the form the core
-plans with. `find_account` raises `bridge.errors.NotFound` when nothing matches and
-`bridge.errors.Ambiguous` when a name matches several accounts and no rule picks one; both are
-one-line errors for the CLI and 404/409 for the HTTP doors.
+Contract: this module only reads, but for `rehash_password` (a sign-in that verified against an
+outdated argon2 hash stores the new one; the account row is not touched). An account row and
+its grants are written by `bridge.provision.apply` and `bridge.provision.replan` (through
+`bridge.store.changes`) in the transaction that writes the audit event and the outbox rows of
+the change; nothing else updates `accounts`. Reads return rows (SQLAlchemy `Row`s of
+`accounts`) or `bridge.core.plan.AccountState`s, the form the core plans with. `find_account`
+raises `bridge.errors.NotFound` when nothing matches and `bridge.errors.Ambiguous` when a name
+matches several accounts and no rule picks one; both are one-line errors for the CLI and 404/409
+for the HTTP doors.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Text, bindparam, cast, func, or_, select
+from sqlalchemy import Connection, Text, bindparam, cast, func, or_, select, update
 
 from bridge.core.lifecycle import SEAT_STATES, Status
 from bridge.core.mapping import RoleMapping
@@ -274,3 +277,43 @@ def account_roles(conn: Connection, account_ids: Sequence[str]) -> dict[str, lis
         ):
             out.setdefault(row.account_id, []).append((row.role, row.rule))
     return out
+
+
+def list_accounts(conn: Connection, tenant_id: int, status: str | None = None) -> list[Any]:
+    """The tenant's account rows (all of them, or those in `status`), by folded userName."""
+    query = select(accounts).where(accounts.c.tenant_id == tenant_id)
+    if status:
+        query = query.where(accounts.c.status == status)
+    return list(conn.execute(query.order_by(accounts.c.user_name_norm)).all())
+
+
+def expired_external_ids(conn: Connection, tenant_id: int, now: datetime) -> list[str]:
+    """Ids of the tenant's external accounts, not archived, whose expiry date is `now` or earlier."""
+    return list(
+        conn.execute(
+            select(accounts.c.id).where(
+                accounts.c.tenant_id == tenant_id,
+                accounts.c.user_type == "external",
+                accounts.c.status != Status.ARCHIVED.value,
+                accounts.c.expires_at.is_not(None),
+                accounts.c.expires_at <= now,
+            )
+        )
+        .scalars()
+        .all()
+    )
+
+
+def get_account(conn: Connection, tenant_id: int, account_id: str) -> Any:
+    """The account row with this id in the tenant; sqlalchemy's `NoResultFound` if there is none
+    (the callers hold an id they have just read)."""
+    return conn.execute(select(accounts).where(accounts.c.id == account_id, accounts.c.tenant_id == tenant_id)).one()
+
+
+def rehash_password(conn: Connection, account_id: str, password_hash: str, now: datetime) -> None:
+    """Replace the account's password hash by one made with the current parameters."""
+    conn.execute(
+        update(credentials)
+        .where(credentials.c.account_id == account_id)
+        .values(password_hash=password_hash, updated_at=now)
+    )

@@ -7,18 +7,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
-from sqlalchemy import update
 
 from bridge.runtime import Runtime
-from bridge.store.accounts import find_sign_in_account
+from bridge.store.accounts import find_sign_in_account, rehash_password
 from bridge.store.db import transaction
 from bridge.store.ids import fold
-from bridge.store.tables import Credential
 from bridge.store.tokens import hash_token, tenant_for_token, token_use
 from bridge.web.passwords import MAX_LENGTH, hash_password, verify
 from bridge.web.ratelimit import limiter
-
-credentials = Credential.__table__
 
 blueprint = Blueprint("verify_password", __name__)
 
@@ -79,11 +75,7 @@ def verify_password() -> Response:
     verified = verify(stored, password)
     if verified.rehash and row is not None:
         with transaction(runtime.engine) as conn:
-            conn.execute(
-                update(credentials)
-                .where(credentials.c.account_id == row.id)
-                .values(password_hash=hash_password(password), updated_at=datetime.now(UTC))
-            )
+            rehash_password(conn, row.id, hash_password(password), datetime.now(UTC))
     return jsonify(valid=verified.valid)
 
 
