@@ -22,6 +22,8 @@ bridge's dependencies (default: this one). The code comes from `--repo` through 
 from __future__ import annotations
 
 import argparse
+import http.cookiejar
+import http.server
 import json
 import os
 import re
@@ -31,8 +33,10 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -54,6 +58,11 @@ port = {port}
 smtp_host = "127.0.0.1"
 smtp_port = {smtp_port}
 from = "Bridge <no-reply@example.org>"
+
+[webhook]
+url = "http://127.0.0.1:{webhook_port}/hooks"
+secret_env = "BRIDGE_GOLDEN_WEBHOOK_SECRET"
+timeout = 10
 
 [[tenants]]
 name = "example"
@@ -126,11 +135,19 @@ class Session:
         self.root = root
         self.env = {**os.environ, "PYTHONPATH": str(repo), "BRIDGE_CONFIG": str(root / "bridge.toml")}
         self.env.pop("BRIDGE_KEEP_TMP", None)
+        self.env["BRIDGE_GOLDEN_WEBHOOK_SECRET"] = "golden-webhook-secret-0123456789abcdef"
         self.port = _free_port()
         self.normaliser = Normaliser(self.port)
         self.record: list[dict[str, Any]] = []
         self.token = ""
         self.server: subprocess.Popen[bytes] | None = None
+        self.smtp_port = _free_port()
+        self.webhook_port = _free_port()
+        self.mails: list[Any] = []
+        self.events: list[str] = []
+        self.pages = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()), _NoRedirect()
+        )
 
     # -- the CLI -----------------------------------------------------------------------------
     def cli(self, *args: str, parse: bool = True) -> Any:
@@ -187,6 +204,31 @@ class Session:
             }
         )
         return body_out
+
+    # -- the activation pages ----------------------------------------------------------------
+    def page(self, method: str, path: str, form: dict[str, str] | None = None) -> str:
+        data = None if form is None else urllib.parse.urlencode(form).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method)
+        try:
+            with self.pages.open(request, timeout=60) as response:
+                status, headers, raw = response.status, response.headers, response.read()
+        except urllib.error.HTTPError as error:
+            status, headers, raw = error.code, error.headers, error.read()
+        text = raw.decode("utf-8", "replace")
+        self.record.append(
+            {
+                "page": [method, self.normaliser.text(path)],
+                "form": self.normaliser.value({k: v for k, v in (form or {}).items() if k != "csrf"}),
+                "status": status,
+                "headers": {
+                    name: self.normaliser.text(headers.get(name, ""))
+                    for name in ("Content-Type", "Location", "Retry-After")
+                    if headers.get(name)
+                },
+                "body": self.normaliser.text(text),
+            }
+        )
+        return text
 
     def start_server(self) -> None:
         log = open(self.root / "serve.log", "wb")  # noqa: SIM115 - closed with the process
@@ -246,6 +288,50 @@ class Session:
             out[table] = sorted(normalised, key=lambda r: json.dumps(r, sort_keys=True))
         db.close()
         return out
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class _Mailbox:
+    """An SMTP server that keeps what it receives (aiosmtpd, as the tests' fixture)."""
+
+    def __init__(self, session: Session) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.session = session
+        self.controller = Controller(self, hostname="127.0.0.1", port=session.smtp_port)
+
+    async def handle_DATA(self, server: Any, smtp_session: Any, envelope: Any) -> str:
+        import email
+        import email.policy
+
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        body = message.get_body(preferencelist=("plain",))
+        text = body.get_content() if body is not None else ""
+        link = LINK.search(text)
+        self.session.mails.append(
+            {"to": list(envelope.rcpt_tos), "subject": str(message["Subject"]), "link": link.group(1) if link else None}
+        )
+        return "250 OK"
+
+
+class _Hooks(http.server.BaseHTTPRequestHandler):
+    session: Session
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+        self.session.events.append(str(body.get("type")))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+LINK = re.compile(r"https?://[^\s<>\"]+(/activate/[A-Za-z0-9_-]{43})")
 
 
 def _masked(row: dict[str, Any]) -> str:
@@ -355,11 +441,56 @@ def scripted_scim(s: Session) -> None:
     s.scim("GET", "/Schemas")
 
 
+def deliver(s: Session) -> None:
+    """One pass of the outbox worker; the mails and product events it sent, in an order of their own."""
+    start = len(s.mails), len(s.events)
+    s.cli("outbox", "run", "--once", parse=False)
+    mails = sorted(s.mails[start[0] :], key=lambda m: (m["to"], m["subject"]))
+    s.record.append(
+        {
+            "mails": [{**m, "link": s.normaliser.text(m["link"]) if m["link"] else None} for m in mails],
+            "events": sorted(s.events[start[1] :]),
+        }
+    )
+
+
+def link_to(s: Session, address: str) -> str:
+    return next(m["link"] for m in reversed(s.mails) if address in m["to"])
+
+
+def csrf_of(page: str) -> str:
+    found = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
+    return found.group(1) if found else ""
+
+
+def scripted_activation(s: Session) -> None:
+    """Links used, refused and renewed on the activation pages."""
+    alice = link_to(s, "alice@acme.example")
+    form = s.page("GET", alice)
+    s.page("POST", alice, {"csrf": csrf_of(form), "password": "short", "password_confirm": "short"})
+    strong = "Correct-Horse-Battery-42"
+    s.page("POST", alice, {"csrf": csrf_of(form), "password": strong, "password_confirm": strong})
+    s.page("GET", alice)  # used
+    claire = link_to(s, "claire.dubois@example.org")
+    form = s.page("GET", claire)
+    s.page("POST", claire, {"csrf": "0" * 64, "password": strong, "password_confirm": strong})  # no CSRF
+    s.page("POST", claire, {"csrf": csrf_of(form), "password": strong, "password_confirm": strong})
+    # A new link for someone still pending: the old one is dead at once.
+    emma = link_to(s, "emma.moreau@example.org")
+    form = s.page("GET", "/activate/new-link")
+    s.page("POST", "/activate/new-link", {"csrf": csrf_of(form), "email": "emma.moreau@example.org"})
+    s.page("POST", "/activate/new-link", {"csrf": csrf_of(form), "email": "nobody@example.org"})
+    s.page("GET", emma)  # replaced
+    s.page("GET", "/activate/" + "A" * 43)  # unknown
+
+
 def run(repo: Path, python: str) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="bridge-golden-"))
     try:
         s = Session(repo, python, root)
-        (root / "bridge.toml").write_text(CONFIG.format(port=s.port, smtp_port=_free_port()))
+        (root / "bridge.toml").write_text(
+            CONFIG.format(port=s.port, smtp_port=s.smtp_port, webhook_port=s.webhook_port)
+        )
         shutil.copy(repo / "mappings" / "example.toml", root / "mapping.toml")
         shutil.copy(repo / "examples" / "directory.ldif", root / "directory.ldif")
         s.cli("db", "upgrade", parse=False)
@@ -375,6 +506,23 @@ def run(repo: Path, python: str) -> dict[str, Any]:
             scripted_scim(s)
         finally:
             s.stop_server()
+        mailbox = _Mailbox(s)
+        hooks = http.server.ThreadingHTTPServer(("127.0.0.1", s.webhook_port), type("H", (_Hooks,), {"session": s}))
+        threading.Thread(target=hooks.serve_forever, daemon=True).start()
+        mailbox.controller.start()
+        try:
+            deliver(s)
+            s.start_server()
+            try:
+                scripted_activation(s)
+            finally:
+                s.stop_server()
+            deliver(s)
+
+        finally:
+            mailbox.controller.stop()
+            hooks.shutdown()
+            hooks.server_close()
         s.cli("sync", "--history", "--json")
         s.cli("users", "list", "--tenant", "example", "--json")
         s.cli("users", "list", "--tenant", "acme", "--json")
@@ -385,6 +533,7 @@ def run(repo: Path, python: str) -> dict[str, Any]:
         s.cli("tenants", "list", "--json")
         s.cli("tokens", "list", "--tenant", "acme", "--json")
         s.cli("audit", "--tenant", "acme", "--json")
+        s.cli("users", "show", "cdubois", "--tenant", "example", "--json")
         s.cli("outbox", "list", "--json")
         tables = s.dump_tables()
         return {"session": s.record, "tables": tables}
