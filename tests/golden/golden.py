@@ -92,9 +92,13 @@ HEX = re.compile(r"(?<![0-9a-z])[0-9a-f]{12,}\b", re.I)
 # Weak ETags and meta.version carry a version counter or digest; either may embed a time.
 ETAG = re.compile(r'W/\\?"[^"\\]*\\?"')
 TOKEN = re.compile(r"\b[A-Za-z0-9_\-]{40,}\b")
+# An activation link's token is base64url: it may start or end with "-", where \b does not hold.
+LINK_TOKEN = re.compile(r"/activate/[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
 DURATION_KEYS = {"durationSeconds", "duration", "duration_seconds", "elapsed"}
 # Columns holding secrets' hashes, digests, or times, compared by shape only.
-OPAQUE_COLUMNS = re.compile(r"(hash|digest|secret|token|_at$|^at$|created|modified|expires|time|lease|version)", re.I)
+OPAQUE_COLUMNS = re.compile(
+    r"(hash|digest|secret|token|_at$|^at$|created|modified|expires|time|lease|version|claimed_by)", re.I
+)
 
 
 class Normaliser:
@@ -110,6 +114,7 @@ class Normaliser:
 
     def text(self, value: str) -> str:
         value = value.replace(f"127.0.0.1:{self.port}", "127.0.0.1:<port>")
+        value = LINK_TOKEN.sub("/activate/<token>", value)
         value = UUID.sub(self._id, value)
         value = TIME.sub("<time>", value)
         value = ETAG.sub("<etag>", value)
