@@ -1,7 +1,8 @@
 """The account changes that no source's read asks for: an administrator's archive, reactivation
-and resend, an expiry, and a SCIM DELETE. Each is an `AccountPlan` for `provision/apply`, and each
-is refused through the lifecycle table (`core/lifecycle.py`), never by an `if` of its own: an
-action the table has no transition for is an `ActionRefused` naming the account and its state.
+and resend, an expiry, a SCIM DELETE, and the person's own activation. Each is an `AccountPlan`
+for `provision/apply`, and each is refused through the lifecycle table (`core/lifecycle.py`),
+never by an `if` of its own: an action the table has no transition for is an `ActionRefused`
+naming the account and its state.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from bridge.core.lifecycle import TRANSITIONS, Event, Status
 from bridge.core.plan import (
     AccountPlan,
     AccountState,
+    Activate,
     Change,
     Reactivate,
     ResendActivation,
@@ -66,3 +68,14 @@ def resend_activation(account: AccountState, *, actor: str) -> AccountPlan:
         f"is {account.status.value}; only pending accounts have an activation to resend",
     )
     return _manual(account, ResendActivation(reason=f"resent by {actor}"), account.status)
+
+
+def activate(account: AccountState, *, password: bool) -> AccountPlan:
+    """pending -> active: the person used their activation link (and set a password, unless the
+    tenant signs in by SSO). The roles stay as they are; so does the seat (pending holds one)."""
+    _refuse_unless(account, Event.ACTIVATE, f"is {account.status.value}, not waiting for activation")
+    target = Status(TRANSITIONS[(account.status, Event.ACTIVATE)].target)
+    plan = _manual(account, Activate(password=password), target)
+    plan.roles_after = account.roles
+    plan.status_before_suspend = account.status_before_suspend
+    return plan

@@ -132,8 +132,25 @@ class ResendActivation:
     kind: str = "resend_activation"
 
 
+@dataclass(frozen=True, slots=True)
+class Activate:
+    password: bool  # whether the person set a password (else an SSO tenant's confirmation)
+    reason: str = "activation link"
+    event: Event = Event.ACTIVATE
+    kind: str = "activate"
+
+
 Change = (
-    Create | UpdateAttributes | GrantRoles | RevokeRoles | Suspend | Resume | Archive | Reactivate | ResendActivation
+    Create
+    | UpdateAttributes
+    | GrantRoles
+    | RevokeRoles
+    | Suspend
+    | Resume
+    | Archive
+    | Reactivate
+    | ResendActivation
+    | Activate
 )
 
 

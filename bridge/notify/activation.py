@@ -19,28 +19,20 @@ import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
 
-from sqlalchemy import Connection, and_, delete, exists, insert, or_, select, update
-from sqlalchemy.orm import aliased
+from sqlalchemy import Connection
 
-from bridge.core.lifecycle import Event, Status, apply_event
+from bridge.core import actions
+from bridge.core.lifecycle import Status
 from bridge.errors import BridgeError
-from bridge.provision.apply import ApplyContext, queue_webhook
+from bridge.provision.apply import AccountMoved, ApplyContext, apply_account
 from bridge.runtime import Runtime
+from bridge.store import activation as store
+from bridge.store.accounts import account_state
+from bridge.store.activation import ACTIVATION_TOPIC, REMINDER_TOPIC
 from bridge.store.db import transaction
-from bridge.store.tables import Account, ActivationToken, AuditEvent, Credential, OutboxMessage, RoleGrant, Tenant
 
-tokens = ActivationToken.__table__
-outbox = OutboxMessage.__table__
-accounts = Account.__table__
-audit = AuditEvent.__table__
-credentials = Credential.__table__
-role_grants = RoleGrant.__table__
-tenants = Tenant.__table__
-
-ACTIVATION_TOPIC = "activation"
-REMINDER_TOPIC = "activation_reminder"
+__all__ = ["ACTIVATION_TOPIC", "REMINDER_TOPIC"]  # and the functions below
 # Used and expired links are kept this long so their page can say "used" or "expired" rather
 # than "unknown"; `purge_activation_tokens` deletes them afterwards.
 KEEP_DAYS = 30
@@ -96,33 +88,7 @@ def mint_links(conn: Connection, requests: list[LinkRequest], *, secret: bytes, 
                 "expires_at": links[req.outbox_id].expires_at,
             }
         )
-    if not values:
-        return links
-    ids = [v["outbox_id"] for v in values]
-    existing = set(conn.execute(select(tokens.c.outbox_id).where(tokens.c.outbox_id.in_(ids))).scalars())
-    fresh = [v for v in values if v["outbox_id"] not in existing]
-    if fresh:
-        conn.execute(insert(tokens), fresh)
-    for v in values:
-        if v["outbox_id"] in existing:
-            # The same hash unless the server secret changed between tries; then the new link wins.
-            conn.execute(
-                update(tokens)
-                .where(tokens.c.outbox_id == v["outbox_id"], tokens.c.used_at.is_(None))
-                .values(token_hash=v["token_hash"], expires_at=v["expires_at"], email=v["email"])
-            )
-    # An account's newer activation row always supersedes its queued older ones (apply.py), so
-    # any other live link of these accounts is an older one.
-    conn.execute(
-        update(tokens)
-        .where(
-            tokens.c.account_id.in_({v["account_id"] for v in values}),
-            tokens.c.outbox_id.not_in(ids),
-            tokens.c.used_at.is_(None),
-            tokens.c.revoked_at.is_(None),
-        )
-        .values(revoked_at=now)
-    )
+    store.save_links(conn, values, now)
     return links
 
 
@@ -148,34 +114,10 @@ class LinkInfo:
     expires_at: datetime | None = None
 
 
-def _newer_activation_exists() -> Any:
-    newer = aliased(outbox)
-    return exists().where(
-        newer.c.tenant_id == tokens.c.tenant_id,
-        newer.c.account_id == tokens.c.account_id,
-        newer.c.topic == ACTIVATION_TOPIC,
-        newer.c.id > tokens.c.outbox_id,
-    )
-
-
 def look_up(conn: Connection, raw: str, now: datetime) -> LinkInfo:
     if not raw or len(raw) > 100:
         return LinkInfo(LinkState.UNKNOWN)
-    row = conn.execute(
-        select(
-            tokens,
-            accounts.c.status,
-            accounts.c.user_name,
-            accounts.c.given_name,
-            tenants.c.name.label("tenant"),
-            outbox.c.payload,
-            _newer_activation_exists().label("newer"),
-        )
-        .join(accounts, accounts.c.id == tokens.c.account_id)
-        .join(tenants, tenants.c.id == tokens.c.tenant_id)
-        .join(outbox, outbox.c.id == tokens.c.outbox_id, isouter=True)
-        .where(tokens.c.token_hash == token_hash(raw))
-    ).first()
+    row = store.find_link(conn, token_hash(raw))
     if row is None or not hmac.compare_digest(row.token_hash, token_hash(raw)):
         return LinkInfo(LinkState.UNKNOWN)
     if row.used_at is not None:
@@ -223,77 +165,38 @@ def activate(
     correlation_id: str,
     webhooks: bool,
 ) -> Activation:
-    """Use the link: pending -> active through the lifecycle table, with the password (if any),
-    the audit event and the product event, all on `conn` (the caller's one transaction)."""
+    """Use the link: pending -> active, decided by the core (`actions.activate`) and written by
+    `provision.apply` (the status, the audit event, the product event), with the password (if
+    any), all on `conn` (the caller's one transaction)."""
     info = look_up(conn, raw, now)
     if info.state is not LinkState.VALID:
         raise LinkRefused(info.state)
     assert info.token_id is not None and info.account_id is not None and info.tenant_id is not None
     # Single use under concurrency: only one request can flip used_at.
-    used = conn.execute(
-        update(tokens)
-        .where(tokens.c.id == info.token_id, tokens.c.used_at.is_(None), tokens.c.revoked_at.is_(None))
-        .values(used_at=now)
-    )
-    if used.rowcount != 1:
+    if not store.claim_link(conn, info.token_id, now):
         raise LinkRefused(LinkState.USED)
-    target, _ = apply_event(Status.PENDING, Event.ACTIVATE)
-    moved = conn.execute(
-        update(accounts)
-        .where(
-            accounts.c.id == info.account_id,
-            accounts.c.tenant_id == info.tenant_id,
-            accounts.c.status == Status.PENDING.value,
-        )
-        .values(status=target.value, activated_at=now, updated_at=now, version=accounts.c.version + 1)
-    )
-    if moved.rowcount != 1:
+    found = store.account_with_roles(conn, info.tenant_id, info.account_id)
+    if found is None:
         raise LinkRefused(LinkState.REPLACED)
+    try:
+        plan = actions.activate(account_state(*found), password=password_hash is not None)
+    except actions.ActionRefused:
+        raise LinkRefused(LinkState.REPLACED) from None
+    ctx = ApplyContext(
+        tenant_id=info.tenant_id,
+        tenant_name=info.tenant or "",
+        actor=actor,
+        correlation_id=correlation_id,
+        now=now,
+        webhooks=webhooks,
+    )
+    try:
+        apply_account(conn, plan, ctx)
+    except AccountMoved:
+        raise LinkRefused(LinkState.REPLACED) from None
     if password_hash is not None:
-        set_password(conn, info.tenant_id, info.account_id, password_hash, now)
-    roles = sorted(
-        conn.execute(select(role_grants.c.role).where(role_grants.c.account_id == info.account_id)).scalars()
-    )
-    before = {"status": Status.PENDING.value, "roles": roles}
-    after = {"status": target.value, "roles": roles}
-    conn.execute(
-        insert(audit).values(
-            tenant_id=info.tenant_id,
-            account_id=info.account_id,
-            actor=actor,
-            action=Event.ACTIVATE.value,
-            before=before,
-            after={**after, "detail": {"password": password_hash is not None}},
-            reason="activation link",
-            correlation_id=correlation_id,
-            occurred_at=now,
-        )
-    )
-    if webhooks:
-        ctx = ApplyContext(
-            tenant_id=info.tenant_id,
-            tenant_name=info.tenant or "",
-            actor=actor,
-            correlation_id=correlation_id,
-            now=now,
-            webhooks=True,
-        )
-        queue_webhook(conn, ctx, info.account_id, "account.activated", {"before": before, "after": after})
+        store.set_password(conn, info.tenant_id, info.account_id, password_hash, now)
     return Activation(account_id=info.account_id, tenant=info.tenant or "", user_name=info.user_name or "")
-
-
-def set_password(conn: Connection, tenant_id: int, account_id: str, password_hash: str, now: datetime) -> None:
-    updated = conn.execute(
-        update(credentials)
-        .where(credentials.c.account_id == account_id, credentials.c.tenant_id == tenant_id)
-        .values(password_hash=password_hash, updated_at=now)
-    )
-    if updated.rowcount == 0:
-        conn.execute(
-            insert(credentials).values(
-                account_id=account_id, tenant_id=tenant_id, password_hash=password_hash, updated_at=now
-            )
-        )
 
 
 # ---- for the scheduler ----------------------------------------------------------------------
@@ -310,34 +213,8 @@ def send_activation_reminders(runtime: Runtime, now: datetime) -> int:
     horizon = now + timedelta(days=before_days)
     queued = 0
     with transaction(runtime.engine) as conn:
-        rows = conn.execute(
-            select(
-                tokens.c.id,
-                tokens.c.tenant_id,
-                tokens.c.account_id,
-                tokens.c.email,
-                outbox.c.payload,
-                outbox.c.idempotency_key,
-                outbox.c.id.label("outbox_id"),
-            )
-            .join(outbox, outbox.c.id == tokens.c.outbox_id)
-            .join(accounts, accounts.c.id == tokens.c.account_id)
-            .where(
-                tokens.c.used_at.is_(None),
-                tokens.c.revoked_at.is_(None),
-                tokens.c.reminded_at.is_(None),
-                tokens.c.expires_at > now,
-                tokens.c.expires_at <= horizon,
-                accounts.c.status == Status.PENDING.value,
-                ~_newer_activation_exists(),
-            )
-            .order_by(tokens.c.id)
-        ).all()
-        for row in rows:
-            claimed = conn.execute(
-                update(tokens).where(tokens.c.id == row.id, tokens.c.reminded_at.is_(None)).values(reminded_at=now)
-            )
-            if claimed.rowcount != 1:
+        for row in store.links_to_remind(conn, now, horizon):
+            if not store.claim_reminder(conn, row.id, now):
                 continue
             payload = {
                 **row.payload,
@@ -345,19 +222,8 @@ def send_activation_reminders(runtime: Runtime, now: datetime) -> int:
                 "activationOutboxId": row.outbox_id,
                 "activationKey": row.idempotency_key,
             }
-            conn.execute(
-                insert(outbox).values(
-                    tenant_id=row.tenant_id,
-                    account_id=row.account_id,
-                    channel="email",
-                    topic=REMINDER_TOPIC,
-                    payload=payload,
-                    idempotency_key=f"reminder:{row.id}",
-                    status="queued",
-                    attempts=0,
-                    next_attempt_at=now,
-                    created_at=now,
-                )
+            store.queue_reminder(
+                conn, token_id=row.id, tenant_id=row.tenant_id, account_id=row.account_id, payload=payload, now=now
             )
             queued += 1
     return queued
@@ -367,13 +233,4 @@ def purge_activation_tokens(runtime: Runtime, now: datetime, *, keep_days: int =
     """Delete links used, replaced or expired more than `keep_days` ago. Returns the count."""
     cutoff = now - timedelta(days=keep_days)
     with transaction(runtime.engine) as conn:
-        result = conn.execute(
-            delete(tokens).where(
-                or_(
-                    and_(tokens.c.used_at.is_not(None), tokens.c.used_at < cutoff),
-                    and_(tokens.c.revoked_at.is_not(None), tokens.c.revoked_at < cutoff),
-                    tokens.c.expires_at < cutoff,
-                )
-            )
-        )
-    return int(result.rowcount or 0)
+        return store.purge_links(conn, cutoff)

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.core.address import ADDRESS_UNUSABLE, address_problem
 from bridge.core.lifecycle import Event, Status
 from bridge.core.plan import AccountPlan, Change, Plan
+from bridge.errors import BridgeError
 from bridge.store.bulk import insert_many
 from bridge.store.db import transaction
 from bridge.store.identities import identity_values
@@ -53,6 +54,17 @@ _UPDATE_ACCOUNT = (
     .where(accounts.c.id == bindparam("b_id"), accounts.c.tenant_id == bindparam("b_tenant"))
     .values(version=accounts.c.version + 1)
 )
+# The activation's transition, only from the state it was planned from: a sync or an administrator
+# may have moved the account since the link was checked (on PostgreSQL, in another transaction).
+_ACTIVATE_ACCOUNT = (
+    update(accounts)
+    .where(
+        accounts.c.id == bindparam("b_id"),
+        accounts.c.tenant_id == bindparam("b_tenant"),
+        accounts.c.status == bindparam("b_status"),
+    )
+    .values(version=accounts.c.version + 1)
+)
 _MAIL_FIELDS = select(
     accounts.c.id,
     accounts.c.email,
@@ -71,7 +83,13 @@ _EVENT_TOPICS = {
     "resume": "account.resumed",
     "archive": "account.archived",
     "reactivate": "account.reactivated",
+    "activate": "account.activated",
 }
+
+
+class AccountMoved(BridgeError):
+    """The account is no longer in the state its plan starts from (only checked for an
+    activation, the one change a person makes on their own; the caller's transaction is void)."""
 
 
 @dataclass(frozen=True)
@@ -168,6 +186,7 @@ class _Rows:
         self.identity_updates: list[dict[str, Any]] = []
         self.account_inserts: list[dict[str, Any]] = []
         self.account_updates: dict[frozenset[str], list[dict[str, Any]]] = {}
+        self.activations: list[dict[str, Any]] = []
         self.grant_deletes: list[dict[str, Any]] = []
         self.archive_deletes: list[dict[str, Any]] = []
         self.grant_inserts: list[dict[str, Any]] = []
@@ -239,6 +258,7 @@ def _collect(
     grants: list[dict[str, Any]] = []
     # A new account is inserted once, in its final state (not inserted then updated).
     new_account: dict[str, Any] | None = None
+    activated = False
 
     for change in plan.changes:
         before = _snapshot(status, roles)
@@ -280,6 +300,9 @@ def _collect(
             detail = {"revoked": list(change.roles)}
         elif change.kind == "resend_activation":
             activation_mail = resend = True
+        elif change.kind == "activate":
+            detail = {"password": change.password}
+            activated = True
         after = _snapshot(status, roles)
         rows.audit.append(
             {
@@ -298,9 +321,14 @@ def _collect(
         if change.kind == "grant_roles" and change.event is Event.GRANT_ROLES:
             topic = "account.pending"
         if topic and ctx.webhooks:
+            # Whether a password was set is for the audit, not for the product's event.
+            event_detail = {} if change.kind == "activate" else detail
             rows.webhooks.append(
                 _webhook_row(
-                    ctx, account_id, topic, {"before": before, "after": after, **({"detail": detail} if detail else {})}
+                    ctx,
+                    account_id,
+                    topic,
+                    {"before": before, "after": after, **({"detail": event_detail} if event_detail else {})},
                 )
             )
 
@@ -311,7 +339,20 @@ def _collect(
         "denied": dict(plan.denied),
         "updated_at": now,
     }
-    if new_account is not None:
+    if activated:
+        # Only the status and the activation time: the rest of the row is the source's business.
+        assert plan.before is not None
+        rows.activations.append(
+            {
+                "b_id": account_id,
+                "b_tenant": ctx.tenant_id,
+                "b_status": plan.before.value,
+                "status": status.value,
+                "activated_at": now,
+                "updated_at": now,
+            }
+        )
+    elif new_account is not None:
         rows.account_inserts.append({**new_account, **final})
     else:
         update_row = {"b_id": account_id, "b_tenant": ctx.tenant_id, **final, **fields}
@@ -361,6 +402,9 @@ def _flush(conn: Connection, rows: _Rows, ctx: ApplyContext) -> None:
         insert_many(conn, accounts, rows.account_inserts)
     for update_rows in rows.account_updates.values():
         conn.execute(_UPDATE_ACCOUNT, update_rows)
+    for row in rows.activations:
+        if conn.execute(_ACTIVATE_ACCOUNT, row).rowcount != 1:
+            raise AccountMoved(f"account {row['b_id']} is no longer {row['b_status']}")
     if rows.grant_deletes:
         conn.execute(_DELETE_GRANT, rows.grant_deletes)
     if rows.archive_deletes:
@@ -485,11 +529,6 @@ def _webhook_row(ctx: ApplyContext, account_id: str, topic: str, change: dict[st
         "next_attempt_at": ctx.now,
         "created_at": ctx.now,
     }
-
-
-def queue_webhook(conn: Connection, ctx: ApplyContext, account_id: str, topic: str, change: dict[str, Any]) -> None:
-    """Queue one product event outside a plan (the activation page uses it)."""
-    conn.execute(insert(outbox), [_webhook_row(ctx, account_id, topic, change)])
 
 
 def _status_after(change: Change, status: Status | None, plan: AccountPlan) -> Status:

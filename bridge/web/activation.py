@@ -20,16 +20,15 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Response, current_app, g, redirect, request
 from jinja2 import Environment, PackageLoader
-from sqlalchemy import select
 
 from bridge.config import TenantConfig
 from bridge.notify.activation import LinkInfo, LinkRefused, LinkState, activate, look_up, token_hash
 from bridge.notify.mail import format_date, pick_language, valid_address
 from bridge.notify.secret import server_secret
 from bridge.runtime import Runtime
+from bridge.store.activation import pending_accounts_by_email
 from bridge.store.db import transaction
 from bridge.store.ids import fold
-from bridge.store.tables import Account, Tenant
 from bridge.web.client import current_client
 from bridge.web.i18n import MESSAGES
 from bridge.web.passwords import MIN_LENGTH, hash_password, password_problems
@@ -265,16 +264,9 @@ def _resend_for(email: str) -> None:
     from bridge.provision.replan import resend_activation
 
     runtime = _runtime()
-    accounts = Account.__table__
-    tenants = Tenant.__table__
     now = _now()
     with transaction(runtime.engine) as conn:
-        rows = conn.execute(
-            select(accounts, tenants.c.name.label("tenant_name"))
-            .join(tenants, tenants.c.id == accounts.c.tenant_id)
-            .where(accounts.c.email_norm == fold(email), accounts.c.status == "pending")
-        ).all()
-        for row in rows:
+        for row in pending_accounts_by_email(conn, fold(email)):
             tenant_cfg = runtime.config.tenant(row.tenant_name)
             ctx = ApplyContext(
                 tenant_id=row.tenant_id,
