@@ -93,6 +93,8 @@ HEX = re.compile(r"(?<![0-9a-z])[0-9a-f]{12,}\b", re.I)
 ETAG = re.compile(r'W/\\?"[^"\\]*\\?"')
 TOKEN = re.compile(r"\b[A-Za-z0-9_\-]{40,}\b")
 # An activation link's token is base64url: it may start or end with "-", where \b does not hold.
+# A link's expiry as its page words it ("10 December 2026, 15:55 UTC", "10 décembre 2026 à 15:55 UTC").
+WORDED_TIME = re.compile(r"\b\d{1,2} \w+ \d{4},? (à )?\d{2}:\d{2} UTC\b")
 LINK_TOKEN = re.compile(r"/activate/[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
 DURATION_KEYS = {"durationSeconds", "duration", "duration_seconds", "elapsed"}
 # Columns holding secrets' hashes, digests, or times, compared by shape only.
@@ -115,6 +117,7 @@ class Normaliser:
     def text(self, value: str) -> str:
         value = value.replace(f"127.0.0.1:{self.port}", "127.0.0.1:<port>")
         value = LINK_TOKEN.sub("/activate/<token>", value)
+        value = WORDED_TIME.sub("<worded time>", value)
         value = UUID.sub(self._id, value)
         value = TIME.sub("<time>", value)
         value = ETAG.sub("<etag>", value)
