@@ -47,11 +47,8 @@ from bridge.store import scim as storage
 from bridge.store.db import transaction
 from bridge.store.fast import raw_cursor
 from bridge.store.ids import new_id
-from bridge.store.tables import Account, RoleGrant
 
 log = logging.getLogger(__name__)
-accounts = Account.__table__
-role_grants = RoleGrant.__table__
 T = TypeVar("T")
 SCIM_JSON = "application/scim+json"
 REPLAN_CHUNK = 500
@@ -486,14 +483,7 @@ class ScimApi:
             skip = start - 1
             for rt, query in queries:
                 kind = "user" if rt is USER_TYPE else "group"
-                n = conn.execute(
-                    storage.count_query(
-                        caller.tenant_id,
-                        kind,
-                        query.where,
-                        driven_by_subquery=conn.dialect.name == "sqlite" and query.driven_by_subquery,
-                    )
-                ).scalar_one()
+                n = query.total(conn, caller.tenant_id, kind)
                 total += n
                 room = count - len(resources)
                 if room > 0 and skip < n:

@@ -96,9 +96,7 @@ class Query:
             rows = storage.lookup(conn, tenant_id, kind, *self.lookup, limit)
             if len(rows) < limit:
                 return rows, len(rows)
-        if self.lookup is not None and self.where is None:
-            name = "User" if kind == "user" else "Group"
-            self.where = to_sql(name, f"{self.lookup[0]} eq {json.dumps(self.lookup[1])}", tenant_id)
+        self._translate_lookup(tenant_id, kind)
         sqlite = conn.dialect.name == "sqlite"
         query = storage.base_query(tenant_id, kind, driven_by_subquery=sqlite and self.driven_by_subquery)
         order = self.order
@@ -111,12 +109,22 @@ class Query:
                 order = [_unindexed(o) for o in order]
         rows = list(conn.execute(query.order_by(*order).offset(offset).limit(limit))) if limit > 0 else []
         if offset == 0 and len(rows) < limit:
-            total = len(rows)  # the whole result fits on this page: no COUNT needed
-        else:
-            total = conn.execute(
-                storage.count_query(tenant_id, kind, self.where, driven_by_subquery=sqlite and self.driven_by_subquery)
-            ).scalar_one()
-        return rows, total
+            return rows, len(rows)  # the whole result fits on this page: no COUNT needed
+        return rows, self.total(conn, tenant_id, kind)
+
+    def total(self, conn: Connection, tenant_id: int, kind: str) -> int:
+        """How many resources of `kind` the filter matches (totalResults)."""
+        self._translate_lookup(tenant_id, kind)
+        sqlite = conn.dialect.name == "sqlite"
+        count = storage.count_query(tenant_id, kind, self.where, driven_by_subquery=sqlite and self.driven_by_subquery)
+        return int(conn.execute(count).scalar_one())
+
+    def _translate_lookup(self, tenant_id: int, kind: str) -> None:
+        # A lookup is answered by its index when it can be; anything else (a page past the
+        # first, a count) needs it as a where-clause like any other filter.
+        if self.lookup is not None and self.where is None:
+            name = "User" if kind == "user" else "Group"
+            self.where = to_sql(name, f"{self.lookup[0]} eq {json.dumps(self.lookup[1])}", tenant_id)
 
 
 def _unindexed(clause: Any) -> Any:

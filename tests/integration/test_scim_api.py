@@ -276,6 +276,11 @@ def test_searches_by_post(scim: ScimClient) -> None:
     assert ids(everything) == [uid, gid] and everything["totalResults"] == 2
     second = scim.ok("POST", "/.search", {"schemas": search["schemas"], "startIndex": 2, "count": 1})
     assert ids(second) == [gid] and second["totalResults"] == 2
+    # A plain `userName eq` at the root is answered by the indexed lookup: its total counts the
+    # match, not every User of the tenant.
+    new_user(scim, "someone-else")
+    by_name = scim.ok("POST", "/.search", {"schemas": search["schemas"], "filter": 'userName eq "findme"'})
+    assert ids(by_name) == [uid] and by_name["totalResults"] == 1
 
 
 def test_discovery_is_truthful(scim: ScimClient) -> None:
