@@ -30,7 +30,6 @@ NOT_YET_MOVED = {
     "notify/webhook.py",
     "notify/worker.py",
     "provision/apply.py",
-    "scim/blueprint.py",
 }
 
 
