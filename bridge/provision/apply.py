@@ -15,64 +15,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, delete, func, select, update
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.core.address import ADDRESS_UNUSABLE, address_problem
 from bridge.core.lifecycle import Event, Status
 from bridge.core.plan import AccountPlan, Change, Plan
-from bridge.errors import BridgeError
-from bridge.store.bulk import insert_many
+from bridge.store import changes
+from bridge.store.changes import AccountMoved as AccountMoved  # raised by changes.write_rows
 from bridge.store.db import transaction
 from bridge.store.identities import identity_values
 from bridge.store.ids import fold, new_id
-from bridge.store.tables import Account, ActivationToken, AuditEvent, Identity, OutboxMessage, RoleGrant
 
 log = logging.getLogger(__name__)
 
-accounts = Account.__table__
-identities = Identity.__table__
-role_grants = RoleGrant.__table__
-audit = AuditEvent.__table__
-outbox = OutboxMessage.__table__
-activation_tokens = ActivationToken.__table__
-
-# Statements built once: building `insert(...).values(**literals)` per row cost more than the
-# database work itself on a first sync (SQLAlchemy coerces and cache-keys every literal).
-# Parameters are bound instead, and rows of one table go out as one executemany.
-_UPDATE_IDENTITY = (
-    update(identities)
-    .where(identities.c.id == bindparam("b_id"), identities.c.tenant_id == bindparam("b_tenant"))
-    .values(version=identities.c.version + 1)
-)
-_DELETE_GRANT = delete(role_grants).where(
-    role_grants.c.account_id == bindparam("b_id"), role_grants.c.role == bindparam("b_role")
-)
-_DELETE_ALL_GRANTS = delete(role_grants).where(role_grants.c.account_id == bindparam("b_id"))
-_UPDATE_ACCOUNT = (
-    update(accounts)
-    .where(accounts.c.id == bindparam("b_id"), accounts.c.tenant_id == bindparam("b_tenant"))
-    .values(version=accounts.c.version + 1)
-)
-# The activation's transition, only from the state it was planned from: a sync or an administrator
-# may have moved the account since the link was checked (on PostgreSQL, in another transaction).
-_ACTIVATE_ACCOUNT = (
-    update(accounts)
-    .where(
-        accounts.c.id == bindparam("b_id"),
-        accounts.c.tenant_id == bindparam("b_tenant"),
-        accounts.c.status == bindparam("b_status"),
-    )
-    .values(version=accounts.c.version + 1)
-)
-_MAIL_FIELDS = select(
-    accounts.c.id,
-    accounts.c.email,
-    accounts.c.user_name,
-    accounts.c.version,
-    accounts.c.given_name,
-    identities.c.preferred_language,
-).join(identities, identities.c.id == accounts.c.identity_id)
 
 # Product events (webhooks) by the change that causes them.
 _EVENT_TOPICS = {
@@ -85,11 +41,6 @@ _EVENT_TOPICS = {
     "reactivate": "account.reactivated",
     "activate": "account.activated",
 }
-
-
-class AccountMoved(BridgeError):
-    """The account is no longer in the state its plan starts from (only checked for an
-    activation, the one change a person makes on their own; the caller's transaction is void)."""
 
 
 @dataclass(frozen=True)
@@ -153,29 +104,11 @@ def _stored_identity_ids(
     for p in batch:
         if p.account_id is None and p.user is not None:
             wanted.setdefault(p.source, []).append(p.anchor)
-    found: dict[tuple[str, str], str] = {}
-    for source, anchors in wanted.items():
-        for row in conn.execute(
-            select(identities.c.id, identities.c.anchor).where(
-                identities.c.tenant_id == ctx.tenant_id,
-                identities.c.source == source,
-                identities.c.kind == "user",
-                identities.c.anchor.in_(anchors),
-            )
-        ):
-            found[(source, row.anchor)] = row.id
-    return found
+    return changes.stored_identity_ids(conn, ctx.tenant_id, wanted)
 
 
 def _stored_roles(conn: Connection, batch: Sequence[AccountPlan]) -> dict[str, set[str]]:
-    ids = [p.account_id for p in batch if p.account_id is not None and p.changes]
-    roles: dict[str, set[str]] = {}
-    if ids:
-        for account_id, role in conn.execute(
-            select(role_grants.c.account_id, role_grants.c.role).where(role_grants.c.account_id.in_(ids))
-        ):
-            roles.setdefault(account_id, set()).add(role)
-    return roles
+    return changes.stored_roles(conn, [p.account_id for p in batch if p.account_id is not None and p.changes])
 
 
 class _Rows:
@@ -394,25 +327,7 @@ def _account_fields(user: Any, user_type: str) -> dict[str, Any]:
 
 def _flush(conn: Connection, rows: _Rows, ctx: ApplyContext) -> None:
     """Write a batch's rows in dependency order (identities, accounts, grants, audit, outbox)."""
-    if rows.identity_inserts:
-        insert_many(conn, identities, rows.identity_inserts)
-    if rows.identity_updates:
-        conn.execute(_UPDATE_IDENTITY, rows.identity_updates)
-    if rows.account_inserts:
-        insert_many(conn, accounts, rows.account_inserts)
-    for update_rows in rows.account_updates.values():
-        conn.execute(_UPDATE_ACCOUNT, update_rows)
-    for row in rows.activations:
-        if conn.execute(_ACTIVATE_ACCOUNT, row).rowcount != 1:
-            raise AccountMoved(f"account {row['b_id']} is no longer {row['b_status']}")
-    if rows.grant_deletes:
-        conn.execute(_DELETE_GRANT, rows.grant_deletes)
-    if rows.archive_deletes:
-        conn.execute(_DELETE_ALL_GRANTS, rows.archive_deletes)
-    if rows.grant_inserts:
-        insert_many(conn, role_grants, rows.grant_inserts)
-    if rows.audit:
-        insert_many(conn, audit, rows.audit)  # in change order: ids grow with the list
+    changes.write_rows(conn, rows)
     mails = dict(rows.mails_new)
     if rows.mails_regrant:
         # Roles taken away and given back within the life of an activation (a group removed
@@ -423,52 +338,19 @@ def _flush(conn: Connection, rows: _Rows, ctx: ApplyContext) -> None:
     if rows.mails_existing:
         # A resend or a changed address: the earlier mail still queued must never go out after
         # the new one, so it is superseded in the same transaction.
-        conn.execute(
-            update(outbox)
-            .where(
-                outbox.c.tenant_id == ctx.tenant_id,
-                outbox.c.account_id.in_(rows.mails_existing),
-                outbox.c.topic == "activation",
-                outbox.c.status == "queued",
-            )
-            .values(status="superseded")
-        )
-        for row in conn.execute(_MAIL_FIELDS.where(accounts.c.id.in_(rows.mails_existing))):
-            mails[row.id] = row._asdict()
+        changes.supersede_queued_activations(conn, ctx.tenant_id, rows.mails_existing)
+        mails.update(changes.mail_fields(conn, rows.mails_existing))
     outbox_rows = [_activation_row(ctx, account_id, mails[account_id]) for account_id in mails] + rows.webhooks
     if outbox_rows:
-        insert_many(conn, outbox, outbox_rows)
+        changes.insert_outbox_rows(conn, outbox_rows)
 
 
 def _activation_in_flight(conn: Connection, ctx: ApplyContext, account_ids: Sequence[str]) -> set[str]:
     """The accounts whose newest activation mail still stands, to their current address: queued
     (the worker sends it now that the account is pending again), or sent with a link that is
     neither used, replaced nor expired (it is valid again once the account is pending)."""
-    newest = (
-        select(func.max(outbox.c.id))
-        .where(
-            outbox.c.tenant_id == ctx.tenant_id,
-            outbox.c.account_id.in_(list(account_ids)),
-            outbox.c.topic == "activation",
-        )
-        .group_by(outbox.c.account_id)
-    )
     kept = set()
-    for row in conn.execute(
-        select(
-            outbox.c.account_id,
-            outbox.c.status,
-            outbox.c.payload,
-            accounts.c.email,
-            activation_tokens.c.email.label("link_email"),
-            activation_tokens.c.used_at,
-            activation_tokens.c.revoked_at,
-            activation_tokens.c.expires_at,
-        )
-        .join(accounts, accounts.c.id == outbox.c.account_id)
-        .join(activation_tokens, activation_tokens.c.outbox_id == outbox.c.id, isouter=True)
-        .where(outbox.c.id.in_(newest))
-    ):
+    for row in changes.newest_activations(conn, ctx.tenant_id, account_ids):
         if (row.status == "queued" and (row.payload or {}).get("to") == row.email) or (
             row.status == "sent"
             and row.link_email == row.email

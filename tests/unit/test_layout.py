@@ -29,7 +29,6 @@ NOT_YET_MOVED = {
     "notify/outbox.py",
     "notify/webhook.py",
     "notify/worker.py",
-    "provision/apply.py",
 }
 
 
