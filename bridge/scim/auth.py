@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -11,7 +10,7 @@ from sqlalchemy.engine import Dialect
 
 from bridge.scim import quirks
 from bridge.scim.errors import ScimError
-from bridge.store.tokens import hash_token, token_by_digest, token_expired, token_use
+from bridge.store.tokens import hash_token, token_by_digest, token_problem, token_use
 
 # RFC 6750 3: a 401 names the scheme; the error JSON is SCIM's (RFC 7644 3.12).
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="bridge SCIM"'}
@@ -41,11 +40,10 @@ def token_digest(header: str | None) -> str:
 def caller_of(row: Any, digest: str) -> Caller:
     """The caller from a row of TOKEN_COLUMNS found by `digest` (None: no such token): 401 unless
     the token is there and not revoked."""
-    # The lookup is by hash of the token, so its timing says nothing about stored tokens; the
-    # comparison below is constant-time anyway.
-    if row is None or not secrets.compare_digest(row.token_hash, digest):
+    problem = token_problem(row, digest, datetime.now(UTC))
+    if problem == "invalid":
         raise ScimError(401, "invalid or revoked bearer token", headers=CHALLENGE)
-    if token_expired(row.expires_at, datetime.now(UTC)):
+    if problem == "expired":
         raise ScimError(401, "expired bearer token", headers=CHALLENGE)
     return Caller(
         tenant_id=row.tenant_id,

@@ -2,11 +2,11 @@
 clear (`token_hash` is the SHA-256 of a 256-bit random value, so a fast hash is enough).
 
 Contract: `create_token` returns the clear token once and stores only its hash. A token is valid
-while it is neither revoked nor expired; `tenant_for_token` (the CLI-side and page check) and
-`token_by_digest` (every SCIM request, on the DB-API cursor, with TOKEN_COLUMNS that other
-statements join in to check the token while they read: the fast lane's lookup,
-bridge/store/scim.py) are the two reads, and `bridge.scim.auth.caller_of` turns a TOKEN_COLUMNS
-row into a caller. No row means no such token, or a revoked one. `last_used_at` is bookkeeping,
+while it is neither revoked nor expired; `token_problem` is that one check, for every door. The
+reads are `tenant_for_token` (the product API, on a connection) and `token_by_digest` (every SCIM
+request, on the DB-API cursor); TOKEN_COLUMNS are what both return and what other statements
+join in to check the token while they read (the fast lane's lookup, bridge/store/scim.py).
+`bridge.scim.auth.caller_of` turns such a row into a caller. `last_used_at` is bookkeeping,
 written at most once a minute off the request's path (`token_use`).
 """
 
@@ -109,22 +109,22 @@ def revoke_token(conn: Connection, token_id: str, now: datetime) -> bool:
     return result.rowcount == 1
 
 
+def token_problem(row: Any, digest: str, now: datetime) -> str | None:
+    """The one token check, for every door: why a row of TOKEN_COLUMNS found by `digest` does
+    not authenticate ("invalid": no such token, or revoked; "expired"), or None when it does."""
+    # The lookup is by hash of the token, so its timing says nothing about stored tokens; the
+    # comparison is constant-time anyway.
+    if row is None or not secrets.compare_digest(row.token_hash, digest):
+        return "invalid"
+    return "expired" if token_expired(row.expires_at, now) else None
+
+
 def tenant_for_token(conn: Connection, token: str, now: datetime) -> Any:
-    """The token's row (tenant_id, read_only, id, last_used_at) if it is valid: not revoked, not
-    expired. The lookup is by hash, so timing reveals nothing about the stored tokens' characters."""
-    row = conn.execute(
-        select(
-            tokens.c.id,
-            tokens.c.tenant_id,
-            tokens.c.read_only,
-            tokens.c.token_hash,
-            tokens.c.last_used_at,
-            tokens.c.expires_at,
-        ).where(tokens.c.token_hash == hash_token(token), tokens.c.revoked_at.is_(None))
-    ).first()
-    if row is None or not secrets.compare_digest(row.token_hash, hash_token(token)):
-        return None
-    return None if token_expired(row.expires_at, now) else row
+    """The token's row (TOKEN_COLUMNS) if the clear `token` authenticates, else None: the check
+    of `token_problem`, on a SQLAlchemy connection (the product API's door)."""
+    digest = hash_token(token)
+    row = conn.execute(_BY_HASH.statement, {"digest": digest}).first()
+    return None if token_problem(row, digest, now) else row
 
 
 def token_expired(expires_at: datetime | None, now: datetime) -> bool:

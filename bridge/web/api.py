@@ -49,7 +49,7 @@ def verify_password() -> Response:
         found = tenant_for_token(conn, token.strip(), now)
     if found is None:
         return _error(401, "invalid token")
-    token_use.note(runtime.engine, found.id, found.last_used_at, now)
+    token_use.note(runtime.engine, found.token_id, found.last_used_at, now)
     tenant_id = found.tenant_id
     if not found.read_only:
         # An identity provider's SCIM token has no business checking passwords.
