@@ -20,7 +20,8 @@ from bridge.scim.handlers import (
     respond,
     row_etag,
 )
-from bridge.scim.patch import MemberOp, apply_patch, matches, prepare_patch
+from bridge.scim.patch import MemberOp, apply_patch, prepare_patch
+from bridge.scim.patch_path import matches
 from bridge.scim.resources import (
     Projection,
     canonical,

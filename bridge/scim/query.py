@@ -13,7 +13,8 @@ from sqlalchemy import Connection
 
 from bridge.scim import discovery, inbound
 from bridge.scim.errors import invalid_filter, invalid_value
-from bridge.scim.filter import MAX_FILTER_LENGTH, to_sql, translate
+from bridge.scim.filter import to_sql, translate
+from bridge.scim.filter_syntax import MAX_FILTER_LENGTH
 from bridge.scim.resources import Projection
 from bridge.scim.schema import USER_TYPE, ResourceType
 from bridge.store import scim as storage

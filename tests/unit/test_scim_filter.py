@@ -6,7 +6,8 @@ import pytest
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bridge.scim.errors import ScimError
-from bridge.scim.filter import parse, to_sql
+from bridge.scim.filter import to_sql
+from bridge.scim.filter_syntax import parse
 
 
 def sql(filter_text: str, resource_type: str = "User", dialect: object = None) -> str:
