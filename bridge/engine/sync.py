@@ -241,6 +241,8 @@ class _SyncRun:
         self.partial_read = False
         self.accounts: Any = None
         self.usage: Any = None
+        self.applied_count = 0  # accounts written so far, for `progress`
+        self.apply_total = 0
 
     # -- the run's record ------------------------------------------------------------------
 
@@ -419,21 +421,7 @@ class _SyncRun:
             return None
         if source is not None:
             source.close()  # type: ignore[attr-defined]
-        return _apply_delta(
-            engine,
-            self.config,
-            tenant,
-            self.tenant_cfg,
-            self.source_name,
-            source,
-            delta,
-            result,
-            self.now,
-            self.correlation_id,
-            self.dry_run,
-            self.progress,
-            self.finish,
-        )
+        return self.apply_delta(delta)
 
     def load(self) -> None:
         step = time.monotonic()
@@ -577,110 +565,73 @@ class _SyncRun:
         plan = self.result.plan
         assert plan is not None
         step = time.monotonic()
-        applied = _apply(
-            self.engine,
-            self.config,
-            self.tenant,
-            self.tenant_cfg,
-            self.source_name,
-            plan,
-            self.now,
-            self.correlation_id,
-            self.progress,
-        )
+        applied = self.write_plan(plan)
         self.result.timings["apply"] = time.monotonic() - step
         self.result.errors.extend(applied.errors)
         if not applied.errors:
             _save_bookmark(self.engine, self.tenant.id, self.source_name, self.source, self.now)
         return self.finish("ok" if not (applied.errors or self.partial_read) else "partial")
 
+    def write_plan(self, plan: Plan) -> Any:
+        """Apply a plan (full or delta); a seat or limited role it freed goes to whoever waits
+        for it in another source (this source's own people were planned together)."""
+        ctx = ApplyContext(
+            tenant_id=self.tenant.id,
+            tenant_name=self.tenant.name,
+            actor=f"sync:{self.source_name}",
+            correlation_id=self.correlation_id,
+            now=self.now,
+            webhooks=bool(self.config.webhook.get("url")),
+            default_language=self.tenant_cfg.default_language,
+        )
+        self.applied_count, self.apply_total = 0, len(plan.accounts)
+        applied = apply_plan(self.engine, plan, ctx, progress=self.applied_some)
+        from bridge.provision.replan import TenantView, replan_waiting, room_freed
 
-def _apply(
-    engine: Engine,
-    config: Config,
-    tenant: Any,
-    tenant_cfg: Any,
-    source_name: str,
-    plan: Plan,
-    now: datetime,
-    correlation_id: str,
-    progress: Callable[[str, int, int], None] | None,
-) -> Any:
-    ctx = ApplyContext(
-        tenant_id=tenant.id,
-        tenant_name=tenant.name,
-        actor=f"sync:{source_name}",
-        correlation_id=correlation_id,
-        now=now,
-        webhooks=bool(config.webhook.get("url")),
-        default_language=tenant_cfg.default_language,
-    )
-    total = len(plan.accounts)
-    done = 0
+        view = TenantView(
+            self.tenant.id,
+            self.tenant.name,
+            effective_seat_limit(self.tenant_cfg.seat_limit, self.tenant.seat_limit),
+            self.tenant_cfg,
+        )
+        if room_freed(plan.accounts, view):
+            replan_waiting(self.engine, self.tenant_cfg, ctx)
+        return applied
 
-    def step(n: int) -> None:
-        nonlocal done
-        done += n
-        if progress:
-            progress("apply", done, total)
+    def applied_some(self, n: int) -> None:
+        self.applied_count += n
+        if self.progress:
+            self.progress("apply", self.applied_count, self.apply_total)
 
-    applied = apply_plan(engine, plan, ctx, progress=step)
-    from bridge.provision.replan import TenantView, replan_waiting, room_freed
+    def apply_delta(self, delta: Any) -> SyncResult:
+        """Apply a delta plan, then store the changed groups' memberships and the new bookmark.
 
-    view = TenantView(
-        tenant.id, tenant.name, effective_seat_limit(tenant_cfg.seat_limit, tenant.seat_limit), tenant_cfg
-    )
-    if room_freed(plan.accounts, view):
-        # A leaver's seat or limited role goes to whoever waits for it in another source (this
-        # source's own people were planned together, and already got it).
-        replan_waiting(engine, tenant_cfg, ctx)
-    return applied
-
-
-def _apply_delta(
-    engine: Engine,
-    config: Config,
-    tenant: Any,
-    tenant_cfg: Any,
-    source_name: str,
-    source: Any,
-    delta: Any,
-    result: SyncResult,
-    now: datetime,
-    correlation_id: str,
-    dry_run: bool,
-    progress: Callable[[str, int, int], None] | None,
-    finish: Callable[[str], SyncResult],
-) -> SyncResult:
-    """Apply a delta plan, then store the changed groups' memberships and the new bookmark.
-
-    Memberships are written after the accounts: if the run stops in between, the next delta
-    still sees the difference with the stored lists and re-plans the same people. A delta with
-    errors keeps the old bookmark, so its changes are read again.
-    """
-    plan = delta.plan
-    result.plan = plan
-    result.counts = plan.counts()
-    if dry_run:
-        return finish("dry-run")
-    applied = _apply(engine, config, tenant, tenant_cfg, source_name, plan, now, correlation_id, progress)
-    result.errors.extend(applied.errors)
-    if applied.errors:
-        return finish("partial")
-    with transaction(engine) as conn:
-        diff_groups(
-            conn,
-            tenant.id,
-            source_name,
-            delta.groups,
-            {},
-            now,
-            complete_scope=False,
-            actor=f"sync:{source_name}",
-            correlation_id=correlation_id,
-        ).write(conn)
-    _save_bookmark(engine, tenant.id, source_name, source, now)
-    return finish("ok")
+        Memberships are written after the accounts: if the run stops in between, the next delta
+        still sees the difference with the stored lists and re-plans the same people. A delta with
+        errors keeps the old bookmark, so its changes are read again.
+        """
+        plan = self.result.plan = delta.plan
+        self.result.counts = plan.counts()
+        if self.dry_run:
+            return self.finish("dry-run")
+        applied = self.write_plan(plan)
+        self.result.errors.extend(applied.errors)
+        if applied.errors:
+            return self.finish("partial")
+        with transaction(self.engine) as conn:
+            diff_groups(
+                conn,
+                self.tenant.id,
+                self.source_name,
+                delta.groups,
+                {},
+                self.now,
+                complete_scope=False,
+                actor=f"sync:{self.source_name}",
+                correlation_id=self.correlation_id,
+            ).write(conn)
+        _save_bookmark(self.engine, self.tenant.id, self.source_name, self.source, self.now)
+        return self.finish("ok")
 
 
 def _save_bookmark(engine: Engine, tenant_id: int, source_name: str, source: Any, now: datetime) -> None:
