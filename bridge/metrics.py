@@ -25,7 +25,6 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 
 from bridge.core.plan import effective_seat_limit
 from bridge.runtime import Runtime
@@ -105,7 +104,9 @@ class StoreCollector(Collector):
         yield from families
 
     def _read(self) -> Iterator[GaugeMetricFamily]:
-        from bridge.store.tables import Account, OutboxMessage, RoleGrant, Tenant
+        from bridge.store.accounts import account_counts
+        from bridge.store.outbox import oldest_queued, undelivered_counts
+        from bridge.store.tenants import stored_seat_limits, tenant_names
 
         STORE_READS.inc()
 
@@ -123,11 +124,9 @@ class StoreCollector(Collector):
         )
         try:
             with self.runtime.engine.connect() as conn:
-                names = dict(conn.execute(select(Tenant.id, Tenant.name)).all())
-                stored_limits = dict(conn.execute(select(Tenant.name, Tenant.seat_limit)).all())
-                for tenant_id, status, count in conn.execute(
-                    select(Account.tenant_id, Account.status, func.count()).group_by(Account.tenant_id, Account.status)
-                ):
+                names = tenant_names(conn)
+                stored_limits = stored_seat_limits(conn)
+                for tenant_id, status, count in account_counts(conn):
                     accounts.add_metric([names.get(tenant_id, str(tenant_id)), status], count)
                 for name in names.values():
                     cfg = self.runtime.config.tenant(name)
@@ -135,24 +134,15 @@ class StoreCollector(Collector):
                     if limit is not None:
                         limits.add_metric([name], limit)
                     seats.add_metric([name], self._seats(conn, name, cfg))
-                for channel, status, count in conn.execute(
-                    select(OutboxMessage.channel, OutboxMessage.status, func.count())
-                    .where(OutboxMessage.status.in_(["queued", "dead", "failed"]))
-                    .group_by(OutboxMessage.channel, OutboxMessage.status)
-                ):
+                for channel, status, count in undelivered_counts(conn):
                     outbox.add_metric([channel, status], count)
                 now = datetime.now(UTC)
-                for channel, created in conn.execute(
-                    select(OutboxMessage.channel, func.min(OutboxMessage.created_at))
-                    .where(OutboxMessage.status == "queued")
-                    .group_by(OutboxMessage.channel)
-                ):
+                for channel, created in oldest_queued(conn):
                     if created.tzinfo is None:  # SQLite hands back naive UTC
                         created = created.replace(tzinfo=UTC)
                     oldest.add_metric([channel], max(0.0, (now - created).total_seconds()))
         except Exception:  # a scrape must not fail because the database is briefly away
             log.exception("metrics: database figures unavailable")
-        del RoleGrant
         yield from (accounts, seats, limits, outbox, oldest)
 
     @staticmethod

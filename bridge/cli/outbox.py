@@ -53,8 +53,8 @@ def outbox_run(state: State, once: bool) -> None:
 @pass_state
 def outbox_list(state: State, dead_only: bool, limit: int, as_json: bool) -> None:
     """Undelivered messages: queued (with their last error), dead and failed (with the reason)."""
-    from bridge.notify.outbox import list_messages
     from bridge.store.db import transaction
+    from bridge.store.outbox import list_messages
 
     with transaction(state.runtime.engine, write=False) as conn:
         data = list_messages(conn, dead_only=dead_only, limit=limit)
@@ -85,8 +85,8 @@ def outbox_list(state: State, dead_only: bool, limit: int, as_json: bool) -> Non
 @pass_state
 def outbox_retry(state: State, message_id: int) -> None:
     """Queue a dead or failed message again, due now, with a fresh attempt count."""
-    from bridge.notify.outbox import retry_message
     from bridge.store.db import transaction
+    from bridge.store.outbox import retry_message
 
     with transaction(state.runtime.engine) as conn:
         before = retry_message(conn, message_id, datetime.now(UTC))
@@ -98,8 +98,8 @@ def outbox_retry(state: State, message_id: int) -> None:
 def outbox_enable_webhook(state: State) -> None:
     """Re-enable the configured webhook URL after the receiver answered 410 Gone."""
     from bridge.errors import ConfigError
-    from bridge.notify.webhook import enable_endpoint
     from bridge.store.db import transaction
+    from bridge.store.webhooks import enable_endpoint
 
     url = state.runtime.config.webhook.get("url")
     if not url:

@@ -102,10 +102,10 @@ def users_list(state: State, tenant: str | None, status: str | None, as_json: bo
 @click.option("--json", "as_json", is_flag=True)
 @pass_state
 def users_show(state: State, user: str, tenant: str | None, as_json: bool) -> None:
-    from bridge.notify.outbox import account_mail
     from bridge.store.accounts import account_roles, find_account
     from bridge.store.audit import list_audit
     from bridge.store.db import transaction
+    from bridge.store.outbox import account_mail
     from bridge.store.tenants import get_tenant
 
     with transaction(state.runtime.engine, write=False) as conn:

@@ -1,4 +1,5 @@
-"""Webhooks to the product: signed JSON POSTs, and the endpoint's enabled/disabled state.
+"""Webhooks to the product: signed JSON POSTs. Whether an endpoint is enabled (a 410 disables it)
+is kept by `bridge.store.webhooks`.
 
 Signature: header `Bridge-Signature: t=<unix seconds>,v1=<hex>` where the hex is
 HMAC-SHA256(secret, "<t>." + raw body). The timestamp is inside the MAC so a captured request
@@ -11,21 +12,14 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import requests
-from sqlalchemy import Connection, insert, select, update
-
-from bridge.store.audit import record_tenant_event
-from bridge.store.tables import WebhookEndpoint
 
 SIGNATURE_HEADER = "Bridge-Signature"
 EVENT_ID_HEADER = "Bridge-Event-Id"
 EVENT_TYPE_HEADER = "Bridge-Event-Type"
 DEFAULT_TOLERANCE_SECONDS = 300
-
-endpoints = WebhookEndpoint.__table__
 
 
 def signature(secret: bytes, timestamp: int, body: bytes) -> str:
@@ -94,56 +88,3 @@ class WebhookSender:
 
     def close(self) -> None:
         self.session.close()
-
-
-def url_key(url: str) -> str:
-    return hashlib.sha256(url.encode()).hexdigest()
-
-
-def endpoint_disabled(conn: Connection, url: str) -> str | None:
-    """The reason the endpoint is disabled, or None when it is enabled."""
-    row = conn.execute(
-        select(endpoints.c.disabled_at, endpoints.c.disabled_reason).where(endpoints.c.url_hash == url_key(url))
-    ).first()
-    if row is None or row.disabled_at is None:
-        return None
-    return row.disabled_reason or "disabled"
-
-
-def disable_endpoint(conn: Connection, url: str, reason: str, now: datetime, *, tenant_id: int, actor: str) -> bool:
-    """Disable `url` (idempotent); the first disabling writes an audit event for `tenant_id`."""
-    key = url_key(url)
-    row = conn.execute(select(endpoints.c.disabled_at).where(endpoints.c.url_hash == key)).first()
-    if row is not None and row.disabled_at is not None:
-        return False
-    if row is None:
-        conn.execute(
-            insert(endpoints).values(url_hash=key, url=url, disabled_at=now, disabled_reason=reason, updated_at=now)
-        )
-    else:
-        conn.execute(
-            update(endpoints)
-            .where(endpoints.c.url_hash == key)
-            .values(disabled_at=now, disabled_reason=reason, updated_at=now)
-        )
-    record_tenant_event(
-        conn,
-        tenant_id,
-        actor=actor,
-        action="webhook_disabled",
-        before={"webhook": "enabled"},
-        after={"webhook": "disabled", "url": url},
-        reason=reason,
-        correlation_id=None,
-        now=now,
-    )
-    return True
-
-
-def enable_endpoint(conn: Connection, url: str, now: datetime) -> bool:
-    result = conn.execute(
-        update(endpoints)
-        .where(endpoints.c.url_hash == url_key(url), endpoints.c.disabled_at.is_not(None))
-        .values(disabled_at=None, disabled_reason=None, updated_at=now)
-    )
-    return result.rowcount == 1

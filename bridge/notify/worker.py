@@ -23,14 +23,12 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.config import TenantConfig, read_secret
 from bridge.core.address import ADDRESS_UNUSABLE, address_problem, usable_address
 from bridge.core.lifecycle import Status
 from bridge.errors import BridgeError, ConfigError
-from bridge.notify import outbox as queue
 from bridge.notify.activation import (
     ACTIVATION_TOPIC,
     REMINDER_TOPIC,
@@ -51,17 +49,17 @@ from bridge.notify.mail import (
     pick_language,
     render,
 )
+from bridge.notify.outbox import mark_failed
 from bridge.notify.secret import server_secret
-from bridge.notify.webhook import WebhookSender, disable_endpoint, endpoint_disabled
+from bridge.notify.webhook import WebhookSender
 from bridge.runtime import Runtime
+from bridge.store import outbox as queue
+from bridge.store.accounts import account_identities, account_statuses
 from bridge.store.db import make_engine, transaction
-from bridge.store.tables import Account, Identity, Tenant
+from bridge.store.tenants import tenant_names
+from bridge.store.webhooks import disable_endpoint, endpoint_disabled
 
 log = logging.getLogger(__name__)
-
-accounts = Account.__table__
-identities = Identity.__table__
-tenants = Tenant.__table__
 
 ACTOR = "outbox-worker"
 # The receiver verifies HMAC-SHA256 signatures with this secret: 32 characters is 128 bits even
@@ -232,8 +230,7 @@ class OutboxWorker:
     def _tenant(self, tenant_id: int) -> tuple[str, TenantConfig | None]:
         if tenant_id not in self._tenant_names:
             with transaction(self.engine, write=False) as conn:
-                for row in conn.execute(select(tenants.c.id, tenants.c.name)):
-                    self._tenant_names[row.id] = row.name
+                self._tenant_names.update(tenant_names(conn))
         name = self._tenant_names.get(tenant_id, "")
         return name, self.runtime.config.tenant(name)
 
@@ -249,7 +246,7 @@ class OutboxWorker:
             log.warning("outbox row %d: delivered after our claim ran out; another worker may repeat it", row.id)
 
     def _fail(self, row: queue.Claimed, error: str, stats: DeliveryStats, *, permanent: bool = False) -> None:
-        outcome = queue.mark_failed(
+        outcome = mark_failed(
             self.engine,
             row,
             self.worker_id,
@@ -369,15 +366,7 @@ class OutboxWorker:
         now = self.clock()
         account_ids = {r.account_id for r in rows if r.account_id}
         with transaction(self.engine, write=False) as conn:
-            status = (
-                dict(
-                    conn.execute(select(accounts.c.id, accounts.c.status).where(accounts.c.id.in_(account_ids)))
-                    .tuples()
-                    .all()
-                )
-                if account_ids
-                else {}
-            )
+            status = account_statuses(conn, account_ids)
         jobs: list[tuple[queue.Claimed, str, Callable[[], Any]]] = []
         activations: list[tuple[queue.Claimed, str]] = []
         for row in rows:
@@ -546,18 +535,6 @@ class OutboxWorker:
         ids = sorted({a for a in account_ids if a})
         if not ids:
             return {}
-        rows = conn.execute(
-            select(
-                accounts.c.id,
-                accounts.c.user_name,
-                accounts.c.email,
-                accounts.c.user_type,
-                identities.c.external_id,
-                identities.c.anchor,
-            )
-            .join(identities, identities.c.id == accounts.c.identity_id)
-            .where(accounts.c.id.in_(ids))
-        ).all()
         return {
             r.id: {
                 "id": r.id,
@@ -566,7 +543,7 @@ class OutboxWorker:
                 "userType": r.user_type,
                 "externalId": r.external_id or r.anchor,
             }
-            for r in rows
+            for r in account_identities(conn, ids)
         }
 
 

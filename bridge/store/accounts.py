@@ -317,3 +317,42 @@ def rehash_password(conn: Connection, account_id: str, password_hash: str, now: 
         .where(credentials.c.account_id == account_id)
         .values(password_hash=password_hash, updated_at=now)
     )
+
+
+def account_statuses(conn: Connection, account_ids: Iterable[str]) -> dict[str, str]:
+    """The status of each of `account_ids` that still exists (a deleted one is absent)."""
+    ids = set(account_ids)
+    if not ids:
+        return {}
+    return dict(conn.execute(select(accounts.c.id, accounts.c.status).where(accounts.c.id.in_(ids))).tuples().all())
+
+
+def account_identities(conn: Connection, account_ids: Sequence[str]) -> list[Any]:
+    """Who the accounts are, as they are now: rows with `id`, `user_name`, `email`, `user_type`
+    and their identity's `external_id` and `anchor` (the product matches its users on these)."""
+    return list(
+        conn.execute(
+            select(
+                accounts.c.id,
+                accounts.c.user_name,
+                accounts.c.email,
+                accounts.c.user_type,
+                identities.c.external_id,
+                identities.c.anchor,
+            )
+            .join(identities, identities.c.id == accounts.c.identity_id)
+            .where(accounts.c.id.in_(account_ids))
+        ).all()
+    )
+
+
+def account_counts(conn: Connection) -> list[tuple[int, str, int]]:
+    """(tenant id, status, count) for every status a tenant has accounts in."""
+    return [
+        (tenant_id, status, count)
+        for tenant_id, status, count in conn.execute(
+            select(accounts.c.tenant_id, accounts.c.status, func.count()).group_by(
+                accounts.c.tenant_id, accounts.c.status
+            )
+        )
+    ]

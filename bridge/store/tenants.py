@@ -66,3 +66,13 @@ def stored_fingerprint(conn: Connection, tenant_id: int) -> str | None:
 
 def save_fingerprint(conn: Connection, tenant_id: int, fingerprint: str) -> None:
     conn.execute(update(tenants).where(tenants.c.id == tenant_id).values(mapping_fingerprint=fingerprint))
+
+
+def tenant_names(conn: Connection) -> dict[int, str]:
+    """Every tenant's name by id (the outbox worker's and the metrics' labels)."""
+    return dict(conn.execute(select(tenants.c.id, tenants.c.name)).tuples().all())
+
+
+def stored_seat_limits(conn: Connection) -> dict[str, int | None]:
+    """Every tenant's stored seat limit by name (None: no stored limit)."""
+    return dict(conn.execute(select(tenants.c.name, tenants.c.seat_limit)).tuples().all())

@@ -12,11 +12,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import insert, select, update
 
-from bridge.notify import outbox as queue
+from bridge.notify import outbox as policy
 from bridge.notify.activation import purge_activation_tokens, send_activation_reminders
 from bridge.notify.mail import message_id
 from bridge.notify.webhook import SIGNATURE_HEADER, verify_signature
 from bridge.notify.worker import OutboxWorker
+from bridge.store import outbox as queue
 from bridge.store.tables import ActivationToken, AuditEvent, OutboxMessage
 from tests.conftest import Deployment
 from tests.fixtures.smtp import SmtpServer
@@ -155,7 +156,7 @@ def test_transient_failures_die_after_max_attempts(deployment: Deployment, smtp_
 
 def test_backoff_doubles_with_jitter_and_stays_capped() -> None:
     for attempts, low, high in ((1, 15, 30), (2, 30, 60), (3, 60, 120), (20, 1800, 3600)):
-        delays = [queue.backoff_seconds(attempts, base=30, cap=3600) for _ in range(200)]
+        delays = [policy.backoff_seconds(attempts, base=30, cap=3600) for _ in range(200)]
         assert low <= min(delays) and max(delays) <= high and len(set(delays)) > 100
 
 
@@ -460,11 +461,11 @@ def test_purge_bounds_the_outbox_and_keeps_every_link_as_it_was(
     with runtime_of(deployment) as runtime:
         with runtime.engine.begin() as conn:  # one replaced row is dead: an operator may still look at it
             conn.execute(update(outbox).where(outbox.c.id == replaced[1].id).values(status="dead"))
-        assert queue.purge_outbox(runtime.engine, datetime.now(UTC)) == 0
-        assert queue.purge_outbox(runtime.engine, datetime.now(UTC) + timedelta(days=31)) == 1
-        assert queue.purge_outbox(runtime.engine, datetime.now(UTC) + timedelta(days=91)) == 1
+        assert policy.purge_outbox(runtime.engine, datetime.now(UTC)) == 0
+        assert policy.purge_outbox(runtime.engine, datetime.now(UTC) + timedelta(days=31)) == 1
+        assert policy.purge_outbox(runtime.engine, datetime.now(UTC) + timedelta(days=91)) == 1
         # Years later every account still has its newest activation row, so no link changes state.
-        assert queue.purge_outbox(runtime.engine, datetime.now(UTC) + timedelta(days=3650)) == 0
+        assert policy.purge_outbox(runtime.engine, datetime.now(UTC) + timedelta(days=3650)) == 0
         with runtime.engine.connect() as conn:
             from bridge.notify.activation import LinkState, look_up
 
