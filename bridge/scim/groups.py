@@ -24,8 +24,6 @@ from bridge.scim.patch import MemberOp, apply_patch, prepare_patch
 from bridge.scim.patch_path import matches
 from bridge.scim.resources import (
     Projection,
-    canonical,
-    check_schemas,
     etag,
     render_group,
     require,
@@ -107,10 +105,7 @@ class GroupHandlers(Handlers):
         return changed
 
     def create_group(self) -> Response:
-        body = self.body()
-        check_schemas(body, GROUP_TYPE)
-        doc = canonical(body, GROUP_TYPE)
-        require(doc, GROUP_TYPE)
+        body, doc = self.resource_body(GROUP_TYPE)
         ids = members_in(body)
         projection = self.projection(GROUP_TYPE)
 
@@ -176,10 +171,7 @@ class GroupHandlers(Handlers):
         return respond(resource, 200, {"ETag": tag})
 
     def replace_group(self, anchor: str) -> Response:
-        body = self.body()
-        check_schemas(body, GROUP_TYPE)
-        doc = canonical(body, GROUP_TYPE)
-        require(doc, GROUP_TYPE)
+        body, doc = self.resource_body(GROUP_TYPE)
         ids = members_in(body)
         projection = self.projection(GROUP_TYPE)
 

@@ -28,11 +28,7 @@ from bridge.scim import inbound, quirks
 from bridge.scim.auth import Caller, authenticate, require_write
 from bridge.scim.errors import ScimError, invalid_value, not_found, uniqueness
 from bridge.scim.query import projection_of
-from bridge.scim.resources import (
-    Projection,
-    etag,
-    scim_json,
-)
+from bridge.scim.resources import Projection, canonical, check_schemas, etag, require, scim_json
 from bridge.scim.schema import ResourceType
 from bridge.store import scim as storage
 from bridge.store.db import transaction
@@ -143,6 +139,15 @@ class Handlers:
 
     def body(self) -> Any:
         return inbound.body(request.get_data(cache=True))  # raises 413 past MAX_CONTENT_LENGTH
+
+    def resource_body(self, rt: ResourceType) -> tuple[Any, dict[str, Any]]:
+        """The request's resource (POST, PUT): its body, and its canonical form checked against
+        the schemas of `rt`, with the attributes it requires present."""
+        body = self.body()
+        check_schemas(body, rt)
+        doc = canonical(body, rt)
+        require(doc, rt)
+        return body, doc
 
     def locked(self, conn: Connection, caller: Caller, kind: str, anchor: str) -> Any:
         """The resource a write changes, locked for the transaction; 404 if it is not this

@@ -22,8 +22,6 @@ from bridge.scim.handlers import (
 from bridge.scim.patch import apply_patch, check_immutable, prepare_patch
 from bridge.scim.resources import (
     Projection,
-    canonical,
-    check_schemas,
     render_user,
     require,
     source_user,
@@ -65,10 +63,7 @@ class UserHandlers(Handlers):
         return self.render_users(conn, [row], projection, new=new)[0], row_etag(row)
 
     def create_user(self) -> Response:
-        body = self.body()
-        check_schemas(body, USER_TYPE)
-        doc = canonical(body, USER_TYPE)
-        require(doc, USER_TYPE)
+        _, doc = self.resource_body(USER_TYPE)
         projection = self.projection(USER_TYPE)
 
         def work(conn: Connection, caller: Caller, ctx: ApplyContext, view: TenantView) -> Any:
@@ -82,10 +77,7 @@ class UserHandlers(Handlers):
         return respond(resource, 201, {"Location": resource["meta"]["location"], "ETag": tag})
 
     def replace_user(self, anchor: str) -> Response:
-        body = self.body()
-        check_schemas(body, USER_TYPE)
-        doc = canonical(body, USER_TYPE)
-        require(doc, USER_TYPE)
+        body, doc = self.resource_body(USER_TYPE)
         if isinstance(body.get("id"), str) and body["id"] != anchor:
             raise ScimError(400, '"id" is read-only and differs from the URL', "mutability")
         projection = self.projection(USER_TYPE)
