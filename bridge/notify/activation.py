@@ -28,7 +28,7 @@ from bridge.errors import BridgeError
 from bridge.provision.apply import AccountMoved, ApplyContext, apply_account
 from bridge.runtime import Runtime
 from bridge.store import activation as store
-from bridge.store.accounts import account_state
+from bridge.store.accounts import account_state, account_with_roles
 from bridge.store.activation import ACTIVATION_TOPIC, REMINDER_TOPIC
 from bridge.store.db import transaction
 
@@ -175,7 +175,7 @@ def activate(
     # Single use under concurrency: only one request can flip used_at.
     if not store.claim_link(conn, info.token_id, now):
         raise LinkRefused(LinkState.USED)
-    found = store.account_with_roles(conn, info.tenant_id, info.account_id)
+    found = account_with_roles(conn, info.tenant_id, info.account_id)
     if found is None:
         raise LinkRefused(LinkState.REPLACED)
     try:

@@ -102,6 +102,16 @@ def account_of_identity(conn: Connection, tenant_id: int, identity_id: str) -> t
     row = conn.execute(
         select(accounts).where(accounts.c.identity_id == identity_id, accounts.c.tenant_id == tenant_id)
     ).first()
+    return _with_roles(conn, row)
+
+
+def account_with_roles(conn: Connection, tenant_id: int, account_id: str) -> tuple[Any, list[str]] | None:
+    """An account by id (its row and its roles), or None: the account an activation link names."""
+    row = conn.execute(select(accounts).where(accounts.c.id == account_id, accounts.c.tenant_id == tenant_id)).first()
+    return _with_roles(conn, row)
+
+
+def _with_roles(conn: Connection, row: Any) -> tuple[Any, list[str]] | None:
     if row is None:
         return None
     roles = sorted(conn.execute(select(role_grants.c.role).where(role_grants.c.account_id == row.id)).scalars())

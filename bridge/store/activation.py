@@ -113,15 +113,6 @@ def claim_link(conn: Connection, token_id: int, now: datetime) -> bool:
     return used.rowcount == 1
 
 
-def account_with_roles(conn: Connection, tenant_id: int, account_id: str) -> tuple[Any, list[str]] | None:
-    """The account a link activates (its `accounts` row) and its roles, sorted; None if gone."""
-    row = conn.execute(select(accounts).where(accounts.c.id == account_id, accounts.c.tenant_id == tenant_id)).first()
-    if row is None:
-        return None
-    roles = sorted(conn.execute(select(role_grants.c.role).where(role_grants.c.account_id == account_id)).scalars())
-    return row, roles
-
-
 def set_password(conn: Connection, tenant_id: int, account_id: str, password_hash: str, now: datetime) -> None:
     updated = conn.execute(
         update(credentials)
