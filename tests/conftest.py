@@ -16,6 +16,7 @@ pytest_plugins = [
     "tests.fixtures.webhook",
     "tests.fixtures.scim",
     "tests.fixtures.samba",
+    "tests.fixtures.browser",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
