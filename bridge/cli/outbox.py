@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from bridge.cli.base import State, pass_state, print_json, table
+from bridge.cli.base import State, cli_actor, pass_state, print_json, table
 
 
 @click.group()
@@ -85,12 +85,10 @@ def outbox_list(state: State, dead_only: bool, limit: int, as_json: bool) -> Non
 @pass_state
 def outbox_retry(state: State, message_id: int) -> None:
     """Queue a dead or failed message again, due now, with a fresh attempt count."""
-    from bridge.store.db import transaction
-    from bridge.store.outbox import retry_message
+    from bridge.provision.manual import retry_outbox_message
 
-    with transaction(state.runtime.engine) as conn:
-        before = retry_message(conn, message_id, datetime.now(UTC))
-    click.echo(f"outbox message {message_id}: {before} -> queued")
+    done = retry_outbox_message(state.runtime, message_id, actor=cli_actor(), now=datetime.now(UTC))
+    click.echo(f"outbox message {message_id}: {done.before} -> queued")
 
 
 @outbox.command("enable-webhook")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from bridge.cli.base import State, pass_state, print_json, table, utc_now
-from bridge.errors import NotFound
+from bridge.cli.base import State, cli_actor, pass_state, print_json, table, utc_now
 
 
 @click.group()
@@ -26,23 +25,23 @@ def tokens() -> None:
 @pass_state
 def tokens_create(state: State, tenant: str, label: str | None, read_only: bool, expires_days: int | None) -> None:
     """Create a token; it is printed once, as the last line. Only its hash is stored."""
-    from datetime import timedelta
+    from bridge.provision.manual import create_scim_token
 
-    from bridge.store.db import transaction
-    from bridge.store.tenants import get_tenant
-    from bridge.store.tokens import create_token
-
-    now = utc_now()
-    expires_at = now + timedelta(days=expires_days) if expires_days else None
-    with transaction(state.creating_runtime().engine) as conn:
-        row = get_tenant(conn, tenant)
-        token_id, token = create_token(conn, row.id, label, read_only, now, expires_at)
-    until = f", expires {expires_at:%Y-%m-%d %H:%M} UTC" if expires_at else ""
+    made = create_scim_token(
+        state.creating_runtime(),
+        tenant,
+        label=label,
+        read_only=read_only,
+        expires_days=expires_days,
+        actor=cli_actor(),
+        now=utc_now(),
+    )
+    until = f", expires {made.expires_at:%Y-%m-%d %H:%M} UTC" if made.expires_at else ""
     click.echo(
-        f"token {token_id} for tenant {tenant}{' (read-only)' if read_only else ''}{until}; "
+        f"token {made.id} for tenant {tenant}{' (read-only)' if read_only else ''}{until}; "
         "store it now, it is not shown again:"
     )
-    click.echo(token)
+    click.echo(made.token)
 
 
 @tokens.command("list")
@@ -72,10 +71,7 @@ def tokens_list(state: State, tenant: str, as_json: bool) -> None:
 @click.argument("token_id")
 @pass_state
 def tokens_revoke(state: State, token_id: str) -> None:
-    from bridge.store.db import transaction
-    from bridge.store.tokens import revoke_token
+    from bridge.provision.manual import revoke_scim_token
 
-    with transaction(state.runtime.engine) as conn:
-        if not revoke_token(conn, token_id, utc_now()):
-            raise NotFound(f"no active token {token_id}")
+    revoke_scim_token(state.runtime, token_id, actor=cli_actor(), now=utc_now())
     click.echo(f"token {token_id} revoked")

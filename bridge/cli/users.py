@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from bridge.cli.base import State, cli_actor, pass_state, print_json, table, utc_now
+
+if TYPE_CHECKING:
+    from bridge.provision.manual import AccountAction
 
 
 def _account_json(
@@ -163,49 +165,11 @@ def users_show(state: State, user: str, tenant: str | None, as_json: bool) -> No
     )
 
 
-def _manual(state: State, user: str, tenant: str | None, action: str) -> str:
-    from bridge.provision.apply import ApplyContext
-    from bridge.provision.replan import (
-        archive_account,
-        reactivate_account,
-        replan_waiting,
-        resend_activation,
-        room_freed,
-        tenant_view,
-    )
-    from bridge.store.accounts import account_roles, find_account
-    from bridge.store.db import transaction
+def _manual(state: State, user: str, tenant: str | None, action: AccountAction) -> str:
+    from bridge.provision.manual import run_action
 
-    runtime = state.runtime
-    name = state.tenant_name(tenant)
-    tenant_cfg = runtime.config.tenant_settings(name)
-    with transaction(runtime.engine) as conn:
-        view = tenant_view(conn, tenant_cfg)
-        from bridge.store.tenants import get_tenant
-
-        tenant_row = get_tenant(conn, name)
-        row = find_account(conn, tenant_row.id, user)
-        ctx = ApplyContext(
-            tenant_id=tenant_row.id,
-            tenant_name=name,
-            actor=cli_actor(),
-            correlation_id=f"cli-{uuid.uuid4().hex[:16]}",
-            now=utc_now(),
-            webhooks=bool(runtime.config.webhook.get("url")),
-            default_language=tenant_cfg.default_language,
-        )
-        freed = False
-        if action == "archive":
-            plan = archive_account(conn, row, [r for r, _ in account_roles(conn, [row.id]).get(row.id, [])], ctx)
-            freed = room_freed([plan], view)
-        elif action == "reactivate":
-            reactivate_account(conn, view, row, ctx)
-        else:
-            resend_activation(conn, row, ctx)
-        after = find_account(conn, tenant_row.id, row.id)
-    if freed:  # the seat or limited role given up goes to whoever waits for it, at once
-        replan_waiting(runtime.engine, tenant_cfg, ctx)
-    return f"{after.user_name}: {row.status} -> {after.status}"
+    done = run_action(state.runtime, state.tenant_name(tenant), user, action, actor=cli_actor(), now=utc_now())
+    return f"{done.user_name}: {done.before} -> {done.after}"
 
 
 @users.command("archive")

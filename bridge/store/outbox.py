@@ -262,6 +262,23 @@ class RetryRefused(BridgeError):
     pass
 
 
+def message_for_retry(conn: Connection, row_id: int) -> Any | None:
+    """What an operator retrying a row is told and what the audit keeps of it (tenant, account,
+    channel, topic, status, attempts, last error), or None for an unknown id."""
+    return conn.execute(
+        select(
+            outbox.c.id,
+            outbox.c.tenant_id,
+            outbox.c.account_id,
+            outbox.c.channel,
+            outbox.c.topic,
+            outbox.c.status,
+            outbox.c.attempts,
+            outbox.c.last_error,
+        ).where(outbox.c.id == row_id)
+    ).first()
+
+
 def retry_message(conn: Connection, row_id: int, now: datetime) -> str:
     """Put a dead, failed (or waiting) row back in the queue, due now, with a fresh attempt count.
     A failed row is refused again unless what made it fail was fixed (a template, say); a

@@ -1,7 +1,8 @@
 """SCIM bearer tokens: created by `bridge tokens create`, listed, revoked; never stored in
 clear (`token_hash` is the SHA-256 of a 256-bit random value, so a fast hash is enough).
 
-Contract: `create_token` returns the clear token once and stores only its hash. A token is valid
+Contract: `create_token` returns the clear token once and stores only its hash (the doors call
+it through `bridge.provision.manual`, which audits it). A token is valid
 while it is neither revoked nor expired; `token_problem` is that one check, for every door. The
 reads are `tenant_for_token` (the product API, on a connection) and `token_by_digest` (every SCIM
 request, on the DB-API cursor); TOKEN_COLUMNS are what both return and what other statements
@@ -100,6 +101,11 @@ def list_tokens(conn: Connection, tenant_id: int) -> list[dict[str, Any]]:
         }
         for r in rows
     ]
+
+
+def get_token(conn: Connection, token_id: str) -> Any | None:
+    """One token's row (its tenant, label, revocation; the hash too), or None."""
+    return conn.execute(select(tokens).where(tokens.c.id == token_id)).first()
 
 
 def revoke_token(conn: Connection, token_id: str, now: datetime) -> bool:
