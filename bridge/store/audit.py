@@ -1,7 +1,7 @@
 """The audit trail: append-only events, one per account change (written with the
 change, by `bridge.provision.apply`) and one per tenant-wide decision (`record_tenant_event`:
-an overridden safety check, a group, a webhook endpoint). Events are never updated; the daily
-purge is the only delete. `list_audit` returns them oldest first.
+an overridden safety check, a group, a webhook endpoint, a SCIM token, an outbox retry). Events
+are never updated; the daily purge is the only delete. `list_audit` returns them oldest first.
 """
 
 from __future__ import annotations

@@ -150,7 +150,9 @@ def test_outbox_retry_is_scoped_to_the_tenant_and_audited(dead_mail: Deployment)
     first = dead[0]
     with runtime_of(dead_mail) as runtime:
         with pytest.raises(NotFound, match=f"no outbox message {first.id}$"):
-            retry_outbox_message(runtime, first.id, actor="admin:other@example.org", tenant_id=tenant_id(runtime, "other"))
+            retry_outbox_message(
+                runtime, first.id, actor="admin:other@example.org", tenant_id=tenant_id(runtime, "other")
+            )
         assert outbox_rows(dead_mail, id=first.id)[0].status == "dead"
         assert events(runtime, "other") == []
 
