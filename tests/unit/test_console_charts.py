@@ -3,6 +3,7 @@ picture, the limit drawn when given, round tick labels, and every text escaped."
 
 from __future__ import annotations
 
+import itertools
 import math
 import xml.etree.ElementTree as ET
 from datetime import UTC, date, datetime, timedelta
@@ -77,8 +78,9 @@ def test_line_points_map_inside_the_view_box_in_time_order() -> None:
     assert xs == sorted(xs) and len(set(xs)) == 90  # sorted by time, whatever order they came in
     # A higher value is higher up (a smaller y); equal values are level.
     assert coords[-1][1] < coords[0][1] and coords[0][1] == coords[4][1]
-    circles = svg.findall(f".//{SVG}circle")
+    circles = svg.findall(f"./{SVG}g[@class='chart-points']/{SVG}circle")
     assert [(float(c.attrib["cx"]), float(c.attrib["cy"])) for c in circles] == coords
+    assert [t.text for t in circles[-1]] == ["2026-12-02: 47"]  # every point answers a hover
 
 
 def test_the_limit_is_a_dashed_line_above_the_values_below_it() -> None:
@@ -180,14 +182,12 @@ def test_many_bars_label_only_every_few_and_stay_inside() -> None:
     labels = axis.findall(f"{SVG}text")
     assert 2 <= len(labels) < 40
     xs = [float(t.attrib["x"]) for t in labels]
-    assert min(b - a for a, b in zip(xs, xs[1:], strict=False)) > 6.6 * max(len(t.text or "") for t in labels) - 1
+    assert min(b - a for a, b in itertools.pairwise(xs)) > 6.6 * max(len(t.text or "") for t in labels) - 1
 
 
 def test_every_text_is_escaped() -> None:
     hostile = '<script>alert("x")</script> & "Ünïcode" \'q\''
-    figure, svg = parse(
-        line_chart([(DAY, 1)], title=hostile, y_label=hostile, limit=3, x_format=lambda _: hostile)
-    )
+    figure, svg = parse(line_chart([(DAY, 1)], title=hostile, y_label=hostile, limit=3, x_format=lambda _: hostile))
     title = svg.find(f"{SVG}title")
     assert title is not None and title.text == hostile
     assert hostile in texts(svg)

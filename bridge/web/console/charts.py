@@ -13,13 +13,14 @@ Every piece of text (titles, labels; tenant and source names may be among them) 
 the looks are SVG presentation attributes (`fill`, `stroke`), which a stylesheet can override
 through the classes (`chart-series`, `chart-limit`, `chart-grid`, `chart-axis`, `chart-empty`).
 The SVG has a fixed `viewBox` and `width`/`height`; `svg.chart-svg { max-width: 100%; height:
-auto }` in the console's stylesheet makes it shrink on a phone.
+auto }` in the console's stylesheet makes it shrink on a phone; its text shrinks with it, so a
+page meant for a phone renders a narrower chart (`width=360`) rather than scaling a wide one.
 
 The y axis starts at zero (seats, durations and counts are amounts, and a bar's length must be
 its value); ticks are round numbers (1, 2, 2.5 or 5 times a power of ten; whole numbers when
-every value is whole), labelled with k from 10,000 and M, G from a million and a billion. Values that are not finite numbers are
-left out. The words (no data, limit, the summary) come in `ChartWords`, English by default: the
-console passes its catalogue's.
+every value is whole), labelled with k from 10,000, M from a million, G from a billion. Values
+that are not finite numbers are left out. The words (no data, limit, the summary) come in
+`ChartWords`, English by default: the console passes its catalogue's.
 """
 
 from __future__ import annotations
@@ -266,14 +267,22 @@ def line_chart(
             'stroke-width="2" stroke-linejoin="round" stroke-linecap="round"/>'
         )
         if len(kept) <= MAX_POINT_MARKS:
+            # Each point answers a hover with its date and value; drawn only when they are far
+            # enough apart not to bead the line (then only the latest is drawn).
+            spacing = (frame.right - frame.left) / max(len(kept) - 1, 1)
+            shown = len(kept) == 1 or spacing >= 10
+            radius = 4 if len(kept) == 1 else 3 if shown else max(2.0, spacing / 2)
             body.append('<g class="chart-points">')
             for (x, v), (cx, cy) in zip(kept, coords, strict=True):
-                radius = 3 if len(kept) > 1 else 4
                 body.append(
-                    f'<circle cx="{_n(cx)}" cy="{_n(cy)}" r="{radius}" fill="{SERIES_COLOUR}">'
-                    f"<title>{escape(fmt(x))}: {escape(format_number(v, words))}</title></circle>"
+                    f'<circle cx="{_n(cx)}" cy="{_n(cy)}" r="{_n(radius)}" fill="{SERIES_COLOUR}"'
+                    + ("" if shown else ' fill-opacity="0"')
+                    + f"><title>{escape(fmt(x))}: {escape(format_number(v, words))}</title></circle>"
                 )
             body.append("</g>")
+        if len(kept) > MAX_POINT_MARKS or not shown:
+            cx, cy = coords[-1]
+            body.append(f'<circle class="chart-latest" cx="{_n(cx)}" cy="{_n(cy)}" r="3" fill="{SERIES_COLOUR}"/>')
         # x labels: the first and last point and evenly between, as many as fit.
         room = max(1, int((frame.right - frame.left) // (len(fmt(kept[0][0])) * CHAR_WIDTH + 24)))
         count = 1 if span <= 0 else min(len(kept), max(2, min(room, 5)))
@@ -297,10 +306,14 @@ def line_chart(
     if line is not None:
         y = _n(frame.y(line))
         text = f"{words.limit} {format_number(line, words)}"
+        # Its label is a legend above the plot, where no value can run over it.
+        key_end = frame.right - len(text) * CHAR_WIDTH - 6
+        key_y = _n(FONT_SIZE - 2)
+        dashes = f'stroke="{LIMIT_COLOUR}" stroke-width="1.5" stroke-dasharray="6 4"'
         body.append(
-            f'<g class="chart-limit"><line x1="{_n(frame.left)}" y1="{y}" x2="{_n(frame.right)}" y2="{y}" '
-            f'stroke="{LIMIT_COLOUR}" stroke-width="1.5" stroke-dasharray="6 4"/>'
-            f'<text x="{_n(frame.right)}" y="{_n(frame.y(line) - 4)}" text-anchor="end" '
+            f'<g class="chart-limit"><line x1="{_n(frame.left)}" y1="{y}" x2="{_n(frame.right)}" y2="{y}" {dashes}/>'
+            f'<line x1="{_n(key_end - 22)}" y1="{key_y}" x2="{_n(key_end)}" y2="{key_y}" {dashes}/>'
+            f'<text x="{_n(frame.right)}" y="{FONT_SIZE + 2}" text-anchor="end" '
             f'font-size="{FONT_SIZE}" fill="{LIMIT_COLOUR}">{escape(text)}</text></g>'
         )
 
@@ -355,11 +368,17 @@ def bar_chart(
         every = max(1, math.ceil((longest * CHAR_WIDTH + 8) / slot))
         fits = max(1, int((slot * every - 8) // CHAR_WIDTH))
         body.append('<g class="chart-axis">')
+        last_right = 0.0
         for index in range(0, len(kept), every):
             label = kept[index][0]
             shown = label if len(label) <= fits else label[: max(fits - 1, 1)] + "…"
+            half = len(shown) * CHAR_WIDTH / 2 + 2
+            centre = min(max(frame.left + (index + 0.5) * slot, half), width - half)  # never cut at an edge
+            if centre - half < last_right:  # pushed in from an edge onto its neighbour
+                continue
+            last_right = centre + half
             body.append(
-                f'<text x="{_n(frame.left + (index + 0.5) * slot)}" y="{_n(frame.bottom + FONT_SIZE + 6)}" '
+                f'<text x="{_n(centre)}" y="{_n(frame.bottom + FONT_SIZE + 6)}" '
                 f'text-anchor="middle" font-size="{FONT_SIZE}" fill="currentColor">{escape(shown)}</text>'
             )
         body.append("</g>")
