@@ -320,6 +320,8 @@ def _account_fields(user: Any, user_type: str) -> dict[str, Any]:
         "email_norm": fold(user.email),
         "given_name": user.given_name,
         "family_name": user.family_name,
+        "given_name_norm": fold(user.given_name),
+        "family_name_norm": fold(user.family_name),
         "display_name": user.display_name,
         "user_type": user_type,
     }

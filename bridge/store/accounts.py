@@ -13,17 +13,19 @@ for the HTTP doors.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Text, bindparam, cast, func, or_, select, update
+from sqlalchemy import Connection, Text, bindparam, cast, func, or_, select, union, update
 
 from bridge.core.lifecycle import SEAT_STATES, Status
 from bridge.core.mapping import RoleMapping
 from bridge.core.plan import CAPACITY_DENIALS, AccountState, Usage
-from bridge.errors import Ambiguous, NotFound
+from bridge.errors import Ambiguous, InvalidValue, NotFound
 from bridge.store.ids import fold
 from bridge.store.tables import Account, Credential, Identity, RoleGrant
 
@@ -366,3 +368,180 @@ def account_counts(conn: Connection) -> list[tuple[int, str, int]]:
             )
         )
     ]
+
+
+# ---- the console's reads ---------------------------------------------------------------------
+
+
+def status_counts(conn: Connection, tenant_id: int) -> dict[str, int]:
+    """The tenant's accounts by status: every status of the lifecycle, 0 included, in the table's
+    order. One index-only count over (tenant_id, status)."""
+    counts = {s.value: 0 for s in Status}
+    for status, count in conn.execute(
+        select(accounts.c.status, func.count()).where(accounts.c.tenant_id == tenant_id).group_by(accounts.c.status)
+    ):
+        counts[status] = count
+    return counts
+
+
+@dataclass(frozen=True)
+class AccountPage:
+    """One page of `search_accounts`: its rows (with `roles`, a list of (role, rule)), and the
+    cursor of the next page (None on the last)."""
+
+    rows: list[AccountListRow]
+    next_after: str | None
+
+
+class BadCursor(InvalidValue):
+    """A paging cursor that `search_accounts` did not make (edited, truncated)."""
+
+
+def _encode_cursor(name_norm: str, account_id: str) -> str:
+    raw = json.dumps([name_norm, account_id], ensure_ascii=False, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[str, str]:
+    try:
+        value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError):
+        value = None
+    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)):
+        raise BadCursor("not a page cursor of this list")
+    return value[0], value[1]
+
+
+# The folded columns a search's text is matched against, as a prefix.
+_SEARCHED = (accounts.c.user_name_norm, accounts.c.email_norm, accounts.c.given_name_norm, accounts.c.family_name_norm)
+# U+10FFFF sorts after every character in SQLite's BINARY order (UTF-8 bytes = code points).
+_TOP = "\U0010ffff"
+# A role held by more accounts than this is matched while walking the userName order (its
+# holders are dense enough to fill a page quickly); a rarer one drives the query from its holders.
+_DENSE_ROLE = 2000
+
+
+def _prefix(conn: Connection, column: Any, folded: str) -> Any:
+    if conn.dialect.name == "postgresql":
+        # LIKE with a constant prefix is what the text_pattern_ops indexes serve whatever the
+        # database's collation (a range on text follows the collation, which may ignore case,
+        # accents or punctuation: not a prefix).
+        escaped = folded.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return column.like(escaped + "%", escape="\\")
+    return (column >= folded) & (column < folded + _TOP)
+
+
+def search_accounts(
+    conn: Connection,
+    tenant_id: int,
+    *,
+    text: str | None = None,
+    status: str | None = None,
+    role: str | None = None,
+    source: str | None = None,
+    user_type: str | None = None,
+    after: str | None = None,
+    limit: int = 50,
+) -> AccountPage:
+    """The tenant's accounts matching every filter given, in folded-userName order (then id),
+    `limit` at a time.
+
+    `text` matches a *prefix* of the folded (`ids.fold`) userName, email, given name or family
+    name: "ann" finds "Anna Smith" and "ann.lee@x", not "Joanna". Prefixes, not substrings,
+    because a prefix is an index range (on PostgreSQL a LIKE 'x%' on text_pattern_ops indexes), so
+    a search reads the matching rows only, at any tenant size; a substring would read them all.
+    Blank text is no filter. `status`, `role`, `source`, `user_type` are exact values.
+    `after` is the page's cursor (`next_after` of the page before): keyset paging, so a page costs
+    the same at the end of the list as at its start, and rows added meanwhile do not shift the
+    pages. A cursor this function did not make raises `BadCursor` (an `InvalidValue`).
+
+    Rows carry id, user_name, email, given_name, family_name, display_name, status, user_type,
+    source and `roles` (a list of (role, rule) in role order, read in one more query).
+    """
+    limit = max(1, min(limit, 500))
+    columns = (
+        accounts.c.id,
+        accounts.c.user_name,
+        accounts.c.user_name_norm,
+        accounts.c.email,
+        accounts.c.given_name,
+        accounts.c.family_name,
+        accounts.c.display_name,
+        accounts.c.status,
+        accounts.c.user_type,
+        accounts.c.source,
+    )
+    conditions: list[Any] = [accounts.c.tenant_id == tenant_id]
+    if status:
+        conditions.append(accounts.c.status == status)
+    if source:
+        conditions.append(accounts.c.source == source)
+    if user_type:
+        conditions.append(accounts.c.user_type == user_type)
+    if after is not None:
+        name, last_id = _decode_cursor(after)
+        # The first term is an index range; the second breaks ties between equal userNames.
+        conditions.append(accounts.c.user_name_norm >= name)
+        conditions.append(or_(accounts.c.user_name_norm > name, accounts.c.id > last_id))
+    folded = fold(text.strip()) if text and text.strip() else None
+    query: Any
+    if folded:
+        # Each column's index range gives ids; their union is joined to the rows and sorted.
+        # The work grows with the matches, never with the tenant.
+        matches = union(
+            *(
+                select(accounts.c.id).where(accounts.c.tenant_id == tenant_id, _prefix(conn, c, folded))
+                for c in _SEARCHED
+            )
+        ).subquery("matches")
+        query = select(*columns).select_from(matches.join(accounts, accounts.c.id == matches.c.id))
+    elif role and _holders(conn, tenant_id, role) <= _DENSE_ROLE:
+        query = (
+            select(*columns)
+            .select_from(role_grants.join(accounts, accounts.c.id == role_grants.c.account_id))
+            .where(role_grants.c.tenant_id == tenant_id, role_grants.c.role == role)
+        )
+        role = None  # the join is the filter
+    else:
+        query = select(*columns)
+    if role:
+        conditions.append(
+            select(role_grants.c.role)
+            .where(role_grants.c.account_id == accounts.c.id, role_grants.c.role == role)
+            .exists()
+        )
+    rows = list(
+        conn.execute(query.where(*conditions).order_by(accounts.c.user_name_norm, accounts.c.id).limit(limit + 1)).all()
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    roles = account_roles(conn, [r.id for r in rows])
+    page = [AccountListRow(**r._asdict(), roles=roles.get(r.id, [])) for r in rows]
+    next_after = _encode_cursor(rows[-1].user_name_norm, rows[-1].id) if more else None
+    return AccountPage(page, next_after)
+
+
+@dataclass(frozen=True)
+class AccountListRow:
+    """One row of an account list: the account's columns a list shows, and its roles."""
+
+    id: str
+    user_name: str
+    user_name_norm: str
+    email: str | None
+    given_name: str | None
+    family_name: str | None
+    display_name: str | None
+    status: str
+    user_type: str
+    source: str
+    roles: list[tuple[str, str | None]]
+
+
+def _holders(conn: Connection, tenant_id: int, role: str) -> int:
+    """How many accounts hold `role` (an index-only count over (tenant_id, role))."""
+    return int(
+        conn.execute(
+            select(func.count()).where(role_grants.c.tenant_id == tenant_id, role_grants.c.role == role)
+        ).scalar_one()
+    )

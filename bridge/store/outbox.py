@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, func, or_, select, update
@@ -223,22 +223,104 @@ def list_messages(conn: Connection, *, dead_only: bool = False, limit: int = 100
         .order_by(outbox.c.id)
         .limit(limit)
     ).all()
-    return [
-        {
-            "id": r.id,
-            "tenant": r.tenant,
-            "channel": r.channel,
-            "topic": r.topic,
-            "status": r.status,
-            "attempts": r.attempts,
-            "to": r.payload.get("to") if r.channel == "email" else None,
-            "accountId": r.account_id,
-            "created": r.created_at.isoformat(),
-            "nextAttemptAt": r.next_attempt_at.isoformat() if r.status == "queued" else None,
-            "lastError": r.last_error,
-        }
-        for r in rows
-    ]
+    return [_message(r) for r in rows]
+
+
+def _message(r: Any) -> dict[str, Any]:
+    """An outbox row (joined with its tenant's name as `tenant`) as the listings show it."""
+    return {
+        "id": r.id,
+        "tenant": r.tenant,
+        "channel": r.channel,
+        "topic": r.topic,
+        "status": r.status,
+        "attempts": r.attempts,
+        "to": r.payload.get("to") if r.channel == "email" else None,
+        "accountId": r.account_id,
+        "created": r.created_at.isoformat(),
+        "nextAttemptAt": r.next_attempt_at.isoformat() if r.status == "queued" else None,
+        "lastError": r.last_error,
+    }
+
+
+UNDELIVERED = ("queued", "failed", "dead")
+
+
+def problem_rows(
+    conn: Connection,
+    tenant_id: int,
+    *,
+    channel: str | None = None,
+    statuses: Sequence[str] = UNDELIVERED,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> tuple[list[dict[str, Any]], int | None]:
+    """One page of the tenant's undelivered rows (of `statuses`, of one channel or both), newest
+    first, as `list_messages` renders them (with `lastError`): (rows, the `before_id` of the next
+    page, or None on the last). Keyset paging on the id, over index (tenant, status, id)."""
+    limit = max(1, min(limit, 1000))
+    query = (
+        select(outbox, tenants.c.name.label("tenant"))
+        .join(tenants, tenants.c.id == outbox.c.tenant_id)
+        .where(outbox.c.tenant_id == tenant_id, outbox.c.status.in_(list(statuses)))
+    )
+    if channel:
+        query = query.where(outbox.c.channel == channel)
+    if before_id is not None:
+        query = query.where(outbox.c.id < before_id)
+    rows = conn.execute(query.order_by(outbox.c.id.desc()).limit(limit + 1)).all()
+    page = [_message(r) for r in rows[:limit]]
+    return page, (rows[limit - 1].id if len(rows) > limit else None)
+
+
+@dataclass(frozen=True)
+class MailHealth:
+    """The tenant's undelivered outbox rows: counts by status, and the age of the oldest queued
+    row (None when nothing is queued). `by_channel` holds the same for each channel with rows."""
+
+    queued: int
+    failed: int
+    dead: int
+    oldest_queued_age_seconds: float | None
+    by_channel: dict[str, MailHealth]
+
+
+def mail_health(conn: Connection, tenant_id: int, now: datetime) -> MailHealth:
+    """The tenant's mail and webhook health (the metrics' counts, for one tenant): two grouped
+    queries over its undelivered rows (index (tenant, status, id)), none over what was sent."""
+    counts: dict[str, dict[str, int]] = {}
+    for channel, status, count in undelivered_counts(conn, tenant_id):
+        counts.setdefault(channel, {})[status] = count
+    oldest: dict[str, float] = {}
+    for channel, created in oldest_queued(conn, tenant_id):
+        created = created if created.tzinfo else created.replace(tzinfo=UTC)
+        oldest[channel] = max((now - created).total_seconds(), 0.0)
+
+    def health(by_status: dict[str, int], age: float | None, by_channel: dict[str, MailHealth]) -> MailHealth:
+        return MailHealth(
+            queued=by_status.get("queued", 0),
+            failed=by_status.get("failed", 0),
+            dead=by_status.get("dead", 0),
+            oldest_queued_age_seconds=age,
+            by_channel=by_channel,
+        )
+
+    channels = {c: health(counts.get(c, {}), oldest.get(c), {}) for c in sorted(set(counts) | set(oldest))}
+    total = {s: sum(by.get(s, 0) for by in counts.values()) for s in UNDELIVERED}
+    return health(total, max(oldest.values()) if oldest else None, channels)
+
+
+def problem_counts(conn: Connection) -> dict[int, int]:
+    """Every tenant's count of rows that need an operator (dead and failed), by tenant id."""
+    return dict(
+        conn.execute(
+            select(outbox.c.tenant_id, func.count())
+            .where(outbox.c.status.in_(["dead", "failed"]))
+            .group_by(outbox.c.tenant_id)
+        )
+        .tuples()
+        .all()
+    )
 
 
 def account_mail(conn: Connection, account_id: str) -> list[dict[str, Any]]:
@@ -347,26 +429,22 @@ def purge(engine: Engine, *, done_before: datetime, attention_before: datetime, 
 # ---- metrics ---------------------------------------------------------------------------------
 
 
-def undelivered_counts(conn: Connection) -> list[tuple[str, str, int]]:
-    """(channel, status, count) of the rows not delivered: queued, dead, failed."""
+def undelivered_counts(conn: Connection, tenant_id: int | None = None) -> list[tuple[str, str, int]]:
+    """(channel, status, count) of the rows not delivered: queued, dead, failed (of one tenant,
+    or of all)."""
+    query = select(outbox.c.channel, outbox.c.status, func.count()).where(outbox.c.status.in_(list(UNDELIVERED)))
+    if tenant_id is not None:
+        query = query.where(outbox.c.tenant_id == tenant_id)
     return [
         (channel, status, count)
-        for channel, status, count in conn.execute(
-            select(outbox.c.channel, outbox.c.status, func.count())
-            .where(outbox.c.status.in_(["queued", "dead", "failed"]))
-            .group_by(outbox.c.channel, outbox.c.status)
-        )
+        for channel, status, count in conn.execute(query.group_by(outbox.c.channel, outbox.c.status))
     ]
 
 
-def oldest_queued(conn: Connection) -> list[tuple[str, datetime]]:
-    """(channel, created_at of its oldest queued row), for the channels with a queued row.
-    SQLite hands the time back naive (it is UTC); PostgreSQL aware."""
-    return [
-        (channel, created)
-        for channel, created in conn.execute(
-            select(outbox.c.channel, func.min(outbox.c.created_at))
-            .where(outbox.c.status == "queued")
-            .group_by(outbox.c.channel)
-        )
-    ]
+def oldest_queued(conn: Connection, tenant_id: int | None = None) -> list[tuple[str, datetime]]:
+    """(channel, created_at of its oldest queued row), for the channels with a queued row (of
+    one tenant, or of all). SQLite hands the time back naive (it is UTC); PostgreSQL aware."""
+    query = select(outbox.c.channel, func.min(outbox.c.created_at)).where(outbox.c.status == "queued")
+    if tenant_id is not None:
+        query = query.where(outbox.c.tenant_id == tenant_id)
+    return [(channel, created) for channel, created in conn.execute(query.group_by(outbox.c.channel))]

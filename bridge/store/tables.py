@@ -161,9 +161,25 @@ class Account(Base):
     __tablename__ = "accounts"
     __table_args__ = (
         UniqueConstraint("tenant_id", "source", "anchor", name="uq_accounts_anchor"),
-        Index("ix_accounts_status", "tenant_id", "status"),
+        # A status filter in userName order (the console's list), and counts by status.
+        # Migration 0012 (it replaced ix_accounts_status, its prefix).
+        Index("ix_accounts_status_name", "tenant_id", "status", "user_name_norm"),
         Index("ix_accounts_user_name", "tenant_id", "user_name_norm"),
         Index("ix_accounts_email", "tenant_id", "email_norm"),
+        # The console's prefix search (store.accounts.search_accounts), migration 0012. On
+        # PostgreSQL, text_pattern_ops: what serves LIKE 'x%' whatever the database's collation.
+        Index(
+            "ix_accounts_given_name",
+            "tenant_id",
+            "given_name_norm",
+            postgresql_ops={"given_name_norm": "text_pattern_ops"},
+        ),
+        Index(
+            "ix_accounts_family_name",
+            "tenant_id",
+            "family_name_norm",
+            postgresql_ops={"family_name_norm": "text_pattern_ops"},
+        ),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
@@ -176,6 +192,9 @@ class Account(Base):
     email_norm: Mapped[str | None] = mapped_column(String(320))
     given_name: Mapped[str | None] = mapped_column(String(255))
     family_name: Mapped[str | None] = mapped_column(String(255))
+    # Folded (ids.fold) for the console's search by name (migration 0012).
+    given_name_norm: Mapped[str | None] = mapped_column(String(255))
+    family_name_norm: Mapped[str | None] = mapped_column(String(255))
     display_name: Mapped[str | None] = mapped_column(String(255))
     user_type: Mapped[str] = mapped_column(String(10), default="internal")
     status: Mapped[str] = mapped_column(String(12))
@@ -188,6 +207,23 @@ class Account(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+# The prefix search's userName and email ranges on PostgreSQL (LIKE 'x%'); the indexes above serve
+# equality and order in the database's collation, which a LIKE cannot use unless it is "C".
+# SQLite compares text byte-wise, so its ix_accounts_user_name and ix_accounts_email serve both.
+Index(
+    "ix_accounts_user_name_prefix",
+    Account.tenant_id,
+    Account.user_name_norm,
+    postgresql_ops={"user_name_norm": "text_pattern_ops"},
+).ddl_if(dialect="postgresql")
+Index(
+    "ix_accounts_email_prefix",
+    Account.tenant_id,
+    Account.email_norm,
+    postgresql_ops={"email_norm": "text_pattern_ops"},
+).ddl_if(dialect="postgresql")
 
 
 class RoleGrant(Base):
@@ -207,6 +243,9 @@ class AuditEvent(Base):
     __table_args__ = (
         Index("ix_audit_tenant_time", "tenant_id", "occurred_at"),
         Index("ix_audit_account", "tenant_id", "account_id"),
+        # The console's newest-first pages (keyset on id) and a run's changes. Migration 0012.
+        Index("ix_audit_tenant_id", "tenant_id", "id"),
+        Index("ix_audit_correlation", "tenant_id", "correlation_id"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
@@ -225,6 +264,8 @@ class OutboxMessage(Base):
     __table_args__ = (
         Index("ix_outbox_due", "status", "next_attempt_at"),
         Index("ix_outbox_account", "tenant_id", "account_id"),
+        # A tenant's undelivered rows, newest first (the console's mail screen). Migration 0012.
+        Index("ix_outbox_tenant_status", "tenant_id", "status", "id"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))

@@ -13,10 +13,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
+from bridge.core.lifecycle import Status
 from bridge.errors import NotFound
+from bridge.store.accounts import account_counts
+from bridge.store.outbox import problem_counts
+from bridge.store.runs import newest_runs
 from bridge.store.tables import Tenant
 
 tenants = Tenant.__table__
@@ -76,3 +81,37 @@ def tenant_names(conn: Connection) -> dict[int, str]:
 def stored_seat_limits(conn: Connection) -> dict[str, int | None]:
     """Every tenant's stored seat limit by name (None: no stored limit)."""
     return dict(conn.execute(select(tenants.c.name, tenants.c.seat_limit)).tuples().all())
+
+
+@dataclass(frozen=True)
+class TenantSummary:
+    """A tenant's line in the operator's list: accounts by status (every status, 0 included),
+    its newest sync run (a `sync_runs` row, None before the first), and how many outbox rows
+    need an operator (dead and failed)."""
+
+    id: int
+    name: str
+    seat_limit: int | None
+    accounts: dict[str, int]
+    last_run: Any | None
+    mail_problems: int
+
+
+def tenant_summaries(conn: Connection) -> list[TenantSummary]:
+    """Every tenant's summary, by name, in four queries whatever the number of tenants."""
+    by_status: dict[int, dict[str, int]] = {}
+    for tenant_id, status, count in account_counts(conn):
+        by_status.setdefault(tenant_id, {})[status] = count
+    runs = newest_runs(conn)
+    problems = problem_counts(conn)
+    return [
+        TenantSummary(
+            id=t.id,
+            name=t.name,
+            seat_limit=t.seat_limit,
+            accounts={s.value: by_status.get(t.id, {}).get(s.value, 0) for s in Status},
+            last_run=runs.get(t.id),
+            mail_problems=problems.get(t.id, 0),
+        )
+        for t in list_tenants(conn)
+    ]
