@@ -167,17 +167,23 @@ _SEAT_SQL = {
 }
 
 
+# Changes whose before and after hold the same seat whatever the mapping (their status and roles
+# are the same, or never a seat): skipped without decoding their JSON, most of a quiet day's events.
+_SEATLESS = ("create", "update", "activate", "resend_activation")
+
+
 def _seat_deltas(conn: Connection) -> Any:
     day, seat = _SEAT_SQL[conn.dialect.name]
     return text(
         f"SELECT day, SUM(seat_after) - SUM(seat_before) FROM ("
         f"SELECT {day} AS day, {seat.format(col='after')} AS seat_after, {seat.format(col='before')} AS seat_before "
         "FROM audit_events WHERE tenant_id = :tenant_id AND occurred_at >= :start AND occurred_at <= :now "
-        "AND account_id IS NOT NULL"
+        "AND account_id IS NOT NULL AND action NOT IN :seatless"
         ") AS events GROUP BY day"
     ).bindparams(
         bindparam("states", expanding=True),
         bindparam("billable", expanding=True),
+        bindparam("seatless", expanding=True),
         bindparam("start", type_=UTCDateTime()),
         bindparam("now", type_=UTCDateTime()),
     )
@@ -209,7 +215,14 @@ def seat_history(
     if billable:
         states = [s.value for s in SEAT_STATES if suspended_counts_as_seat or s is not Status.SUSPENDED]
         start = datetime(first.year, first.month, first.day, tzinfo=UTC) + timedelta(days=1)
-        params = {"tenant_id": tenant_id, "start": start, "now": now, "states": states, "billable": billable}
+        params = {
+            "tenant_id": tenant_id,
+            "start": start,
+            "now": now,
+            "states": states,
+            "billable": billable,
+            "seatless": list(_SEATLESS),
+        }
         deltas = {str(day): int(delta or 0) for day, delta in conn.execute(_seat_deltas(conn), params)}
     out = [(today, current)]
     seats = current

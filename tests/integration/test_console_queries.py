@@ -289,6 +289,13 @@ def snap(status: str | None, *roles: str) -> dict[str, Any]:
     return {"status": status, "roles": list(roles)}
 
 
+def seat_event(conn: Connection, tenant_id: int, **values: Any) -> int:
+    """An account event with the action its snapshots imply, as apply writes it."""
+    before, after = values.get("before"), values["after"]
+    action = "create" if before is None else {"archived": "archive", "suspended": "suspend"}.get(after["status"])
+    return add_event(conn, tenant_id, action=action or "grant_roles", **values)
+
+
 def test_seat_history_walks_back_from_todays_count(engine: Engine) -> None:
     mapping = load_mapping(ROOT / "mappings" / "example.toml")  # schedule_viewer is not billable
     day = NOW.replace(hour=9)
@@ -299,10 +306,10 @@ def test_seat_history_walks_back_from_todays_count(engine: Engine) -> None:
         add_account(conn, A, "away", status="suspended", roles=("front_desk",))
         add_account(conn, B, "other", status="active", roles=("front_desk",))
         # Before the window: must not count (the history starts from what followed).
-        add_event(conn, A, at=day - timedelta(days=30), before=snap("no_access"), after=snap("pending", "front_desk"))
+        seat_event(conn, A, at=day - timedelta(days=30), before=snap("no_access"), after=snap("pending", "front_desk"))
         # 4 days ago "kept" and "gone" take a seat; "viewer" a non-billable role: no seat.
         for who in (kept, "gone"):
-            add_event(
+            seat_event(
                 conn,
                 A,
                 account_id=who,
@@ -310,21 +317,21 @@ def test_seat_history_walks_back_from_todays_count(engine: Engine) -> None:
                 before=snap("no_access"),
                 after=snap("pending", "front_desk"),
             )
-        add_event(
+        seat_event(
             conn, A, at=day - timedelta(days=4), before=snap("no_access"), after=snap("pending", "schedule_viewer")
         )
-        add_event(conn, A, at=day - timedelta(days=4), before=None, after=snap("no_access"))  # a create
+        seat_event(conn, A, at=day - timedelta(days=4), before=None, after=snap("no_access"))  # a create
         add_event(conn, A, at=day - timedelta(days=3), account_id=None, after={"source": "dir"})  # tenant event
         # 2 days ago "away" is suspended (still a seat by default); yesterday "gone" is archived.
-        add_event(
+        seat_event(
             conn,
             A,
             at=day - timedelta(days=2),
             before=snap("active", "front_desk"),
             after=snap("suspended", "front_desk"),
         )
-        add_event(conn, A, at=day - timedelta(days=1), before=snap("active", "front_desk"), after=snap("archived"))
-        add_event(conn, B, at=day - timedelta(days=1), before=snap("no_access"), after=snap("active", "front_desk"))
+        seat_event(conn, A, at=day - timedelta(days=1), before=snap("active", "front_desk"), after=snap("archived"))
+        seat_event(conn, B, at=day - timedelta(days=1), before=snap("no_access"), after=snap("active", "front_desk"))
     with transaction(engine, write=False) as conn:
         history = seat_history(conn, A, mapping=mapping, now=NOW, days=6)
         today = NOW.date()
