@@ -23,6 +23,8 @@ run: $(VENV)/.installed
 	$(BIN)/bridge --config $(CONFIG) db upgrade
 	$(BIN)/bridge --config $(CONFIG) sync
 	$(BIN)/bridge --config $(CONFIG) users list
+	@echo "==> the console: open this one-time link to choose the operator's password, then sign in as ops@example.org"
+	$(BIN)/bridge --config $(CONFIG) admins invite ops@example.org
 	$(BIN)/bridge --config $(CONFIG) serve
 
 test: $(VENV)/.installed-test

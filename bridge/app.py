@@ -200,7 +200,9 @@ def _register_optional(app: Flask, runtime: Runtime) -> None:
     from bridge.scim.blueprint import register as register_scim
     from bridge.web.activation import register as register_activation
     from bridge.web.api import register as register_api
+    from bridge.web.console import register as register_console
 
     register_activation(app, runtime)
+    register_console(app, runtime)
     register_api(app, runtime)
     register_scim(app, runtime)

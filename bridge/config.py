@@ -112,7 +112,14 @@ _SOURCE: _Spec = {
     "deletion_threshold": ((int, float), 0.10),
     "deletion_threshold_min": (int, 5),
 }
-_TOP = {"database", "server", "email", "webhook", "logging", "outbox", "tenants", "sources", "schedules"}
+_CONSOLE: _Spec = {
+    # Every administrator must enrol a second factor (TOTP) before the console shows anything.
+    "require_totp": (bool, False),
+    "idle_minutes": (int, 30),  # a session unused this long is closed
+    "session_hours": (int, 12),  # and any session this old, used or not
+    "invite_expires_hours": (int, 72),  # `bridge admins invite` without --expires-hours
+}
+_TOP = {"database", "server", "email", "webhook", "logging", "outbox", "tenants", "sources", "schedules", "console"}
 
 
 # What a tenant without a mapping file has: no roles, no rules.
@@ -174,6 +181,7 @@ class Config:
     sources: dict[str, SourceConfig]
     schedules_dir: Path
     schedules_timezone: str | None = None
+    console: dict[str, Any] = field(default_factory=lambda: {k: v for k, (_, v) in _CONSOLE.items()})
 
     @property
     def origin(self) -> str:
@@ -326,6 +334,10 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
     logging = _section(data.get("logging"), _LOGGING, origin, "logging")
     outbox = _section(data.get("outbox"), _OUTBOX, origin, "outbox")
     schedules = _section(data.get("schedules"), _SCHEDULES, origin, "schedules")
+    console = _section(data.get("console"), _CONSOLE, origin, "console")
+    for key in ("idle_minutes", "session_hours", "invite_expires_hours"):
+        if console[key] < 1:
+            raise ConfigError(origin, f"console.{key}", "must be at least 1")
     if logging["format"] not in ("text", "json"):
         raise ConfigError(origin, "logging.format", 'must be "text" or "json"')
 
@@ -402,6 +414,7 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
         sources=sources,
         schedules_dir=_resolve(base, schedules["dir"]) or base / "schedules",
         schedules_timezone=schedules["timezone"],
+        console=console,
     )
 
 

@@ -81,6 +81,7 @@ def explain_account(runtime: Runtime, tenant_name: str, user: str) -> dict[str, 
         )
         would = plan.accounts[0] if plan.accounts else None
     groups = subject.groups
+    direct = set(subject.user.groups)
     decision = decide_roles(subject.user, groups, mapping)
 
     rules = []
@@ -158,7 +159,8 @@ def explain_account(runtime: Runtime, tenant_name: str, user: str) -> dict[str, 
         "statusReason": reason,
         "userType": user_type,
         "userTypeReason": type_reason,
-        "groups": [{"name": g.name, "dn": g.dn} for g in groups],
+        # `direct`: the person is a member of it themself; otherwise through a nested group.
+        "groups": [{"name": g.name, "dn": g.dn, "direct": g.anchor in direct} for g in groups],
         "activationNotSent": activation,
         "mapping": str(settings.mappings_path) if settings.mappings_path else None,
         "rules": rules,

@@ -207,3 +207,23 @@ def purge_links(conn: Connection, cutoff: datetime) -> int:
         )
     )
     return int(result.rowcount or 0)
+
+
+def activation_links(conn: Connection, tenant_id: int, account_id: str, limit: int = 10) -> list[Any]:
+    """The account's activation links, newest first: sent when, to which address, until when, and
+    whether used or replaced (the console's account page; the clear link is never stored)."""
+    return list(
+        conn.execute(
+            select(
+                tokens.c.id,
+                tokens.c.email,
+                tokens.c.created_at,
+                tokens.c.expires_at,
+                tokens.c.used_at,
+                tokens.c.revoked_at,
+            )
+            .where(tokens.c.tenant_id == tenant_id, tokens.c.account_id == account_id)
+            .order_by(tokens.c.id.desc())
+            .limit(limit)
+        ).all()
+    )

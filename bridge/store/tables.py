@@ -434,3 +434,37 @@ class RateLimitHit(Base):
     window: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # the slot's second since the epoch
     hits: Mapped[int] = mapped_column(Integer)
     expires_at: Mapped[int] = mapped_column(BigInteger)  # seconds since the epoch: purged after
+
+
+class Admin(Base):
+    """Who signs in to the console: an operator (tenant_id null, every tenant) or a tenant
+    administrator (one tenant). Invited by a one-time setup link whose hash is kept until used."""
+
+    __tablename__ = "admins"
+    __table_args__ = (
+        UniqueConstraint("email_norm", name="uq_admins_email"),
+        UniqueConstraint("setup_token_hash", name="uq_admins_setup_token"),
+    )
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    email_norm: Mapped[str] = mapped_column(String(320))
+    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id"))
+    password_hash: Mapped[str | None] = mapped_column(Text)
+    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    setup_token_hash: Mapped[str | None] = mapped_column(String(64))
+    setup_expires_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    last_login_at: Mapped[datetime | None]
+
+
+class AdminSession(Base):
+    """A console session; the cookie holds a random value, this row its SHA-256. `stage` is
+    "totp" between the password and the second factor, then "full"."""
+
+    __tablename__ = "admin_sessions"
+    __table_args__ = (Index("ix_admin_sessions_admin", "admin_id"),)
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    admin_id: Mapped[str] = mapped_column(ForeignKey("admins.id"))
+    stage: Mapped[str] = mapped_column(String(10))
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
