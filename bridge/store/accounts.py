@@ -416,9 +416,11 @@ def _decode_cursor(cursor: str) -> tuple[str, str]:
 _SEARCHED = (accounts.c.user_name_norm, accounts.c.email_norm, accounts.c.given_name_norm, accounts.c.family_name_norm)
 # U+10FFFF sorts after every character in SQLite's BINARY order (UTF-8 bytes = code points).
 _TOP = "\U0010ffff"
-# A role held by more accounts than this is matched while walking the userName order (its
-# holders are dense enough to fill a page quickly); a rarer one drives the query from its holders.
+# A role held by more accounts than this, or a prefix matching as many, is matched while walking
+# the userName order (dense enough to fill a page within about limit * tenant / _DENSE index
+# entries); a rarer one drives the query from its own index and sorts what it found.
 _DENSE_ROLE = 2000
+_DENSE = 2000
 
 
 def _prefix(conn: Connection, column: Any, folded: str) -> Any:
@@ -485,9 +487,19 @@ def search_accounts(
         conditions.append(or_(accounts.c.user_name_norm > name, accounts.c.id > last_id))
     folded = fold(text.strip()) if text and text.strip() else None
     query: Any
-    if folded:
-        # Each column's index range gives ids; their union is joined to the rows and sorted.
-        # The work grows with the matches, never with the tenant.
+    if folded and _prefix_matches(conn, tenant_id, folded) >= _DENSE:
+        # Many matches ("a"): walk the userName order and keep the matching rows; at this
+        # density a page is found within a few thousand index entries, where sorting every
+        # match would read them all.
+        prefixes = or_(*(_prefix(conn, c, folded) for c in _SEARCHED))
+        # SQLite would rather sort the union of the four ranges; the index that gives the order
+        # is named (on PostgreSQL the planner's statistics choose).
+        walk = "ix_accounts_status_name" if status else "ix_accounts_user_name"
+        query = select(*columns).with_hint(accounts, f"INDEXED BY {walk}", "sqlite")
+        conditions.append(prefixes)
+    elif folded:
+        # Few matches: each column's index range gives ids; their union is joined to the rows and
+        # sorted. The work grows with the matches, never with the tenant.
         matches = union(
             *(
                 select(accounts.c.id).where(accounts.c.tenant_id == tenant_id, _prefix(conn, c, folded))
@@ -536,6 +548,23 @@ class AccountListRow:
     user_type: str
     source: str
     roles: list[tuple[str, str | None]]
+
+
+def _prefix_matches(conn: Connection, tenant_id: int, folded: str) -> int:
+    """How many index entries the four prefix ranges hold, counting at most _DENSE in each
+    (index-only, so at most 4 * _DENSE entries read)."""
+    total = 0
+    for column in _SEARCHED:
+        capped = (
+            select(column)
+            .where(accounts.c.tenant_id == tenant_id, _prefix(conn, column, folded))
+            .limit(_DENSE)
+            .subquery()
+        )
+        total += int(conn.execute(select(func.count()).select_from(capped)).scalar_one())
+        if total >= _DENSE:
+            break
+    return total
 
 
 def _holders(conn: Connection, tenant_id: int, role: str) -> int:

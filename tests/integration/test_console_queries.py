@@ -110,7 +110,14 @@ def names(page: Any) -> list[str]:
 # ---- accounts ---------------------------------------------------------------------------------
 
 
-def test_search_matches_a_prefix_of_each_folded_column_and_only_in_its_tenant(engine: Engine) -> None:
+@pytest.fixture(params=[0, 10_000], ids=["walk", "union"])
+def dense(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both ways a text search runs: walking the userName order (many matches), and the union of
+    the four prefix ranges (few)."""
+    monkeypatch.setattr(store_accounts, "_DENSE", request.param)
+
+
+def test_search_matches_a_prefix_of_each_folded_column_and_only_in_its_tenant(engine: Engine, dense: None) -> None:
     with transaction(engine) as conn:
         add_account(conn, A, "anna.smith", email="a.smith@x.org", given="Anna", family="Smith")
         add_account(conn, A, "bob", email="Annex.Bob@x.org", given="Bob", family="Jones")
@@ -142,7 +149,7 @@ def test_search_matches_a_prefix_of_each_folded_column_and_only_in_its_tenant(en
 
 
 @pytest.mark.parametrize("dense_role", [0, 10_000], ids=["walk", "from-holders"])
-def test_search_filters_combine(engine: Engine, dense_role: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_search_filters_combine(engine: Engine, dense_role: int, dense: None, monkeypatch: pytest.MonkeyPatch) -> None:
     # Both ways a role filter runs: walking the userName order, and driving from its holders.
     monkeypatch.setattr(store_accounts, "_DENSE_ROLE", dense_role)
     with transaction(engine) as conn:
@@ -167,7 +174,7 @@ def test_search_filters_combine(engine: Engine, dense_role: int, monkeypatch: py
 
 
 @pytest.mark.parametrize("text", [None, "u"], ids=["all", "search"])
-def test_search_pages_cover_every_row_once_in_user_name_order(engine: Engine, text: str | None) -> None:
+def test_search_pages_cover_every_row_once_in_user_name_order(engine: Engine, text: str | None, dense: None) -> None:
     with transaction(engine) as conn:
         for i in range(7):
             add_account(conn, A, f"u{i}")
@@ -338,6 +345,8 @@ def test_seat_history_walks_back_from_todays_count(engine: Engine) -> None:
         assert [d for d, _ in history] == [today - timedelta(days=n) for n in range(5, -1, -1)]
         assert [n for _, n in history] == [1, 3, 3, 3, 2, 2]
         assert history[-1] == (today, 2)  # kept and away: today's count
+        given = seat_history(conn, A, mapping=mapping, now=NOW, days=6, current=5)
+        assert [n for _, n in given] == [4, 6, 6, 6, 5, 5]  # the caller's count, walked back alike
         # Suspended accounts not counted: "away" drops out of today, and its suspension 2 days
         # ago freed its seat.
         strict = seat_history(conn, A, mapping=mapping, now=NOW, days=6, suspended_counts_as_seat=False)
