@@ -9,60 +9,29 @@ tested in test_activation_web.py; this module is about what the browser renders 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from bridge.web.i18n import MESSAGES
-from tests.conftest import Deployment
 from tests.fixtures.browser import OpenPage, screenshot
-from tests.fixtures.scim import ScimServer, bridge_cli, new_server
-from tests.fixtures.smtp import SmtpServer
-from tests.integration.notify_support import link_in, mails_to, notify_config, run_worker
+from tests.integration.browser_support import Site, example_site
 
 PASSWORD = "correct horse battery staple"
 ALICE = "alice.garnier@example.org"  # preferredLanguage: fr
 DAVID = "david.leroy@example.org"  # preferredLanguage: en
 
 
-@dataclass
-class Site:
-    server: ScimServer
-    deployment: Deployment
-    smtp: SmtpServer
-
-    def link_for(self, address: str) -> str:
-        mails = mails_to(self.smtp, address)
-        assert mails, f"no activation mail to {address}"
-        return link_in(mails[-1])[0]
-
-    def status(self, user_name: str) -> str:
-        import json
-
-        return str(json.loads(bridge_cli(self.deployment.config, "users", "show", user_name, "--json"))["status"])
-
-
 @pytest.fixture(scope="module")
 def site(request: pytest.FixtureRequest) -> Iterator[Site]:
-    smtp = SmtpServer().start()
-    try:
-        with new_server(request, "sqlite", "bridge-browser-") as server:
-            deployment = Deployment(server.root, server.db_url)
-            deployment.write_config(seat_limit=None, extra=notify_config(smtp=smtp, public_url=server.url))
-            bridge_cli(server.config, "db", "upgrade")
-            bridge_cli(server.config, "sync")
-            run_worker(deployment)
-            server.start()
-            yield Site(server, deployment, smtp)
-    finally:
-        smtp.stop()
+    with example_site(request, "bridge-browser-") as site:
+        yield site
 
 
 def test_a_person_sets_the_password_in_the_browser(site: Site, open_page: OpenPage, tmp_path: Path) -> None:
     page = open_page()
     url = site.link_for(ALICE)
-    assert url.startswith(site.server.url + "/activate/")
+    assert url.startswith(site.url + "/activate/")
     response = page.goto(url)
     assert response is not None and response.status == 200
     fr = MESSAGES["fr"]
