@@ -43,8 +43,8 @@ class Site:
         assert mails, f"no activation mail to {address}"
         return link_in(mails[-1])[0]
 
-    def status(self, user_name: str) -> str:
-        return str(json.loads(self.cli("users", "show", user_name, "--json"))["status"])
+    def status(self, user_name: str, tenant: str = "example") -> str:
+        return str(json.loads(self.cli("users", "show", user_name, "--tenant", tenant, "--json"))["status"])
 
 
 @contextlib.contextmanager
