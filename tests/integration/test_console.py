@@ -321,3 +321,42 @@ def _outbox(site: Site) -> list[object]:
 def _audit(site: Site) -> list[object]:
     with site.runtime.engine.connect() as conn:
         return list(conn.execute(select(AuditEvent.__table__)).all())
+
+
+def test_the_admins_page_invites_and_a_tenant_administrator_manages_only_their_tenant(site: Site) -> None:
+    operator = set_up(site, OPS)
+    made = post(operator, site, "/admin/admins", "/admin/admins", email=IT, tenant="example")
+    link = re.search(r'id="setup-link">([^<]+)<', made.text)
+    assert made.status_code == 200 and link and link.group(1).startswith(f"{site.base}/admin/setup/")
+    assert ("admin_invited", f"admin:{OPS}") in {(e.action, e.actor) for e in _audit(site)}
+    bad = post(operator, site, "/admin/admins", "/admin/admins", email="not an address", tenant="")
+    assert bad.status_code == 422
+
+    it = requests.Session()
+    form = it.get(link.group(1), timeout=10)
+    assert it.post(
+        link.group(1), data={"csrf": csrf_of(form.text), "password": PASSWORD, "password_confirm": PASSWORD}, timeout=10
+    ).ok
+    listed = it.get(f"{site.base}/admin/admins", timeout=10).text
+    assert IT in listed and OPS not in listed
+    # The tenant field is ignored for a tenant administrator: the colleague joins their tenant.
+    colleague = "colleague@example.org"
+    post(it, site, "/admin/admins", "/admin/admins", email=colleague, tenant="")
+    admins = {a["email"]: a for a in json.loads(bridge(site.deployment, "admins", "list", "--json").output)}
+    assert admins[colleague]["tenant"] == "example" and admins[colleague]["role"] == "tenant_admin"
+    assert post(it, site, "/admin/admins", "/admin/admins/remove", email=OPS).status_code == 404
+    assert OPS in {a["email"] for a in json.loads(bridge(site.deployment, "admins", "list", "--json").output)}
+    assert post(it, site, "/admin/admins", "/admin/admins/remove", email=colleague).status_code == 200
+    assert post(it, site, "/admin/admins", "/admin/admins/remove", email=IT).status_code == 422  # not oneself
+
+
+def test_the_connect_page_fills_the_guides_with_the_tenant_s_values(site: Site) -> None:
+    session = set_up(site, IT, "--tenant", "example")
+    page = session.get(f"{site.base}/admin/t/example/connect", timeout=10)
+    assert page.status_code == 200
+    for name in ("Microsoft Entra ID", "Okta", "OneLogin", "JumpCloud"):
+        assert name in page.text
+    assert f"{site.base}/scim/v2?aadOptscim062020" in page.text and "no active token yet" in page.text
+    french = session.get(f"{site.base}/admin/t/example/connect?lang=fr", timeout=10)
+    assert "Guides pas à pas" in french.text
+    assert session.get(f"{site.base}/admin/t/other/connect", timeout=10).status_code == 404

@@ -100,7 +100,7 @@ def overview(name: str) -> Response:
         "overview.html",
         tenant,
         "overview",
-        t["overview_title"],
+        f"{tenant.name}: {t['overview_title']}",
         counts=counts,
         statuses=STATUSES,
         seats_used=used,
