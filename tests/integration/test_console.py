@@ -360,3 +360,24 @@ def test_the_connect_page_fills_the_guides_with_the_tenant_s_values(site: Site) 
     french = session.get(f"{site.base}/admin/t/example/connect?lang=fr", timeout=10)
     assert "Guides pas à pas" in french.text
     assert session.get(f"{site.base}/admin/t/other/connect", timeout=10).status_code == 404
+
+
+def test_an_operator_tests_a_directory_source_and_a_tenant_administrator_cannot(site: Site) -> None:
+    operator = set_up(site, OPS)
+    page = operator.get(f"{site.base}/admin/t/example/connect", timeout=10)
+    assert 'action="/admin/t/example/sources/dir/test"' in page.text
+    checked = post(operator, site, "/admin/t/example/connect", "/admin/t/example/sources/dir/test")
+    found = re.search(r'id="source-check">(.*?)</div>', checked.text, re.S)
+    assert checked.status_code == 200 and found, checked.text
+    users = re.search(r"reached: (\d+) users and (\d+) groups", found.group(1))
+    assert users and int(users.group(1)) > 0 and int(users.group(2)) > 0, found.group(1)
+
+    site.deployment.ldif.rename(site.deployment.ldif.with_suffix(".gone"))
+    failed = post(operator, site, "/admin/t/example/connect", "/admin/t/example/sources/dir/test")
+    assert failed.status_code == 200 and 'class="errors" role="status" id="source-check"' in failed.text
+    assert "reached:" not in failed.text
+
+    it = set_up(site, IT, "--tenant", "example")
+    assert "sources/dir/test" not in it.get(f"{site.base}/admin/t/example/connect", timeout=10).text
+    assert post(it, site, "/admin/t/example/connect", "/admin/t/example/sources/dir/test").status_code == 404
+    assert post(operator, site, "/admin/t/example/connect", "/admin/t/other/sources/dir/test").status_code == 404

@@ -16,7 +16,19 @@ from bridge.errors import BridgeError, InvalidValue, NotFound
 from bridge.store.admins import list_admins
 from bridge.store.db import transaction
 from bridge.store.tokens import list_tokens
-from bridge.web.console import actor, admin, blueprint, language, now, page, runtime, signed_in, tenant_scope, words
+from bridge.web.console import (
+    Tenant,
+    actor,
+    admin,
+    blueprint,
+    language,
+    now,
+    page,
+    runtime,
+    signed_in,
+    tenant_scope,
+    words,
+)
 
 
 def _visible_admins() -> list[object]:
@@ -96,7 +108,12 @@ def connect(name: str) -> Response:
     tenant = tenant_scope(name)
     with transaction(runtime().engine, write=False) as conn:
         live = [t for t in list_tokens(conn, tenant.id) if not t["revoked"]]
+    return _connect_page(tenant, live)
+
+
+def _connect_page(tenant: Tenant, live: list[dict[str, object]], check: object = None) -> Response:
     base = str(runtime().config.server["public_url"]).rstrip("/") + "/scim/v2"
+    sources = [s.name for s in runtime().config.sources.values() if s.tenant == tenant.name]
     return page(
         "connect.html",
         tenant=tenant,
@@ -104,5 +121,23 @@ def connect(name: str) -> Response:
         title=words()["connect_title"],
         scim_base=base,
         live_tokens=live,
+        sources=sources if admin().is_operator else [],
+        check=check,
         guide=f"guides_{language()}.html",
     )
+
+
+@blueprint.post("/t/<name>/sources/<source>/test")
+@signed_in
+def test_source(name: str, source: str) -> Response:
+    """Operators only: the read uses the source's server-side credentials."""
+    from bridge.engine.check import check_source
+
+    tenant = tenant_scope(name)
+    configured = runtime().config.sources.get(source)
+    if not admin().is_operator or configured is None or configured.tenant != tenant.name:
+        abort(404)
+    result = check_source(runtime(), source)
+    with transaction(runtime().engine, write=False) as conn:
+        live = [t for t in list_tokens(conn, tenant.id) if not t["revoked"]]
+    return _connect_page(tenant, live, check=result)
