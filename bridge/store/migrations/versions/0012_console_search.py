@@ -19,7 +19,6 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-# 0011 is the console's (issue 15): when it lands, this one revises it instead.
 down_revision = "0010"
 branch_labels = None
 depends_on = None
