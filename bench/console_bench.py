@@ -19,6 +19,7 @@ search so a scan would show. Prints Markdown.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import platform
 import random
@@ -314,12 +315,78 @@ def search_plans(engine: Engine, tid: int) -> list[str]:
     return out
 
 
+PASSWORD = "lantern orchard velvet quarry"
+
+
+def screens_client(db_url: str, root: Path, tenants: list[str]) -> tuple[Any, Any]:
+    """The real app (`create_app`) on the seeded database, as an operator signed in the way the
+    console's tests do it: `bridge admins invite`, the setup link, a password. Returns (Flask test
+    client, runtime)."""
+    import re
+
+    from click.testing import CliRunner
+
+    from bridge.app import create_app
+    from bridge.cli import main as bridge_main
+    from bridge.runtime import open_runtime
+
+    config = root / "bridge.toml"
+    config.write_text(
+        f'[database]\nurl = "{db_url}"\n\n[server]\npublic_url = "http://127.0.0.1:8080"\n\n'
+        + "".join(f'[[tenants]]\nname = "{t}"\nmappings = "{MAPPING}"\n\n' for t in tenants)
+    )
+    invited = CliRunner().invoke(bridge_main, ["--config", str(config), "admins", "invite", "ops@bench.example"])
+    assert invited.exit_code == 0, invited.output
+    link = invited.output.strip().splitlines()[-1]
+    path = link[link.index("/admin/") :]
+    runtime = open_runtime(config)
+    client = create_app(runtime).test_client()
+    logging.disable(logging.INFO)  # the access log's line per request is not the table
+    form = client.get(path).get_data(as_text=True)
+    csrf = re.search(r'name="csrf" value="([^"]*)"', form)
+    assert csrf, form
+    done = client.post(path, data={"csrf": csrf.group(1), "password": PASSWORD, "password_confirm": PASSWORD})
+    assert done.status_code in (200, 303), done.get_data(as_text=True)
+    return client, runtime
+
+
+def screens(t: dict[str, Any], name: str, run_id: int) -> list[tuple[str, str]]:
+    """(label, path) of each console screen for one tenant."""
+    base = f"/admin/t/{name}"
+    return [
+        ("tenant list (operator)", "/admin/"),
+        ("overview", f"{base}/"),
+        ("accounts", f"{base}/accounts"),
+        ("accounts: search 'ber'", f"{base}/accounts?q=ber"),
+        ("accounts: status suspended", f"{base}/accounts?status=suspended"),
+        ("account", f"{base}/accounts/{t['some_account']}"),
+        ("runs", f"{base}/runs"),
+        ("one run", f"{base}/runs/{run_id}"),
+        ("mail and webhooks", f"{base}/outbox"),
+        ("audit log", f"{base}/audit"),
+        ("audit log: CSV, 7 days", f"{base}/audit?format=csv&since=__SINCE__"),
+        ("SCIM tokens", f"{base}/tokens"),
+    ]
+
+
+def median_screen_ms(client: Any, path: str, repeat: int) -> tuple[float, int]:
+    first = client.get(path)
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        response = client.get(path)
+        response.get_data()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000, first.status_code
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--accounts", type=int, default=100_000)
     parser.add_argument("--baseline", type=int, default=1_000)
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--database-url", default=None, help="an empty database; default: SQLite in a temp dir")
+    parser.add_argument("--no-screens", action="store_true", help="time the store's reads only")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = args.database_url or f"sqlite:///{Path(tmp) / 'bridge.db'}"
@@ -345,6 +412,23 @@ def main() -> None:
             ms_small = median_ms(engine, read_small, args.repeat)
             ms_big = median_ms(engine, read_big, args.repeat)
             print(f"| {label} | {ms_small:.2f} | {ms_big:.2f} | {ms_big / ms_small:.1f} |")
+        if not args.no_screens:
+            client, runtime = screens_client(url, Path(tmp), ["big", "small"])
+            since = (NOW - timedelta(days=7)).date().isoformat()
+            with transaction(engine, write=False) as conn:
+                run_big = store_runs.runs_page(conn, big["id"])[0][0].id
+                run_small = store_runs.runs_page(conn, small["id"])[0][0].id
+            print("\nThe console's screens: server time through the Flask app (`create_app(...).test_client()`, ")
+            print("signed in as an operator; the response rendered in full)\n")
+            print(f"| screen | ms at {args.baseline:,} | ms at {args.accounts:,} | ratio | status |")
+            print("|---|---:|---:|---:|---|")
+            for (label, path_big), (_, path_small) in zip(
+                screens(big, "big", run_big), screens(small, "small", run_small), strict=True
+            ):
+                ms_small, _ = median_screen_ms(client, path_small.replace("__SINCE__", since), args.repeat)
+                ms_big, status = median_screen_ms(client, path_big.replace("__SINCE__", since), args.repeat)
+                print(f"| {label} | {ms_small:.1f} | {ms_big:.1f} | {ms_big / ms_small:.1f} | {status} |")
+            runtime.engine.dispose()
         print("\nQuery plans of the search (text 'ber'; status filter):\n")
         print("```")
         print("\n".join(search_plans(engine, big["id"])))
