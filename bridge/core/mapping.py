@@ -223,9 +223,19 @@ def parse_mapping(data: Mapping[str, Any], origin: str) -> RoleMapping:
 def load_mapping(path: Path) -> RoleMapping:
     origin = str(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(origin, None, f"cannot read mapping file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(origin, None, "not UTF-8 text") from None
+    return mapping_from_text(text, origin)
+
+
+def mapping_from_text(text: str, origin: str) -> RoleMapping:
+    """A mapping file's text (a file, or one pasted in the console's preview) with the same checks
+    and the same one-line errors as at start-up."""
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(origin, None, f"invalid TOML: {exc}") from None
     return parse_mapping(data, origin)

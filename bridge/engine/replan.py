@@ -32,11 +32,11 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.config import Config
-from bridge.core.plan import AccountPlan, Plan, build_plan, frees_capacity
+from bridge.core.plan import AccountPlan, AccountState, Plan, build_plan, frees_capacity
 from bridge.engine.sync import SyncResult
 from bridge.logs import correlation_id as correlation_var
 from bridge.provision.apply import ApplyContext
@@ -175,26 +175,34 @@ def _plan_source(
     engine: Engine, view: TenantView, source: str, anchors: Sequence[str], now: datetime, *, whole_source: bool
 ) -> Plan:
     """The plan of one source's people from what is stored, read in one transaction; writes nothing."""
+    with transaction(engine, write=False) as conn:
+        return plan_source(conn, view, source, anchors, now, whole_source=whole_source)[0]
+
+
+def plan_source(
+    conn: Connection, view: TenantView, source: str, anchors: Sequence[str], now: datetime, *, whole_source: bool
+) -> tuple[Plan, dict[str, AccountState]]:
+    """`_plan_source` inside the caller's transaction, with the account states it planned from
+    (the mapping preview reads every source in one read-only transaction)."""
     cfg = view.config
     mapping = cfg.mapping()
-    with transaction(engine, write=False) as conn:
-        subjects = []
-        for start in range(0, len(anchors), CHUNK):  # bound the size of each IN list
-            subjects += load_subjects(conn, view.id, source, anchors[start : start + CHUNK])
-        states = load_account_states(conn, view.id, source, None if len(anchors) > CHUNK else anchors)
-        if whole_source:
-            usage = usage_outside(
-                conn, view.id, mapping, exclude_source=source, suspended_counts_as_seat=cfg.suspended_counts_as_seat
-            )
-        else:  # some of the source's people only: the others keep what they hold
-            usage = usage_outside(
-                conn,
-                view.id,
-                mapping,
-                exclude_ids=[states[a].id for a in anchors if a in states],
-                suspended_counts_as_seat=cfg.suspended_counts_as_seat,
-            )
-    return build_plan(
+    subjects = []
+    for start in range(0, len(anchors), CHUNK):  # bound the size of each IN list
+        subjects += load_subjects(conn, view.id, source, anchors[start : start + CHUNK])
+    states = load_account_states(conn, view.id, source, None if len(anchors) > CHUNK else anchors)
+    if whole_source:
+        usage = usage_outside(
+            conn, view.id, mapping, exclude_source=source, suspended_counts_as_seat=cfg.suspended_counts_as_seat
+        )
+    else:  # some of the source's people only: the others keep what they hold
+        usage = usage_outside(
+            conn,
+            view.id,
+            mapping,
+            exclude_ids=[states[a].id for a in anchors if a in states],
+            suspended_counts_as_seat=cfg.suspended_counts_as_seat,
+        )
+    plan = build_plan(
         source,
         subjects,
         states,
@@ -205,6 +213,7 @@ def _plan_source(
         complete_scope=False,  # a re-plan archives nobody
         suspended_counts_as_seat=cfg.suspended_counts_as_seat,
     )
+    return plan, states
 
 
 def _apply_source(

@@ -574,3 +574,51 @@ def _holders(conn: Connection, tenant_id: int, role: str) -> int:
             select(func.count()).where(role_grants.c.tenant_id == tenant_id, role_grants.c.role == role)
         ).scalar_one()
     )
+
+
+@dataclass(frozen=True)
+class Refusal:
+    account_id: str
+    user_name: str
+    email: str | None
+    source: str
+    user_type: str
+    denied: Mapping[str, str]  # role -> reason (seat_limit, max_holders, external_not_allowed)
+
+
+def refused_accounts(conn: Connection, tenant_id: int, *, limit: int = 1000) -> tuple[list[Refusal], int]:
+    """The tenant's live accounts the rules grant a role that was left out (their stored `denied`
+    is not empty), in userName order: (the first `limit`, how many in all).
+
+    The `denied` each plan stores is the reason (`seat_limit`, `max_holders`,
+    `external_not_allowed`), so this is what the last plan of each person decided, not a guess
+    from today's mapping. Reads each live account of the tenant once, like `live_accounts`
+    (the JSON is matched as text, alike on SQLite and PostgreSQL)."""
+    text = cast(accounts.c.denied, Text)
+    query = (
+        select(
+            accounts.c.id,
+            accounts.c.user_name,
+            accounts.c.email,
+            accounts.c.source,
+            accounts.c.user_type,
+            text.label("denied_text"),
+        )
+        .where(
+            accounts.c.tenant_id == tenant_id,
+            accounts.c.status != Status.ARCHIVED.value,
+            accounts.c.denied.is_not(None),
+            text.not_in(["{}", "null"]),
+        )
+        .order_by(accounts.c.user_name_norm, accounts.c.id)
+    )
+    out: list[Refusal] = []
+    total = 0
+    for r in conn.execute(query):
+        denied = _denied(r.denied_text)
+        if not denied:
+            continue
+        total += 1
+        if len(out) < limit:
+            out.append(Refusal(r.id, r.user_name, r.email, r.source, r.user_type, denied))
+    return out, total
