@@ -252,14 +252,13 @@ def read_only_transaction(engine: Engine) -> Iterator[Connection]:
     """A transaction that can write nothing and is always rolled back: a preview that plans
     against the database must leave it exactly as it was. PostgreSQL refuses any write in it
     (`SET TRANSACTION READ ONLY`); on SQLite it takes no write lock and is rolled back."""
-    with engine.connect() as connection:
-        with connection.begin() as trans:
-            if engine.dialect.name == "postgresql":
-                connection.exec_driver_sql("SET TRANSACTION READ ONLY")
-            try:
-                yield connection
-            finally:
-                trans.rollback()
+    with engine.connect() as connection, connection.begin() as trans:
+        if engine.dialect.name == "postgresql":
+            connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+        try:
+            yield connection
+        finally:
+            trans.rollback()
 
 
 class Discard:
