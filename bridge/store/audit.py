@@ -7,15 +7,16 @@ are never updated; the daily purge is the only delete. `list_audit` returns them
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, text
+from sqlalchemy import Connection, bindparam, func, insert, select, text
 
 from bridge.core.lifecycle import SEAT_STATES, Status
 from bridge.core.mapping import RoleMapping
 from bridge.store.accounts import usage_outside
-from bridge.store.tables import AuditEvent, UTCDateTime
+from bridge.store.tables import Account, AuditEvent, RoleGrant, UTCDateTime
 
 audit = AuditEvent.__table__
 
@@ -235,3 +236,114 @@ def seat_history(
         seats -= deltas.get(str(day + timedelta(days=1)), 0)
         out.append((day, seats))
     return out[::-1]
+
+
+# ---- who held a role on a day (the console's access report) ---------------------------------
+
+
+@dataclass(frozen=True)
+class Holder:
+    account_id: str
+    user_name: str | None  # as the account is named now (None: the account row is gone)
+    email: str | None
+    status: str | None  # at the start of the day, or right after the grant during it
+    rule: str | None  # the rule that granted the role, as recorded with the grant (None: not kept)
+    granted_at: datetime | None  # when it was granted during the day; None: held when the day began
+
+
+def role_holders_on(conn: Connection, tenant_id: int, role: str, day: date) -> list[Holder]:
+    """Who held `role` at any time on the UTC day `day`, and by which rule, in userName order.
+
+    Reconstructed backwards from now, like `seat_history`, so it is as complete as the trail after
+    the day (the daily purge removes the oldest events first, never those after a kept one):
+    - who held it when the day began: an account with an event since then held what that first
+      event's `before` snapshot says (status and roles); one without held what it holds now
+      (`role_grants`, index ix_role_grants_role);
+    - who was granted it during the day: its `grant_roles` events of that day.
+    The rule is the one recorded with the grant (`role_grants.rule`, or the `granted` detail of
+    the last `grant_roles` event before the day for an account changed since).
+
+    Reads the tenant's events from the start of the day to now (index ix_audit_tenant_time),
+    one MIN(id) per account of them in SQL and only the first event's snapshot per account, the
+    current holders of the role, and the earlier `grant_roles` events of the accounts both changed
+    since the day and holding the role when it began (index ix_audit_account); none of the other
+    events before the day."""
+    accounts = Account.__table__
+    grants = RoleGrant.__table__
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    end = start + timedelta(days=1)
+
+    first = (
+        select(audit.c.account_id.label("aid"), func.min(audit.c.id).label("first_id"))
+        .where(audit.c.tenant_id == tenant_id, audit.c.occurred_at >= start, audit.c.account_id.is_not(None))
+        .group_by(audit.c.account_id)
+        .subquery()
+    )
+    at_start: dict[str, dict[str, Any]] = {
+        aid: before or {}
+        for aid, before in conn.execute(
+            select(audit.c.account_id, audit.c.before).join(first, audit.c.id == first.c.first_id)
+        )
+    }
+    held: dict[str, tuple[str | None, str | None, datetime | None]] = {}  # account -> status, rule, granted_at
+    for aid, status, rule in conn.execute(
+        select(grants.c.account_id, accounts.c.status, grants.c.rule)
+        .join(accounts, accounts.c.id == grants.c.account_id)
+        .where(grants.c.tenant_id == tenant_id, grants.c.role == role)
+    ):
+        if aid not in at_start:
+            held[aid] = (status, rule, None)
+    earlier = [aid for aid, snap in at_start.items() if role in (snap.get("roles") or ()) and snap.get("status")]
+    rules = _last_grant_rules(conn, tenant_id, earlier, role, before=start)
+    for aid in earlier:
+        held[aid] = (at_start[aid].get("status"), rules.get(aid), None)
+    for aid, after, occurred_at in conn.execute(
+        select(audit.c.account_id, audit.c.after, audit.c.occurred_at)
+        .where(
+            audit.c.tenant_id == tenant_id,
+            audit.c.occurred_at >= start,
+            audit.c.occurred_at < end,
+            audit.c.account_id.is_not(None),
+            audit.c.action == "grant_roles",
+        )
+        .order_by(audit.c.id)
+    ):
+        granted = ((after or {}).get("detail") or {}).get("granted") or {}
+        if role in granted and aid not in held:
+            held[aid] = ((after or {}).get("status"), granted[role], occurred_at)
+    names: dict[str, tuple[str, str | None]] = {}
+    ids = list(held)
+    for chunk in range(0, len(ids), 500):
+        for aid, user_name, email in conn.execute(
+            select(accounts.c.id, accounts.c.user_name, accounts.c.email).where(
+                accounts.c.tenant_id == tenant_id, accounts.c.id.in_(ids[chunk : chunk + 500])
+            )
+        ):
+            names[aid] = (user_name, email)
+    out = [
+        Holder(aid, names.get(aid, (None, None))[0], names.get(aid, (None, None))[1], status, rule, granted_at)
+        for aid, (status, rule, granted_at) in held.items()
+    ]
+    return sorted(out, key=lambda h: ((h.user_name or "").casefold(), h.account_id))
+
+
+def _last_grant_rules(
+    conn: Connection, tenant_id: int, account_ids: list[str], role: str, *, before: datetime
+) -> dict[str, str]:
+    """account -> the rule of its last `grant_roles` event granting `role` before `before`."""
+    out: dict[str, str] = {}
+    for chunk in range(0, len(account_ids), 500):
+        for aid, after in conn.execute(
+            select(audit.c.account_id, audit.c.after)
+            .where(
+                audit.c.tenant_id == tenant_id,
+                audit.c.account_id.in_(account_ids[chunk : chunk + 500]),
+                audit.c.action == "grant_roles",
+                audit.c.occurred_at < before,
+            )
+            .order_by(audit.c.id.desc())
+        ):
+            granted = ((after or {}).get("detail") or {}).get("granted") or {}
+            if aid not in out and role in granted:
+                out[aid] = granted[role]
+    return out

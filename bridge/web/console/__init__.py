@@ -54,7 +54,7 @@ class Tenant:
 
 
 def register(app: Flask, runtime: Runtime) -> None:
-    from bridge.web.console import actions, auth, people, screens  # noqa: F401  (their routes join the blueprint)
+    from bridge.web.console import actions, auth, people, screens, understand  # noqa: F401  (their routes join the blueprint)
 
     auth.register_limits(app, runtime)
     app.register_blueprint(blueprint)
