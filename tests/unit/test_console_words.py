@@ -32,6 +32,7 @@ def test_the_contract_button_texts_are_the_english_words() -> None:
         en["btn_retry"],
         en["btn_create_token"],
         en["btn_revoke"],
+        en["btn_preview"],
     } == {
         "Resend activation",
         "Archive",
@@ -39,4 +40,5 @@ def test_the_contract_button_texts_are_the_english_words() -> None:
         "Retry",
         "Create token",
         "Revoke",
+        "Preview",
     }
