@@ -272,7 +272,6 @@ CONSOLE: dict[str, dict[str, str]] = {
         "preview_no_losses": "Nobody loses a role.",
         "preview_statuses": "Status changes",
         "preview_refused": "Refused a role or a seat",
-        "rule": "Rule",
         "refused_title": "Granted but not admitted",
         "seat_refused_summary": "These {count} people were granted billable roles but not admitted: "
         "seat limit {limit}.",
@@ -514,7 +513,6 @@ CONSOLE: dict[str, dict[str, str]] = {
         "preview_no_losses": "Personne ne perd de rôle.",
         "preview_statuses": "Changements d'état",
         "preview_refused": "Rôle ou licence refusés",
-        "rule": "Règle",
         "refused_title": "Accordés mais non admis",
         "seat_refused_summary": "Ces {count} personnes ont reçu des rôles facturables sans être admises : "
         "limite de {limit} licences.",
