@@ -268,7 +268,16 @@ PHONE = {"width": 390, "height": 844}  # a current phone's CSS viewport
 def test_the_screens_fit_a_phone_without_scrolling_sideways(site: Site, open_page: OpenPage, tmp_path: Path) -> None:
     page = signed_in(site, open_page, OPS, viewport=PHONE, is_mobile=True, has_touch=True)
     wider = []
-    for path in ("/", "/t/example/", "/t/example/accounts", "/t/example/runs", "/t/example/audit", "/t/example/tokens"):
+    for path in (
+        "/",
+        "/t/example/",
+        "/t/example/accounts",
+        "/t/example/runs",
+        "/t/example/audit",
+        "/t/example/tokens",
+        "/t/example/preview",
+        "/t/example/access?role=front_desk",
+    ):
         page.goto(f"{site.url}/admin{path}")
         expect(page.locator("h1")).to_be_visible()
         screenshot(page, tmp_path, "phone" + path.replace("/", "-").rstrip("-"))
