@@ -287,3 +287,44 @@ def test_the_screens_fit_a_phone_without_scrolling_sideways(site: Site, open_pag
             wider.append(f"{path}: {width}px")
         wider += [f"{path}: chart {title!r} wider than its box" for title in overflowing(page)]
     assert not wider, f"wider than a {PHONE['width']}px phone: {wider}"
+
+
+def _rows(site: Site) -> dict[str, int]:
+    """How many rows the tables a plan writes hold, read straight from the database."""
+    from sqlalchemy import create_engine, func, select
+
+    from bridge.store.tables import Account, AuditEvent, OutboxMessage, RoleGrant
+
+    engine = create_engine(site.server.db_url)
+    try:
+        with engine.connect() as conn:
+            return {
+                t.__tablename__: conn.execute(select(func.count()).select_from(t.__table__)).scalar_one()
+                for t in (Account, RoleGrant, AuditEvent, OutboxMessage)
+            }
+    finally:
+        engine.dispose()
+
+
+def test_a_tenant_administrator_previews_a_mapping_change_and_nothing_is_applied(
+    site: Site, open_page: OpenPage, tmp_path: Path
+) -> None:
+    page = signed_in(site, open_page, IT, "--tenant", "example")
+    page.get_by_role("navigation").get_by_role("link", name=CONSOLE["en"]["nav_preview"]).click()
+    box = page.get_by_label(CONSOLE["en"]["preview_mapping"])
+    current = box.input_value()
+    assert current == site.deployment.mapping.read_text()  # prefilled with the tenant's file
+    edited = current.replace(
+        'group_pattern = "^pos-"\nroles = ["point_of_sale"]', 'group_pattern = "^pos-"\nroles = ["front_desk"]'
+    )
+    assert edited != current
+    before = _rows(site)
+    box.fill(edited)
+    page.get_by_role("button", name="Preview").click()
+    expect(page.locator("#gains tr", has_text="achevalier")).to_contain_text("front_desk")
+    expect(page.locator("#losses tr", has_text="achevalier")).to_contain_text("point_of_sale")
+    expect(page.get_by_role("status")).to_contain_text(CONSOLE["en"]["preview_nothing_applied"])
+    screenshot(page, tmp_path, "30-preview")
+    assert _rows(site) == before
+    shown = site.cli("users", "show", "achevalier", "--tenant", "example", "--json")
+    assert '"point_of_sale"' in shown and '"front_desk"' not in shown
