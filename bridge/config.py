@@ -82,6 +82,10 @@ _TENANT: _Spec = {
     "activation_expires_days": (int, 7),
     "suspended_counts_as_seat": (bool, True),
     "support_contact": (str, None),
+    # Leaver policies (issue 17): archive an account suspended this long (Okta never sends a
+    # DELETE: its leavers would keep a seat forever), and mail activations only to these domains.
+    "archive_after_suspended_days": (int, None),
+    "email_domains": (list, None),
 }
 _SOURCE: _Spec = {
     "name": (str, None),
@@ -137,6 +141,8 @@ class TenantConfig:
     activation_expires_days: int
     suspended_counts_as_seat: bool
     support_contact: str | None
+    archive_after_suspended_days: int | None = None
+    email_domains: tuple[str, ...] = ()
     _mapping: list[RoleMapping] = field(default_factory=list, compare=False, repr=False)
 
     def mapping(self) -> RoleMapping:
@@ -356,6 +362,12 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
             raise ConfigError(origin, f"{where}.activation", 'must be "password" or "sso"')
         if t["activation"] == "sso" and not t["login_url"]:
             raise ConfigError(origin, f"{where}.login_url", 'required when activation = "sso"')
+        if t["archive_after_suspended_days"] is not None and t["archive_after_suspended_days"] < 1:
+            raise ConfigError(origin, f"{where}.archive_after_suspended_days", "must be at least 1 (or left out)")
+        domains = t["email_domains"] or []
+        for j, domain in enumerate(domains):
+            if not isinstance(domain, str) or not domain.strip() or "@" in domain or domain != domain.strip():
+                raise ConfigError(origin, f"{where}.email_domains[{j + 1}]", f"{domain!r} is not a domain name")
         if t["seat_limit"] is not None and t["seat_limit"] < 0:
             raise ConfigError(origin, f"{where}.seat_limit", "must not be negative")
         tenants[t["name"]] = TenantConfig(
@@ -368,6 +380,8 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
             activation_expires_days=t["activation_expires_days"],
             suspended_counts_as_seat=t["suspended_counts_as_seat"],
             support_contact=t["support_contact"],
+            archive_after_suspended_days=t["archive_after_suspended_days"],
+            email_domains=tuple(d.casefold().rstrip(".") for d in domains),
         )
 
     sources: dict[str, SourceConfig] = {}

@@ -55,6 +55,22 @@ def address_problem(value: str | None) -> str | None:
     return None
 
 
+# The reason an activation is not sent to an address outside the tenant's `email_domains`.
+OUTSIDE_DOMAINS = "email_domain"
+
+
+def domain_problem(value: str | None, domains: tuple[str, ...]) -> str | None:
+    """Why an address is outside the tenant's domains (`email_domains`, folded); None when the
+    tenant sets none, or the address's domain is one of them or below one (`mail.example.org`
+    is inside `example.org`). A typo'd or private address in the directory then gets no mail."""
+    if not domains or value is None or "@" not in value:
+        return None
+    domain = value.rsplit("@", 1)[1].casefold().rstrip(".")
+    if any(domain == d or domain.endswith("." + d) for d in domains):
+        return None
+    return f"the address is outside the tenant's email domains ({', '.join(domains)})"
+
+
 def usable_address(value: str | None) -> str | None:
     """The form to send to (the domain in IDNA), or None when bridge cannot mail `value`."""
     if address_problem(value) is not None:

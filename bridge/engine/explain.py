@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge.core.address import ADDRESS_UNUSABLE, address_problem
+from bridge.core.address import ADDRESS_UNUSABLE, OUTSIDE_DOMAINS, address_problem, domain_problem
 from bridge.core.lifecycle import Status
 from bridge.core.mapping import decide_roles, decide_user_type, rule_matches
 from bridge.core.plan import build_plan
@@ -142,6 +142,9 @@ def explain_account(runtime: Runtime, tenant_name: str, user: str) -> dict[str, 
             # address in the source queues a new one.
             activation = f"{ADDRESS_UNUSABLE}: {problem}"
             reason += f" — but no activation mail can be sent: {activation}"
+        elif (outside := domain_problem(account.email, settings.email_domains)) is not None:
+            activation = f"{OUTSIDE_DOMAINS}: {outside}"
+            reason += f" — but no activation mail is sent: {activation}"
     if settings.mappings_path is None and status is Status.NO_ACCESS:
         reason += " — the tenant has no mapping file, so no rule grants anyone a role"
     if live and mapping_changed:

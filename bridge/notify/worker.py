@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.config import TenantConfig, read_secret
-from bridge.core.address import ADDRESS_UNUSABLE, address_problem, usable_address
+from bridge.core.address import ADDRESS_UNUSABLE, OUTSIDE_DOMAINS, address_problem, domain_problem, usable_address
 from bridge.core.lifecycle import Status
 from bridge.errors import BridgeError, ConfigError
 from bridge.notify.activation import (
@@ -404,6 +404,12 @@ class OutboxWorker:
         if to is None:
             problem = address_problem(raw if isinstance(raw, str) else None)
             self._refuse(row, f"{ADDRESS_UNUSABLE}: {problem}", stats)
+            return None
+        _, tenant_cfg = self._tenant(row.tenant_id)
+        outside = domain_problem(to, tenant_cfg.email_domains) if tenant_cfg else None
+        if outside is not None:
+            # For good: a new address in the source queues a new activation row of its own.
+            self._refuse(row, f"{OUTSIDE_DOMAINS}: {outside}", stats)
             return None
         if row.topic == ACTIVATION_TOPIC:
             return to, None

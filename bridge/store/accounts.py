@@ -27,7 +27,7 @@ from bridge.core.mapping import RoleMapping
 from bridge.core.plan import CAPACITY_DENIALS, AccountState, Usage
 from bridge.errors import Ambiguous, InvalidValue, NotFound
 from bridge.store.ids import fold
-from bridge.store.tables import Account, Credential, Identity, RoleGrant
+from bridge.store.tables import Account, AuditEvent, Credential, Identity, RoleGrant
 
 accounts = Account.__table__
 identities = Identity.__table__
@@ -297,6 +297,29 @@ def list_accounts(conn: Connection, tenant_id: int, status: str | None = None) -
     if status:
         query = query.where(accounts.c.status == status)
     return list(conn.execute(query.order_by(accounts.c.user_name_norm)).all())
+
+
+def long_suspended_ids(conn: Connection, tenant_id: int, cutoff: datetime) -> list[str]:
+    """Ids of the tenant's accounts suspended since `cutoff` or earlier: the time of their newest
+    `suspend` audit event (index ix_audit_account), or their creation for an account created
+    suspended. A person suspended, resumed and suspended again counts from the last suspension."""
+    audit = AuditEvent.__table__
+    suspended_at = (
+        select(func.max(audit.c.occurred_at))
+        .where(audit.c.tenant_id == tenant_id, audit.c.account_id == accounts.c.id, audit.c.action == "suspend")
+        .scalar_subquery()
+    )
+    return list(
+        conn.execute(
+            select(accounts.c.id).where(
+                accounts.c.tenant_id == tenant_id,
+                accounts.c.status == Status.SUSPENDED.value,
+                func.coalesce(suspended_at, accounts.c.created_at) <= cutoff,
+            )
+        )
+        .scalars()
+        .all()
+    )
 
 
 def expired_external_ids(conn: Connection, tenant_id: int, now: datetime) -> list[str]:
