@@ -209,9 +209,11 @@ def _purge(runtime: Runtime, job: JobSpec) -> str:
 
 
 def _replan(runtime: Runtime, job: JobSpec) -> str:
+    from bridge.engine.pause import finish_catch_ups
     from bridge.engine.replan import replan_changed_tenants
 
-    done = [
+    caught_up = finish_catch_ups(runtime.config, runtime.engine, actor="scheduler:replan")
+    done = [f"{r.tenant} (SCIM catch-up after resume): {r.counts}" for r in caught_up] + [
         f"{r.tenant} ({r.mode}): {r.counts}"
         for r in replan_changed_tenants(runtime.config, runtime.engine, actor="scheduler:replan")
         if r.mode == "full" or any(a.changes for a in (r.plan.accounts if r.plan else ()))

@@ -96,6 +96,9 @@ def sync(
         if as_json:
             click.echo(json.dumps(result.to_json(), ensure_ascii=False))
             continue
+        if result.paused:
+            click.echo(f"{name} ({result.tenant}): not run: {result.reason}; `bridge tenants resume` runs it")
+            continue
         if dry_run:
             print_plan(result)
             if result.seat_refused:

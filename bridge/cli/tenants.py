@@ -1,10 +1,12 @@
-"""`bridge tenants`: add and list tenants."""
+"""`bridge tenants`: add, list, pause and resume tenants."""
 
 from __future__ import annotations
 
+import sys
+
 import click
 
-from bridge.cli.base import State, pass_state, print_json, table, utc_now
+from bridge.cli.base import State, cli_actor, pass_state, print_json, table, utc_now
 
 
 @click.group()
@@ -46,6 +48,7 @@ def tenants_list(state: State, as_json: bool) -> None:
             else t.seat_limit,
             "configured": t.name in configured,
             "created": t.created_at.isoformat(),
+            "paused": t.paused_at.isoformat() if t.paused_at else None,
         }
         for t in rows
     ]
@@ -53,6 +56,44 @@ def tenants_list(state: State, as_json: bool) -> None:
         print_json(data)
     else:
         table(
-            ["NAME", "SEAT LIMIT", "IN CONFIG", "CREATED"],
-            [[d["name"], d["seatLimit"], d["configured"], d["created"]] for d in data],
+            ["NAME", "SEAT LIMIT", "IN CONFIG", "CREATED", "PAUSED"],
+            [[d["name"], d["seatLimit"], d["configured"], d["created"], d["paused"] or ""] for d in data],
         )
+
+
+@tenants.command("pause")
+@click.argument("name")
+@pass_state
+def tenants_pause(state: State, name: str) -> None:
+    """Pause a tenant: identities keep updating, no account changes until `tenants resume`."""
+    from bridge.engine.pause import pause_tenant
+
+    runtime = state.checked_runtime()
+    if pause_tenant(runtime.config, runtime.engine, name, actor=cli_actor()):
+        click.echo(f"tenant {name} paused: identities keep updating, accounts do not change until it is resumed")
+    else:
+        click.echo(f"tenant {name} was already paused")
+
+
+@tenants.command("resume")
+@click.argument("name")
+@pass_state
+def tenants_resume(state: State, name: str) -> None:
+    """Resume a paused tenant and plan it once (each directory source in full, then SCIM)."""
+    from bridge.engine.pause import resume_tenant
+
+    runtime = state.checked_runtime()
+    resumed = resume_tenant(runtime.config, runtime.engine, name, actor=cli_actor())
+    if resumed is None:
+        click.echo(f"tenant {name} was not paused")
+        return
+    click.echo(f"tenant {name} resumed (paused since {resumed.paused_at:%Y-%m-%d %H:%M} UTC)")
+    for run in resumed.runs:
+        data = run.to_json()
+        counts = ", ".join(f"{k} {data[k]}" for k in ("created", "updated", "rolesChanged", "suspended", "archived"))
+        state_word = f"aborted: {run.reason}" if run.aborted else counts
+        click.echo(f"  {run.source} ({run.mode}): {state_word}")
+        for error in run.errors:
+            click.echo(f"    error: {error}", err=True)
+    if resumed.failed:
+        sys.exit(1)

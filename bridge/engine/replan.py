@@ -98,7 +98,16 @@ def _run(
     result = SyncResult(source=SOURCE, tenant=tenant_name, dry_run=dry_run, run_id=correlation_id, mode=mode)
     with transaction(engine, write=False) as conn:
         view = tenant_view(conn, tenant_cfg)
-        live = live_accounts(conn, view.id, waiting_only=waiting_only)
+        live = live_accounts(conn, view.id, waiting_only=waiting_only) if not view.paused or dry_run else {}
+    if view.paused and not dry_run:
+        # Nothing changes while the tenant is paused; resuming re-plans it (engine.pause). The
+        # mapping's fingerprint is left as it was, so a changed mapping is still re-planned then.
+        result.paused = True
+        result.reason = "the tenant is paused"
+        if not waiting_only:
+            with transaction(engine) as conn:
+                _record(conn, view.id, result, "paused", reason, correlation_id, now)
+        return result
     fingerprint = planning_fingerprint(view)
     ctx = ApplyContext(
         tenant_id=view.id,
@@ -228,7 +237,7 @@ def _apply_source(
     mapping = view.config.mapping()
     # Room first: whoever gives up a seat or a limited role, then the rest in userName order.
     order = sorted(plan.accounts, key=lambda a: (not frees_capacity(a, mapping), a.user_name.casefold()))
-    _replan_chunks(engine, view, source, [a.anchor for a in order], ctx, merged, errors)
+    replan_chunks(engine, view, source, [a.anchor for a in order], ctx, merged, errors)
     # Those a chunk planned before room was freed in a later one get what the plan gave them now.
     behind = []
     for wanted in order:
@@ -236,10 +245,10 @@ def _apply_source(
         if got is None or got.roles_after != wanted.roles_after or got.after is not wanted.after:
             behind.append(wanted.anchor)
     if behind:
-        _replan_chunks(engine, view, source, behind, ctx, merged, errors)
+        replan_chunks(engine, view, source, behind, ctx, merged, errors)
 
 
-def _replan_chunks(
+def replan_chunks(
     engine: Engine,
     view: TenantView,
     source: str,
@@ -247,12 +256,17 @@ def _replan_chunks(
     ctx: ApplyContext,
     merged: dict[tuple[str, str], AccountPlan],
     errors: list[str],
+    *,
+    live_only: bool = True,
 ) -> None:
+    """Re-plan and apply `anchors` of one source, `CHUNK` per write transaction (one by one when a
+    chunk fails), adding what each account went through to `merged` and what failed to `errors`.
+    `live_only=False` also creates and revives, as the source's own writes would (engine.pause)."""
     for start in range(0, len(anchors), CHUNK):
         chunk = list(anchors[start : start + CHUNK])
         try:
             with transaction(engine) as conn:
-                applied = replan(conn, view, source, chunk, ctx, live_only=True)
+                applied = replan(conn, view, source, chunk, ctx, live_only=live_only)
         except SQLAlchemyError:
             # One bad row must not hold back the others: one person per transaction instead.
             log.warning("replan of %d accounts failed; retrying one by one", len(chunk))
@@ -260,7 +274,7 @@ def _replan_chunks(
             for anchor in chunk:
                 try:
                     with transaction(engine) as conn:
-                        applied.accounts += replan(conn, view, source, [anchor], ctx, live_only=True).accounts
+                        applied.accounts += replan(conn, view, source, [anchor], ctx, live_only=live_only).accounts
                 except SQLAlchemyError as exc:
                     message = f"{source}/{anchor}: {type(exc).__name__}: {getattr(exc, 'orig', exc)}"
                     log.error("account not re-planned: %s", message)
@@ -311,18 +325,19 @@ def replan_changed_tenants(config: Config, engine: Engine, *, actor: str = "repl
     and, in every other tenant, the accounts waiting for a seat or a limited role (room may have
     been freed by a path that did not re-plan them itself, or by a crash between the two).
 
-    What the scheduler runs at its start and in its `replan` job."""
+    What the scheduler runs at its start and in its `replan` job (after engine.pause's unfinished
+    catch-ups)."""
     with transaction(engine, write=False) as conn:
         names = [t.name for t in list_tenants(conn)]
-    results = []
-    for name in names:
-        if mapping_changed(config, engine, name):
-            results.append(run_replan(config, engine, name, actor=actor, reason="the mapping changed"))
-        else:
-            results.append(
-                run_replan(config, engine, name, waiting_only=True, actor=actor, reason="capacity may have freed up")
-            )
-    return results
+    return [replan_if_needed(config, engine, name, actor=actor) for name in names]
+
+
+def replan_if_needed(config: Config, engine: Engine, tenant_name: str, *, actor: str) -> SyncResult:
+    """Everyone, when the tenant's mapping changed since its accounts were planned; otherwise those
+    waiting for a seat or a limited role."""
+    if mapping_changed(config, engine, tenant_name):
+        return run_replan(config, engine, tenant_name, actor=actor, reason="the mapping changed")
+    return run_replan(config, engine, tenant_name, waiting_only=True, actor=actor, reason="capacity may have freed up")
 
 
 def replan_waiting(config: Config, engine: Engine, tenant_name: str, *, actor: str) -> SyncResult | None:

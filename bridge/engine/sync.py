@@ -89,6 +89,8 @@ class SyncResult:
     tenant: str
     dry_run: bool
     aborted: bool = False
+    # The tenant is paused (bridge.engine.pause): the run read nothing and changed nothing.
+    paused: bool = False
     reason: str | None = None
     # What the run applied (a dry run: what it would apply). An aborted run applies nothing: its
     # counts are zero, and what its plan would have done is in `planned`, never mixed with them.
@@ -118,6 +120,7 @@ class SyncResult:
             "tenant": self.tenant,
             "dryRun": self.dry_run,
             "aborted": self.aborted,
+            "paused": self.paused,
             "reason": self.reason,
             "mode": self.mode,
             **{k: int(self.counts.get(k, 0)) for k in keys},
@@ -339,6 +342,12 @@ class _SyncRun:
     def run_steps(self) -> SyncResult:
         """read, plan and check, write groups, apply, record: each step may end the run."""
         try:
+            if self.tenant.paused_at is not None and not self.dry_run:
+                # Nothing is read: resuming runs this source in full (engine.pause), which is what
+                # the reads skipped meanwhile would have added up to. A dry run still shows the plan.
+                self.result.paused = True
+                self.result.reason = f"the tenant is paused since {self.tenant.paused_at:%Y-%m-%d %H:%M} UTC"
+                return self.finish("paused")
             ended = self.read()
             if ended is not None:
                 return ended

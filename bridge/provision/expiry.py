@@ -61,6 +61,8 @@ def _archive_due(runtime: Runtime, now: datetime, *, actor: str, due: Due, reaso
     with transaction(runtime.engine, write=False) as conn:
         tenants = {t: get_tenant(conn, t) for t in runtime.config.tenants}
     for name, tenant in tenants.items():
+        if tenant.paused_at is not None:
+            continue  # due again, and archived, once the tenant is resumed
         settings = runtime.config.tenant_settings(name)
         freed: ApplyContext | None = None
         with transaction(runtime.engine, write=False) as conn:

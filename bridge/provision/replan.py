@@ -44,12 +44,15 @@ class TenantView:
     name: str
     seat_limit: int | None
     config: TenantConfig
+    # Paused (bridge.engine.pause): what the sources send is stored, and no account changes by
+    # itself until the tenant is resumed. A person's own action (archive, reactivate) still does.
+    paused: bool = False
 
 
 def tenant_view(conn: Connection, tenant_cfg: TenantConfig) -> TenantView:
     row = get_tenant(conn, tenant_cfg.name)
     limit = effective_seat_limit(tenant_cfg.seat_limit, row.seat_limit)
-    return TenantView(id=row.id, name=row.name, seat_limit=limit, config=tenant_cfg)
+    return TenantView(id=row.id, name=row.name, seat_limit=limit, config=tenant_cfg, paused=row.paused_at is not None)
 
 
 def planning_fingerprint(tenant: TenantView) -> str:
@@ -120,6 +123,8 @@ def replan_waiting(engine: Engine, tenant_cfg: TenantConfig, ctx: ApplyContext) 
     try:
         with transaction(engine, write=False) as conn:
             view = tenant_view(conn, tenant_cfg)
+            if view.paused:
+                return plans  # resuming re-plans everyone, the waiting included
             waiting = live_accounts(conn, view.id, waiting_only=True)
         for source, anchors in sorted(waiting.items()):
             for start in range(0, len(anchors), CHUNK):

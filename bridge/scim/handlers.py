@@ -167,6 +167,8 @@ class Handlers:
             raise ScimError(412, "the resource changed since the version in If-Match")
 
     def replan(self, conn: Connection, view: TenantView, ctx: ApplyContext, anchors: Sequence[str]) -> None:
+        if view.paused:
+            return  # the identities are stored; resuming the tenant plans them (engine.pause)
         for start in range(0, len(anchors), REPLAN_CHUNK):
             plan = replan(conn, view, storage.SOURCE, list(anchors[start : start + REPLAN_CHUNK]), ctx)
             if room_freed(plan.accounts, view):

@@ -117,7 +117,8 @@ class UserHandlers(Handlers):
     def delete_user(self, anchor: str) -> Response:
         def work(conn: Connection, caller: Caller, ctx: ApplyContext, view: TenantView) -> None:
             self.locked(conn, caller, "user", anchor)
-            plan = scim_delete(conn, view, anchor, ctx)
+            # Paused: the identity is marked deleted below and resuming archives the account.
+            plan = None if view.paused else scim_delete(conn, view, anchor, ctx)
             if plan is not None and room_freed([plan], view):
                 g.scim_room_freed = True  # what it held may be what someone waits for
             storage.mark_deleted(conn, caller.tenant_id, anchor, ctx.now)

@@ -282,6 +282,30 @@ def write_user(
         conn.execute(insert(emails), rows)
 
 
+def user_anchors(conn: Connection, tenant_id: int) -> list[str]:
+    """Every live SCIM user of the tenant (the re-plan a resumed tenant runs), in anchor order."""
+    statement = select(identities.c.anchor).where(_live(tenant_id, "user")).order_by(identities.c.anchor)
+    return list(conn.execute(statement).scalars())
+
+
+def deleted_with_live_account(conn: Connection, tenant_id: int) -> list[str]:
+    """SCIM users deleted whose account is not archived: the DELETEs a paused tenant received."""
+    return list(
+        conn.execute(
+            select(identities.c.anchor)
+            .select_from(identities.join(accounts, accounts.c.identity_id == identities.c.id))
+            .where(
+                identities.c.tenant_id == tenant_id,
+                identities.c.source == SOURCE,
+                identities.c.kind == "user",
+                identities.c.deleted_at.is_not(None),
+                accounts.c.status != "archived",
+            )
+            .order_by(identities.c.anchor)
+        ).scalars()
+    )
+
+
 def mark_deleted(conn: Connection, tenant_id: int, anchor: str, now: datetime) -> None:
     conn.execute(
         update(identities)

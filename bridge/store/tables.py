@@ -76,6 +76,10 @@ class Tenant(Base):
     # What the accounts were last planned with (bridge.core.mapping.mapping_fingerprint); null:
     # never recorded, which counts as a changed mapping.
     mapping_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    # Since when the tenant is paused (bridge tenants pause): identities update, accounts do not.
+    paused_at: Mapped[datetime | None]
+    # Resumed, and the SCIM users not yet planned again (bridge.engine.pause.catch_up_scim).
+    catch_up_due_at: Mapped[datetime | None]
 
 
 class ScimToken(Base):

@@ -6,7 +6,8 @@ it); `get_tenant` raises `bridge.errors.NotFound` for an unknown name, which the
 one-line error and the SCIM door never sees (its token names the tenant). `seat_limit` is the
 stored limit; the effective limit (config wins) is decided in `bridge.core.plan.effective_seat_limit`.
 `mapping_fingerprint` is the fingerprint of the mapping the tenant's accounts were last planned
-with; the engine's re-plan writes it after a re-plan commits.
+with; the engine's re-plan writes it after a re-plan commits. `paused_at` is set while the tenant
+is paused (bridge.engine.pause).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class TenantRow:
     name: str
     seat_limit: int | None
     created_at: datetime
+    paused_at: datetime | None = None
 
 
 def ensure_tenant(
@@ -54,12 +56,12 @@ def get_tenant(conn: Connection, name: str) -> TenantRow:
     row = conn.execute(_TENANT_BY_NAME, {"name": name}).first()
     if row is None:
         raise NotFound(f'no tenant named "{name}"')
-    return TenantRow(row.id, row.name, row.seat_limit, row.created_at)
+    return TenantRow(row.id, row.name, row.seat_limit, row.created_at, row.paused_at)
 
 
 def list_tenants(conn: Connection) -> list[TenantRow]:
     rows = conn.execute(select(tenants).order_by(tenants.c.name)).all()
-    return [TenantRow(r.id, r.name, r.seat_limit, r.created_at) for r in rows]
+    return [TenantRow(r.id, r.name, r.seat_limit, r.created_at, r.paused_at) for r in rows]
 
 
 def stored_fingerprint(conn: Connection, tenant_id: int) -> str | None:
@@ -71,6 +73,25 @@ def stored_fingerprint(conn: Connection, tenant_id: int) -> str | None:
 
 def save_fingerprint(conn: Connection, tenant_id: int, fingerprint: str) -> None:
     conn.execute(update(tenants).where(tenants.c.id == tenant_id).values(mapping_fingerprint=fingerprint))
+
+
+def set_paused(conn: Connection, tenant_id: int, paused_at: datetime | None, now: datetime) -> None:
+    """Pause (a time) or resume (None) the tenant; bridge.engine.pause decides what that means.
+    Resuming also records that the SCIM catch-up is due, in the same statement."""
+    values: dict[str, Any] = {"paused_at": paused_at}
+    if paused_at is None:
+        values["catch_up_due_at"] = now
+    conn.execute(update(tenants).where(tenants.c.id == tenant_id).values(**values))
+
+
+def catch_up_done(conn: Connection, tenant_id: int) -> None:
+    conn.execute(update(tenants).where(tenants.c.id == tenant_id).values(catch_up_due_at=None))
+
+
+def catch_up_due(conn: Connection) -> list[str]:
+    """Tenants resumed whose SCIM catch-up did not finish (a crash, a failure): the replan job's."""
+    statement = select(tenants.c.name).where(tenants.c.catch_up_due_at.is_not(None), tenants.c.paused_at.is_(None))
+    return list(conn.execute(statement.order_by(tenants.c.name)).scalars())
 
 
 def tenant_names(conn: Connection) -> dict[int, str]:

@@ -168,6 +168,21 @@ CONSOLE: dict[str, dict[str, str]] = {
         "started": "Started",
         "duration": "Duration",
         "outcome": "Outcome",
+        "pause_title": "Pause",
+        "pause_hint": (
+            "Pausing stops every automatic account change of this tenant: what the identity provider "
+            "and the directory send is kept, and applied once, through the same checks, when you "
+            "resume."
+        ),
+        "paused_since": "Paused since",
+        "paused_hint": (
+            "Identities keep updating; no account changes by itself. Resume to plan what arrived "
+            "meanwhile (the directory sources run in full)."
+        ),
+        "btn_pause": "Pause",
+        "btn_resume": "Resume",
+        "done_pause": "The tenant is paused.",
+        "done_resume": "The tenant is resuming: its sources run now; see Sync runs.",
         "held_plans": "Held plans",
         "held_none": "No plan is waiting for a decision.",
         "mail_health": "Mail health",
@@ -408,6 +423,21 @@ CONSOLE: dict[str, dict[str, str]] = {
         "started": "Début",
         "duration": "Durée",
         "outcome": "Résultat",
+        "pause_title": "Pause",
+        "pause_hint": (
+            "La pause arrête tout changement automatique des comptes de ce client : ce qu'envoient le "
+            "fournisseur d'identité et l'annuaire est conservé, puis appliqué une fois, avec les mêmes "
+            "contrôles, à la reprise."
+        ),
+        "paused_since": "En pause depuis le",
+        "paused_hint": (
+            "Les identités sont mises à jour ; aucun compte ne change de lui-même. Reprenez pour "
+            "appliquer ce qui est arrivé entre-temps (les annuaires sont relus en entier)."
+        ),
+        "btn_pause": "Mettre en pause",
+        "btn_resume": "Reprendre",
+        "done_pause": "Le client est en pause.",
+        "done_resume": "Reprise en cours : ses sources sont relues maintenant ; voir les synchronisations.",
         "held_plans": "Plans retenus",
         "held_none": "Aucun plan n'attend de décision.",
         "mail_health": "État des courriels",

@@ -51,6 +51,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 class Tenant:
     id: int
     name: str
+    paused_at: datetime | None = None  # bridge.engine.pause
 
 
 def register(app: Flask, runtime: Runtime) -> None:
@@ -165,7 +166,7 @@ def tenant_scope(name: str) -> Tenant:
         abort(404)
     if not admin().may_see(row.id):
         abort(404)
-    return Tenant(id=row.id, name=row.name)
+    return Tenant(id=row.id, name=row.name, paused_at=row.paused_at)
 
 
 # ---- CSRF -----------------------------------------------------------------------------------

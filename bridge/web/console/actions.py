@@ -7,6 +7,8 @@ Every POST has passed `signed_in`'s CSRF check before it reaches these functions
 
 from __future__ import annotations
 
+import logging
+import threading
 from urllib.parse import urlencode
 
 from flask import Response, abort, redirect, request
@@ -23,6 +25,8 @@ from bridge.provision.manual import (
 from bridge.store.accounts import find_account
 from bridge.store.db import transaction
 from bridge.web.console import PREFIX, actor, blueprint, page, runtime, signed_in, tenant_scope, words
+
+log = logging.getLogger(__name__)
 
 
 def _back(path: str, **query: str) -> Response:
@@ -103,3 +107,34 @@ def revoke_token(name: str, token_id: str) -> Response:
     except NotFound:
         abort(404)
     return _back(f"{PREFIX}/t/{tenant.name}/tokens", done="revoke")
+
+
+@blueprint.post("/t/<name>/pause")
+@signed_in
+def pause(name: str) -> Response:
+    from bridge.engine.pause import pause_tenant
+
+    tenant = tenant_scope(name)
+    pause_tenant(runtime().config, runtime().engine, tenant.name, actor=actor())
+    return _back(f"{PREFIX}/t/{tenant.name}/", done="pause")
+
+
+@blueprint.post("/t/<name>/resume")
+@signed_in
+def resume(name: str) -> Response:
+    """Resuming runs each directory source in full: minutes on a large directory, so it runs beside
+    the request. Crash-safe: the pause is cleared and the SCIM catch-up marked due in one commit
+    (engine.pause), and the scheduler finishes what a stopped process did not."""
+    from bridge.engine.pause import resume_tenant
+
+    tenant = tenant_scope(name)
+    rt, who = runtime(), actor()
+
+    def work() -> None:
+        try:
+            resume_tenant(rt.config, rt.engine, tenant.name, actor=who)
+        except Exception:
+            log.exception("resuming %s from the console failed; the scheduler's runs converge", tenant.name)
+
+    threading.Thread(target=work, name=f"resume-{tenant.name}", daemon=True).start()
+    return _back(f"{PREFIX}/t/{tenant.name}/", done="resume")

@@ -109,6 +109,7 @@ def overview(name: str) -> Response:
         runs=runs,
         health=health,
         held=[],  # filled by the held plans (issue 17)
+        notice=_notice(),
     )
 
 
