@@ -86,6 +86,8 @@ _TENANT: _Spec = {
     # DELETE: its leavers would keep a seat forever), and mail activations only to these domains.
     "archive_after_suspended_days": (int, None),
     "email_domains": (list, None),
+    # A plan a safety check held (issue 17) expires, unapproved, after this many days.
+    "held_plan_days": (int, 7),
 }
 _SOURCE: _Spec = {
     "name": (str, None),
@@ -143,6 +145,7 @@ class TenantConfig:
     support_contact: str | None
     archive_after_suspended_days: int | None = None
     email_domains: tuple[str, ...] = ()
+    held_plan_days: int = 7
     _mapping: list[RoleMapping] = field(default_factory=list, compare=False, repr=False)
 
     def mapping(self) -> RoleMapping:
@@ -368,6 +371,8 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
         for j, domain in enumerate(domains):
             if not isinstance(domain, str) or not domain.strip() or "@" in domain or domain != domain.strip():
                 raise ConfigError(origin, f"{where}.email_domains[{j + 1}]", f"{domain!r} is not a domain name")
+        if t["held_plan_days"] < 1:
+            raise ConfigError(origin, f"{where}.held_plan_days", "must be at least 1")
         if t["seat_limit"] is not None and t["seat_limit"] < 0:
             raise ConfigError(origin, f"{where}.seat_limit", "must not be negative")
         tenants[t["name"]] = TenantConfig(
@@ -382,6 +387,7 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
             support_contact=t["support_contact"],
             archive_after_suspended_days=t["archive_after_suspended_days"],
             email_domains=tuple(d.casefold().rstrip(".") for d in domains),
+            held_plan_days=t["held_plan_days"],
         )
 
     sources: dict[str, SourceConfig] = {}

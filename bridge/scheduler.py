@@ -175,7 +175,12 @@ def _expire(runtime: Runtime, job: JobSpec) -> str:
     # One job for the archives no source asks for: expired externals and long-suspended leavers.
     now = datetime.now(UTC)
     expired = expire_external_accounts(runtime, now)
-    return f"{expired} expired, {archive_long_suspended(runtime, now)} long suspended: archived"
+    from bridge.engine.plans import expire_held_plans
+
+    # Held plans nobody decided (tenant key held_plan_days) expire here too: nothing of them applies.
+    plans = expire_held_plans(runtime.engine, now)
+    suspended = archive_long_suspended(runtime, now)
+    return f"{expired} expired, {suspended} long suspended: archived; {plans} held plans expired"
 
 
 def _reminders(runtime: Runtime, job: JobSpec) -> str:

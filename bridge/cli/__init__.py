@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import click
 
-from bridge.cli import admins, audit, db, explain, jobs, outbox, replan, serve, sync, tenants, tokens, users
+from bridge.cli import admins, audit, db, explain, jobs, outbox, plans, replan, serve, sync, tenants, tokens, users
 from bridge.cli.base import BridgeGroup, State
 
 
@@ -40,5 +40,6 @@ main.add_command(jobs.jobs)
 main.add_command(jobs.scheduler)
 main.add_command(outbox.outbox)
 main.add_command(admins.admins)
+main.add_command(plans.plans)
 
 __all__ = ["main"]

@@ -124,6 +124,8 @@ def sync(
             click.echo(f"  warning: {warning}", err=True)
         if result.aborted:
             click.echo(f"{name}: aborted: {result.reason}", err=True)
+        if result.held:
+            click.echo(f"{name}: plan {result.held} is held for review: bridge plans show {result.held}")
     if failed:
         sys.exit(1)
 

@@ -19,9 +19,11 @@ from typing import Any
 from sqlalchemy import Engine
 
 from bridge.config import Config, SourceConfig
+from bridge.core.held import DELETION_THRESHOLD, EMPTY_READ, SOURCE_CHANGED, inputs_digest, plan_from_json
 from bridge.core.mapping import unseen_attributes
 from bridge.core.model import Snapshot, expand_groups
 from bridge.core.plan import Plan, Subject, build_plan, effective_seat_limit
+from bridge.engine import held
 from bridge.engine.sources import Source, make_source
 from bridge.errors import SourceUnavailable
 from bridge.logs import correlation_id as correlation_var
@@ -31,6 +33,7 @@ from bridge.store.audit import record_tenant_event
 from bridge.store.db import discardable_transaction, page_cache, transaction
 from bridge.store.delta import load_bookmark, save_bookmark
 from bridge.store.identities import diff_groups
+from bridge.store.plans import plan_accounts
 from bridge.store.runs import finish_sync_run, start_sync_run
 from bridge.store.tenants import get_tenant
 
@@ -108,6 +111,10 @@ class SyncResult:
     mode: str = "full"  # the mode that ran: a delta request may run full
     # Seconds per step (read, load, plan, apply), logged with the outcome: where a slow run went.
     timings: dict[str, float] = field(default_factory=dict)
+    # The plan a safety check refused and this run kept for review (`bridge plans`), or None.
+    held: str | None = None
+    # The held plan this run applied (`bridge plans approve`), or None.
+    approved: str | None = None
 
     @property
     def seat_refused(self) -> tuple[str, ...]:
@@ -130,6 +137,7 @@ class SyncResult:
             # The plan's counts whatever happened to it: for an aborted run, what it would have done.
             "planned": dict(self.planned) if self.planned is not None else None,
             "forced": dict(self.forced) if self.forced is not None else None,
+            "held": self.held,
             "errors": list(self.errors),
             "warnings": list(self.warnings),
             "durationSeconds": round(self.duration, 3),
@@ -148,8 +156,13 @@ def run_sync(
     progress: Callable[[str, int, int], None] | None = None,
     fetch: Callable[[SourceConfig, datetime], tuple[Snapshot, Any]] | None = None,
     actor: str | None = None,
+    approve: Any = None,
 ) -> SyncResult:
     """Run one sync of one source. `fetch` replaces the source's own read (tests, benches).
+
+    `approve` is a held plan (a row of `held_plans`) that `actor` approves: the run reads the
+    source in full and, when what the plan was computed from is unchanged (its digest), applies
+    that plan instead of its own; otherwise it applies nothing and holds its own plan.
 
     `actor` is who asked for the run (`cli:<user>`); a `force` that overrides a safety check is
     recorded under that name in the run's history and the audit log.
@@ -179,6 +192,7 @@ def run_sync(
             correlation_id,
             started,
             actor or f"sync:{source_name}",
+            approve,
         )
         run.open()
         return run.run_steps()
@@ -195,6 +209,7 @@ class _Ending:
 
     outcome: str
     reason: str | None = None
+    hold: str | None = None  # an aborted run keeps its plan for review, held for this reason
 
 
 class _SyncRun:
@@ -216,6 +231,7 @@ class _SyncRun:
         correlation_id: str,
         started: float,
         actor: str,
+        approve: Any = None,
     ) -> None:
         self.config = config
         self.engine = engine
@@ -229,6 +245,9 @@ class _SyncRun:
         self.correlation_id = correlation_id
         self.started = started
         self.actor = actor
+        self.approve = approve
+        if approve is not None:
+            self.mode = "full"  # a held plan came from a complete read, and so does its check
         self.source_cfg = config.source(source_name)
         self.tenant_cfg = config.tenants[self.source_cfg.tenant]
         self.mapping = self.tenant_cfg.mapping()
@@ -244,6 +263,7 @@ class _SyncRun:
         self.partial_read = False
         self.accounts: Any = None
         self.usage: Any = None
+        self._subjects: list[Subject] | None = None
         self.applied_count = 0  # accounts written so far, for `progress`
         self.apply_total = 0
 
@@ -334,6 +354,8 @@ class _SyncRun:
     def end(self, ending: _Ending) -> SyncResult:
         if ending.outcome == "aborted":
             assert ending.reason is not None
+            if ending.hold is not None and not self.dry_run and self.result.plan is not None:
+                self.hold(ending.hold, ending.reason)
             return self.abort(ending.reason)
         return self.finish(ending.outcome)
 
@@ -451,7 +473,9 @@ class _SyncRun:
         if not self.snapshot.users and live:
             if not self.force:
                 return _Ending(
-                    "aborted", f"the source returned no users while {live} accounts exist; use --force if that is right"
+                    "aborted",
+                    f"the source returned no users while {live} accounts exist; use --force if that is right",
+                    hold=EMPTY_READ,
                 )
             self.result.forced = {"actor": self.actor, "check": "empty_read", "accounts": live}
         return None
@@ -466,11 +490,9 @@ class _SyncRun:
         if self.partial_read:
             result.errors.append(f"{len(result.errors)} entries could not be read: nobody is archived in this run")
         step = time.monotonic()
-        groups = expand_groups(snapshot)
-        subjects = [Subject(user=u, groups=groups.get(u.anchor, ())) for u in snapshot.users.values()]
         plan = build_plan(
             self.source_name,
-            subjects,
+            self.subjects(),
             self.accounts,
             self.mapping,
             now=self.now,
@@ -484,6 +506,85 @@ class _SyncRun:
         result.timings["plan"] = time.monotonic() - step
         return plan
 
+    def subjects(self) -> list[Subject]:
+        """The people of the read, with their effective groups (computed once)."""
+        if self._subjects is None:
+            assert self.snapshot is not None
+            groups = expand_groups(self.snapshot)
+            self._subjects = [Subject(user=u, groups=groups.get(u.anchor, ())) for u in self.snapshot.users.values()]
+        return self._subjects
+
+    def inputs_digest(self) -> str:
+        """What this run's plan is computed from (bridge.core.held.inputs_digest)."""
+        from bridge.provision.replan import TenantView, planning_fingerprint
+
+        view = TenantView(
+            self.tenant.id,
+            self.tenant.name,
+            effective_seat_limit(self.tenant_cfg.seat_limit, self.tenant.seat_limit),
+            self.tenant_cfg,
+        )
+        return inputs_digest(self.subjects(), self.accounts, self.usage, planning_fingerprint(view))
+
+    def hold(self, reason: str, detail: str) -> None:
+        """Keep the refused plan for review (`bridge plans`), superseding the source's older one."""
+        assert self.result.plan is not None
+        self.result.held = held.hold(
+            self.engine,
+            tenant_id=self.tenant.id,
+            tenant_name=self.tenant.name,
+            source=self.source_name,
+            reason=reason,
+            detail=detail,
+            plan=self.result.plan,
+            digest=self.inputs_digest(),
+            actor=self.actor,
+            correlation_id=self.correlation_id,
+            now=self.now,
+            days=self.tenant_cfg.held_plan_days,
+            webhooks=bool(self.config.webhook.get("url")),
+        )
+        log.warning(
+            "sync %s: plan %s held for review (%s): bridge plans show %s",
+            self.source_name,
+            self.result.held,
+            reason,
+            self.result.held,
+            extra={"correlation_id": self.correlation_id},
+        )
+
+    def check_approval(self) -> _Ending | None:
+        """An approval: the held plan when what it was computed from is unchanged (claimed, then
+        applied as it was reviewed; the checks that held it are what the approval overrides), or
+        an ending that holds this run's own plan instead."""
+        row = self.approve
+        if self.inputs_digest() == row.digest:
+            if not held.claim_approval(
+                self.engine,
+                row,
+                actor=self.actor,
+                correlation_id=self.correlation_id,
+                now=self.now,
+                webhooks=bool(self.config.webhook.get("url")),
+            ):
+                return _Ending("aborted", f"plan {row.id} is no longer held: someone decided it first")
+            with transaction(self.engine, write=False) as conn:
+                rows, _ = plan_accounts(conn, row.id)
+            plan = plan_from_json(row.plan, [r.payload for r in rows])
+            self.result.plan = plan
+            self.result.counts = plan.counts()
+            self.result.approved = row.id
+            return None
+        self.plan()
+        tripped = self.check_empty_read() or self.check_deletion_threshold(self.result.plan)  # type: ignore[arg-type]
+        why = tripped.hold if tripped is not None else SOURCE_CHANGED
+        return _Ending(
+            "aborted",
+            f"the source changed since plan {row.id} was held: nothing was applied; "
+            "the new plan is held for review instead",
+            hold=why,
+        )
+
     def check_deletion_threshold(self, plan: Plan) -> _Ending | None:
         threshold = float(self.source_cfg.get("deletion_threshold"))
         minimum = int(self.source_cfg.get("deletion_threshold_min"))
@@ -493,7 +594,9 @@ class _SyncRun:
                 return _Ending(
                     "aborted",
                     f"deletion threshold: the run would archive {archives} of {plan.active_before} accounts "
-                    f"(more than {threshold:.0%}); nothing was written. Check the source, or use --force",
+                    f"(more than {threshold:.0%}); nothing was written. Check the source, then approve "
+                    "the held plan (bridge plans) or use --force",
+                    hold=DELETION_THRESHOLD,
                 )
             self.result.forced = {
                 "actor": self.actor,
@@ -509,8 +612,12 @@ class _SyncRun:
         """Load, plan and check. Returns how the run ends early (aborted, dry run), or None when
         the plan is to be written. Writes nothing itself."""
         self.load()
+        if self.approve is not None:
+            return self.check_approval()
         ending = self.check_empty_read()
         if ending is not None:
+            if ending.hold is not None and not self.dry_run:
+                self.plan()  # what the empty read would do is what a person reviews
             return ending
         ending = self.check_deletion_threshold(self.plan())
         if ending is not None:
@@ -536,7 +643,9 @@ class _SyncRun:
                 correlation_id=self.correlation_id,
             )
         diffing = time.monotonic() - step
-        if changes.member_rows < _OVERLAP_MIN_MEMBERS or not _can_overlap(engine):
+        # An approval claims its plan in a transaction of its own while it checks: never beside
+        # an open group write.
+        if changes.member_rows < _OVERLAP_MIN_MEMBERS or not _can_overlap(engine) or self.approve is not None:
             # The usual nightly run: few groups changed. Plan first, without holding the write lock.
             ending = self.plan_and_check()
             if ending is not None:
@@ -587,7 +696,8 @@ class _SyncRun:
         ctx = ApplyContext(
             tenant_id=self.tenant.id,
             tenant_name=self.tenant.name,
-            actor=f"sync:{self.source_name}",
+            # An approved plan's changes are the approver's decision, and audited as theirs.
+            actor=self.actor if self.approve is not None else f"sync:{self.source_name}",
             correlation_id=self.correlation_id,
             now=self.now,
             webhooks=bool(self.config.webhook.get("url")),

@@ -514,7 +514,8 @@ class OutboxWorker:
                 continue
             try:
                 payload = dict(row.payload)
-                payload["account"] = {**payload.get("account", {}), **identity.get(row.account_id or "", {})}
+                if row.account_id:  # an event about the tenant (plan.held) has no account
+                    payload["account"] = {**(payload.get("account") or {}), **identity.get(row.account_id, {})}
                 outcome = hooks.post(payload, int(time.time()))
             except Exception as exc:  # a payload that cannot be sent must not stop the others
                 self._refuse_broken(row, stats, exc)

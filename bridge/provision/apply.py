@@ -392,26 +392,34 @@ def _activation_row(ctx: ApplyContext, account_id: str, fields: Mapping[str, Any
 
 
 def _webhook_row(ctx: ApplyContext, account_id: str, topic: str, change: dict[str, Any]) -> dict[str, Any]:
+    return event_row(ctx.tenant_id, ctx.tenant_name, topic, change, now=ctx.now, account_id=account_id)
+
+
+def event_row(
+    tenant_id: int, tenant_name: str, topic: str, change: dict[str, Any], *, now: datetime, account_id: str | None
+) -> dict[str, Any]:
+    """A product event (webhook) as an outbox row. `account_id` None: an event about the tenant
+    (`plan.held`, `plan.approved`), whose `account` is null."""
     event_id = new_id()
     return {
-        "tenant_id": ctx.tenant_id,
+        "tenant_id": tenant_id,
         "account_id": account_id,
         "channel": "webhook",
         "topic": topic,
         "payload": {
             "id": event_id,
             "type": topic,
-            "tenant": ctx.tenant_name,
-            "occurred_at": ctx.now.isoformat(),
-            "account": {"id": account_id},
+            "tenant": tenant_name,
+            "occurred_at": now.isoformat(),
+            "account": {"id": account_id} if account_id is not None else None,
             "change": change,
         },
         "idempotency_key": f"webhook:{event_id}",
         "status": "queued",
         "last_error": None,
         "attempts": 0,
-        "next_attempt_at": ctx.now,
-        "created_at": ctx.now,
+        "next_attempt_at": now,
+        "created_at": now,
     }
 
 

@@ -472,3 +472,53 @@ class AdminSession(Base):
     stage: Mapped[str] = mapped_column(String(10))
     created_at: Mapped[datetime]
     last_seen_at: Mapped[datetime]
+
+
+class HeldPlan(Base):
+    """A plan a safety check refused, kept for a person to approve or reject (issue 17).
+
+    Source-agnostic: `source` is a `[[sources]]` name, or `scim` for account changes pushed by an
+    identity provider; `plan` is the `Plan`'s header (bridge.core.held.plan_header) and its
+    accounts are rows of `held_plan_accounts`. `digest` is what the plan was computed from
+    (bridge.core.held.inputs_digest): approve applies the stored plan only while it is the same.
+    Statuses: held, approved, rejected, expired (also a held plan superseded by a newer hold of
+    its source: `superseded_by` names it)."""
+
+    __tablename__ = "held_plans"
+    __table_args__ = (
+        Index("ix_held_plans_tenant_status", "tenant_id", "status", "created_at"),
+        Index("ix_held_plans_source", "tenant_id", "source", "status"),
+        Index("ix_held_plans_expiry", "status", "expires_at"),
+    )
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    source: Mapped[str] = mapped_column(String(100))
+    reason: Mapped[str] = mapped_column(String(50))  # deletion_threshold, empty_read, source_changed, ...
+    detail: Mapped[str | None] = mapped_column(Text)  # the check's sentence, as the run said it
+    status: Mapped[str] = mapped_column(String(12), default="held")
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(400))
+    expires_at: Mapped[datetime]
+    decided_at: Mapped[datetime | None]
+    decided_by: Mapped[str | None] = mapped_column(String(400))
+    superseded_by: Mapped[str | None] = mapped_column(String(36))
+    correlation_id: Mapped[str | None] = mapped_column(String(64))
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON)
+    digest: Mapped[str] = mapped_column(String(64))
+    plan: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class HeldPlanAccount(Base):
+    """One account's part of a held plan, in the plan's order: `payload` is the serialised
+    `AccountPlan` (bridge.core.held.account_plan_to_json), `kind` and `reason` its main change,
+    kept apart so a review page pages through them without decoding every payload."""
+
+    __tablename__ = "held_plan_accounts"
+    plan_id: Mapped[str] = mapped_column(ForeignKey("held_plans.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    account_id: Mapped[str | None] = mapped_column(String(36))
+    user_name: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(30))
+    reason: Mapped[str | None] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)

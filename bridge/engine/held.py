@@ -1,0 +1,209 @@
+"""The writes of held plans (issue 17), each one transaction with its audit event and its
+product event in the outbox: holding a refused plan, claiming one for approval, rejecting it,
+expiring it. The sync run (`engine/sync`) holds and claims; the doors reach the rest through
+`engine/plans`.
+
+Audit events (tenant events, no account): `plan_held` (actor: who ran the sync), `plan_approved`,
+`plan_rejected` (the person), `plan_expired` (the expiry job, or the run whose newer hold of the
+same source superseded it). Product events: `plan.held`, `plan.approved`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+
+from bridge.core.held import APPROVED, EXPIRED, REJECTED, account_plan_to_json, main_change, plan_counts, plan_header
+from bridge.core.plan import Plan
+from bridge.provision.apply import event_row
+from bridge.store.audit import record_tenant_event
+from bridge.store.changes import insert_outbox_rows
+from bridge.store.db import transaction
+from bridge.store.plans import decide, hold_plan
+
+
+def _event(
+    conn: Connection,
+    tenant_id: int,
+    tenant_name: str,
+    topic: str | None,
+    *,
+    action: str,
+    actor: str,
+    detail: dict[str, Any],
+    reason: str | None,
+    correlation_id: str | None,
+    now: datetime,
+    webhooks: bool,
+) -> None:
+    record_tenant_event(
+        conn,
+        tenant_id,
+        actor=actor,
+        action=action,
+        after=detail,
+        reason=reason,
+        correlation_id=correlation_id,
+        now=now,
+    )
+    if topic is not None and webhooks:
+        insert_outbox_rows(conn, [event_row(tenant_id, tenant_name, topic, detail, now=now, account_id=None)])
+
+
+def hold(
+    engine: Engine,
+    *,
+    tenant_id: int,
+    tenant_name: str,
+    source: str,
+    reason: str,
+    detail: str | None,
+    plan: Plan,
+    digest: str,
+    actor: str,
+    correlation_id: str | None,
+    now: datetime,
+    days: int,
+    webhooks: bool,
+) -> str:
+    """Store `plan` as held (superseding the older held plan of `source`); returns its id."""
+    accounts = []
+    for account in plan.accounts:
+        kind, why = main_change(account)
+        accounts.append(
+            {
+                "account_id": account.account_id,
+                "user_name": account.user_name,
+                "kind": kind,
+                "reason": why,
+                "payload": account_plan_to_json(account),
+            }
+        )
+    counts = plan_counts(plan)
+    expires = now + timedelta(days=days)
+    with transaction(engine) as conn:
+        plan_id, older = hold_plan(
+            conn,
+            tenant_id=tenant_id,
+            source=source,
+            reason=reason,
+            detail=detail,
+            counts=counts,
+            digest=digest,
+            header=plan_header(plan),
+            accounts=accounts,
+            created_at=now,
+            expires_at=expires,
+            created_by=actor,
+            correlation_id=correlation_id,
+        )
+        for old in older:
+            _event(
+                conn,
+                tenant_id,
+                tenant_name,
+                None,
+                action="plan_expired",
+                actor=actor,
+                detail={"plan": old, "source": source, "supersededBy": plan_id},
+                reason=f"superseded by plan {plan_id}, held by a newer run of {source}",
+                correlation_id=correlation_id,
+                now=now,
+                webhooks=webhooks,
+            )
+        _event(
+            conn,
+            tenant_id,
+            tenant_name,
+            "plan.held",
+            action="plan_held",
+            actor=actor,
+            detail={
+                "plan": plan_id,
+                "source": source,
+                "reason": reason,
+                "counts": counts,
+                "expires": expires.isoformat(),
+                **({"supersedes": older} if older else {}),
+            },
+            reason=detail,
+            correlation_id=correlation_id,
+            now=now,
+            webhooks=webhooks,
+        )
+    return plan_id
+
+
+def claim_approval(
+    engine: Engine,
+    row: Any,
+    *,
+    actor: str,
+    correlation_id: str | None,
+    now: datetime,
+    webhooks: bool,
+) -> bool:
+    """Mark the held plan `row` approved, with its audit event and `plan.approved`, before it is
+    applied: a plan is applied once, even when two people approve it at the same moment. False
+    when it is no longer held."""
+    with transaction(engine) as conn:
+        if not decide(conn, row.id, APPROVED, actor=actor, now=now):
+            return False
+        _event(
+            conn,
+            row.tenant_id,
+            row.tenant,
+            "plan.approved",
+            action="plan_approved",
+            actor=actor,
+            detail={"plan": row.id, "source": row.source, "reason": row.reason, "counts": dict(row.counts)},
+            reason=f"approved by {actor}",
+            correlation_id=correlation_id,
+            now=now,
+            webhooks=webhooks,
+        )
+    return True
+
+
+def reject(engine: Engine, row: Any, *, actor: str, now: datetime) -> bool:
+    """Mark the held plan `row` rejected (audited); False when it is no longer held."""
+    with transaction(engine) as conn:
+        if not decide(conn, row.id, REJECTED, actor=actor, now=now):
+            return False
+        _event(
+            conn,
+            row.tenant_id,
+            row.tenant,
+            None,
+            action="plan_rejected",
+            actor=actor,
+            detail={"plan": row.id, "source": row.source, "reason": row.reason, "counts": dict(row.counts)},
+            reason=f"rejected by {actor}: nothing of it is applied",
+            correlation_id=row.correlation_id,
+            now=now,
+            webhooks=False,
+        )
+    return True
+
+
+def expire(engine: Engine, row: Any, *, actor: str, now: datetime) -> bool:
+    """Mark the held plan `row` expired (audited); False when it is no longer held."""
+    with transaction(engine) as conn:
+        if not decide(conn, row.id, EXPIRED, actor=actor, now=now):
+            return False
+        _event(
+            conn,
+            row.tenant_id,
+            row.tenant,
+            None,
+            action="plan_expired",
+            actor=actor,
+            detail={"plan": row.id, "source": row.source, "expires": row.expires_at.isoformat()},
+            reason="nobody approved it before it expired: nothing of it is applied",
+            correlation_id=row.correlation_id,
+            now=now,
+            webhooks=False,
+        )
+    return True
