@@ -14,8 +14,8 @@ from bridge.errors import NotFound
 _COUNTS = ("created", "updated", "rolesChanged", "suspended", "archived", "reactivated", "unchanged")
 
 
-def _counts(plan: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {plan[k]}" for k in _COUNTS)
+def _counts(counts: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {counts.get(k, 0)}" for k in _COUNTS)
 
 
 def _known(call: Callable[[], Any]) -> Any:
@@ -52,7 +52,10 @@ def plans_list(state: State, tenant: str | None, as_json: bool) -> None:
         return
     table(
         ["ID", "TENANT", "SOURCE", "REASON", "CREATED", "STATUS", "CHANGES"],
-        [[d["id"], d["tenant"], d["source"], d["reason"], d["created"], d["status"], _counts(d)] for d in data],
+        [
+            [d["id"], d["tenant"], d["source"], d["reason"], d["created"], d["status"], _counts(d["counts"])]
+            for d in data
+        ],
     )
 
 
@@ -74,7 +77,7 @@ def plans_show(state: State, plan_id: str, as_json: bool) -> None:
     elif data["decidedBy"]:
         later = f"; superseded by plan {data['supersededBy']}" if data["supersededBy"] else ""
         click.echo(f"{data['status']} {data['decidedAt']} by {data['decidedBy']}{later}")
-    click.echo(f"would change: {_counts(data)}; seat delta {data['seatDelta']:+d}")
+    click.echo(f"would change: {_counts(data['counts'])}; seat delta {data['counts']['seatDelta']:+d}")
     click.echo("")
     table(
         ["USER", "KIND", "STATUS", "CHANGES", "REASON"],

@@ -42,9 +42,17 @@ class Decision:
 
 
 def summary(row: Any) -> dict[str, Any]:
-    """A plan as `plans list --json` prints it: the contract's keys, then the sync JSON's counts."""
-    counts = dict(row.counts or {})
+    """A plan as `plans list --json` prints it: the contract's keys, then the sync JSON's counts.
+
+    The contract names both a plan's `created` (when it was held) and the sync JSON's `created`
+    (accounts it creates): `created` is the time, and every count, that one too, is in `counts`;
+    the other counts are also at the top, as in the sync JSON."""
+    stored = dict(row.counts or {})
+    counts = {**{k: int(stored.get(k, 0)) for k in COUNT_KEYS}}
+    counts["seatDelta"] = int(stored.get("seatDelta", 0))
+    counts["seatRefused"] = int(stored.get("seatRefused", 0))
     return {
+        **{k: v for k, v in counts.items() if k != "created"},
         "id": row.id,
         "tenant": row.tenant,
         "source": row.source,
@@ -57,9 +65,7 @@ def summary(row: Any) -> dict[str, Any]:
         "decidedAt": row.decided_at.isoformat() if row.decided_at else None,
         "decidedBy": row.decided_by,
         "supersededBy": row.superseded_by,
-        **{k: int(counts.get(k, 0)) for k in COUNT_KEYS},
-        "seatDelta": int(counts.get("seatDelta", 0)),
-        "seatRefused": int(counts.get("seatRefused", 0)),
+        "counts": counts,
     }
 
 

@@ -165,7 +165,8 @@ def test_deletion_threshold_aborts_without_force_and_writes_nothing(deployment: 
     deployment.write_records([r for r in deployment.records() if not r.startswith("dn: cn=admins,")])
     out = sync_json(deployment)
     assert out["exit"] == 1 and out["aborted"] and "deletion threshold" in out["reason"]
-    assert table_counts(deployment) == before
+    # Nothing but the held plan and its one audit event (`plan_held`, about no account).
+    assert out["held"] and table_counts(deployment) == {**before, "audit_events": before["audit_events"] + 1}
     assert group_state(deployment) == groups_before
     forced = sync_json(deployment, "--force")
     assert forced["exit"] == 0 and forced["archived"] == int(len(people) * 0.3)
@@ -226,10 +227,13 @@ def test_empty_directory_read_aborts(deployment: Deployment, group_path: str) ->
     sync_json(deployment)
     before = table_counts(deployment)
     groups_before = group_state(deployment)
+    live = sum(1 for u in users(deployment).values() if u["status"] != "archived")
     deployment.write_records([r for r in deployment.records() if ",ou=people," not in deployment.dn_of(r)])
     out = sync_json(deployment)
     assert out["exit"] == 1 and "no users" in out["reason"]
-    assert table_counts(deployment) == before
+    assert out["held"] and table_counts(deployment) == {**before, "audit_events": before["audit_events"] + 1}
+    shown = json.loads(bridge(deployment, "plans", "show", out["held"], "--json").stdout)
+    assert shown["reason"] == "empty_read" and shown["archived"] == live
     assert group_state(deployment) == groups_before
 
 
