@@ -24,6 +24,7 @@ from bridge.engine.sync import SyncResult, run_sync
 from bridge.errors import BridgeError, NotFound
 from bridge.store.db import transaction
 from bridge.store.plans import due_to_expire, get_plan, list_plans, plan_accounts
+from bridge.store.tenants import get_tenant
 
 
 class PlanNotHeld(BridgeError):
@@ -131,6 +132,11 @@ def approve(config: Config, engine: Engine, plan_id: str, *, actor: str, tenant_
     row = _held(engine, plan_id, tenant_id, actor, now)
     if row.source not in config.sources:
         raise PlanNotHeld(f"plan {row.id}: source {row.source!r} is not a configured directory source")
+    with transaction(engine, write=False) as conn:
+        paused = get_tenant(conn, row.tenant).paused_at
+    if paused is not None:
+        # A paused tenant's sync reads nothing: the plan stays held until the tenant is resumed.
+        raise BridgeError(f"tenant {row.tenant} is paused: resume it before approving plan {row.id}")
     result = run_sync(config, engine, row.source, mode="full", actor=actor, approve=row, now=now)
     status = find(engine, plan_id).status
     return Decision(plan_id=row.id, status=status, result=result)

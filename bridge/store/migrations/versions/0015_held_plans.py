@@ -6,16 +6,16 @@ and counts in `held_plans`, one row per account in `held_plan_accounts` (the ser
 were computed from is unchanged. The rows are source-agnostic (`source = "scim"` for plans of
 SCIM account changes).
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-12-04
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014"
-down_revision = "0013"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
