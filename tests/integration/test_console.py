@@ -407,3 +407,65 @@ def test_the_pause_switch_holds_account_changes_until_resumed(site: Site) -> Non
     assert account_of(site, "agarnier")["status"] == "suspended"
     actions = {(e.action, e.actor) for e in _audit(site)}
     assert ("tenant_paused", f"admin:{IT}") in actions and ("tenant_resumed", f"admin:{IT}") in actions
+
+
+def test_a_held_plan_is_reviewed_and_approved_in_the_console(site: Site) -> None:
+    """Held plans (issue 17): the overview says a plan waits, its review page lists each account's
+    change, and Approve applies exactly that plan, audited as the administrator."""
+    d = site.deployment
+    people = d.people()
+    leavers = sorted(people[: int(len(people) * 0.3)])
+    d.remove_people(leavers)
+    held = json.loads(bridge(d, "sync", "--json").output.strip().splitlines()[-1])
+    assert held["aborted"] and held["held"], held
+    plan_id = held["held"]
+    review = f"/admin/t/example/plans/{plan_id}"
+
+    # A tenant administrator of another tenant sees neither the plan nor its buttons.
+    stranger = set_up(site, "it@other.example", "--tenant", "other")
+    assert stranger.get(f"{site.base}{review}", timeout=10).status_code == 404
+    assert stranger.get(f"{site.base}/admin/t/other/plans/{plan_id}", timeout=10).status_code == 404
+    assert post(stranger, site, "/admin/t/other/", f"/admin/t/other/plans/{plan_id}/approve").status_code == 404
+    assert json.loads(bridge(d, "plans", "show", plan_id, "--json").output)["status"] == "held"
+
+    session = set_up(site, IT, "--tenant", "example")
+    overview = session.get(f"{site.base}/admin/t/example/", timeout=10)
+    assert "1 held plan(s) waiting" in overview.text and review in overview.text
+    listed = session.get(f"{site.base}/admin/t/example/plans", timeout=10)
+    assert listed.status_code == 200 and plan_id in listed.text
+    page = session.get(f"{site.base}{review}", timeout=10)
+    assert page.status_code == 200 and ">Approve</button>" in page.text and ">Reject</button>" in page.text
+    assert all(name in page.text for name in leavers) and "no longer in source" in page.text
+    assert session.post(f"{site.base}{review}/approve", data={}, timeout=10).status_code == 403  # no CSRF field
+
+    approved = post(session, site, review, f"{review}/approve")
+    assert approved.status_code == 200 and "The plan is approved and applied." in approved.text
+    assert ">Approve</button>" not in approved.text
+    statuses = {u["userName"]: u["status"] for u in json.loads(bridge(d, "users", "list", "--tenant", "example", "--json").output)}
+    assert sorted(u for u, s in statuses.items() if s == "archived") == leavers
+    events = _audit(site)
+    assert ("plan_approved", f"admin:{IT}") in {(e.action, e.actor) for e in events}
+    assert {e.actor for e in events if e.action == "archive"} == {f"admin:{IT}"}
+    assert "No plan is waiting" in session.get(f"{site.base}/admin/t/example/", timeout=10).text
+
+
+def test_a_held_plan_is_rejected_in_the_console_and_approve_refuses_a_changed_directory(site: Site) -> None:
+    d = site.deployment
+    people = d.people()
+    leavers = int(len(people) * 0.3)
+    d.remove_people(people[:leavers])
+    first = json.loads(bridge(d, "sync", "--json").output.strip().splitlines()[-1])["held"]
+    assert first
+    session = set_up(site, OPS)
+    review = f"/admin/t/example/plans/{first}"
+    d.remove_people(people[leavers : leavers + 1])  # the directory changes after the review opened
+    refused = post(session, site, review, f"{review}/approve")
+    assert refused.status_code == 200 and "Not done" in refused.text and "the source changed" in refused.text
+    second = json.loads(bridge(d, "plans", "list", "--json").output)[0]
+    assert second["status"] == "held" and second["id"] != first and f"/plans/{second['id']}" in refused.url
+    assert not any(u["status"] == "archived" for u in json.loads(bridge(d, "users", "list", "--tenant", "example", "--json").output))
+    again = f"/admin/t/example/plans/{second['id']}"
+    rejected = post(session, site, again, f"{again}/reject")
+    assert rejected.status_code == 200 and "The plan is rejected" in rejected.text
+    assert json.loads(bridge(d, "plans", "show", second["id"], "--json").output)["status"] == "rejected"
+    assert ("plan_rejected", f"admin:{OPS}") in {(e.action, e.actor) for e in _audit(site)}

@@ -33,6 +33,8 @@ def test_the_contract_button_texts_are_the_english_words() -> None:
         en["btn_create_token"],
         en["btn_revoke"],
         en["btn_preview"],
+        en["btn_approve"],
+        en["btn_reject"],
     } == {
         "Resend activation",
         "Archive",
@@ -41,4 +43,6 @@ def test_the_contract_button_texts_are_the_english_words() -> None:
         "Create token",
         "Revoke",
         "Preview",
+        "Approve",
+        "Reject",
     }

@@ -55,7 +55,14 @@ class Tenant:
 
 
 def register(app: Flask, runtime: Runtime) -> None:
-    from bridge.web.console import actions, auth, people, screens, understand  # noqa: F401  (their routes join the blueprint)
+    from bridge.web.console import (  # noqa: F401  (their routes join the blueprint)
+        actions,
+        auth,
+        people,
+        plans,
+        screens,
+        understand,
+    )
 
     auth.register_limits(app, runtime)
     app.register_blueprint(blueprint)

@@ -108,9 +108,16 @@ def overview(name: str) -> Response:
         chart=chart,
         runs=runs,
         health=health,
-        held=[],  # filled by the held plans (issue 17)
+        held=_held_plans(tenant),
         notice=_notice(),
     )
+
+
+def _held_plans(tenant: Tenant) -> list[dict[str, Any]]:
+    """The tenant's plans waiting for a decision (issue 17), newest first."""
+    from bridge.engine.plans import plans
+
+    return plans(runtime().engine, tenant_id=tenant.id, status="held")
 
 
 @blueprint.get("/t/<name>/accounts")
