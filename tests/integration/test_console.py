@@ -409,6 +409,10 @@ def test_the_pause_switch_holds_account_changes_until_resumed(site: Site) -> Non
     assert ("tenant_paused", f"admin:{IT}") in actions and ("tenant_resumed", f"admin:{IT}") in actions
 
 
+def _accounts(d: Deployment) -> list[dict[str, str]]:
+    return list(json.loads(bridge(d, "users", "list", "--tenant", "example", "--json").output))
+
+
 def test_a_held_plan_is_reviewed_and_approved_in_the_console(site: Site) -> None:
     """Held plans (issue 17): the overview says a plan waits, its review page lists each account's
     change, and Approve applies exactly that plan, audited as the administrator."""
@@ -441,7 +445,7 @@ def test_a_held_plan_is_reviewed_and_approved_in_the_console(site: Site) -> None
     approved = post(session, site, review, f"{review}/approve")
     assert approved.status_code == 200 and "The plan is approved and applied." in approved.text
     assert ">Approve</button>" not in approved.text
-    statuses = {u["userName"]: u["status"] for u in json.loads(bridge(d, "users", "list", "--tenant", "example", "--json").output)}
+    statuses = {u["userName"]: u["status"] for u in _accounts(d)}
     assert sorted(u for u, s in statuses.items() if s == "archived") == leavers
     events = _audit(site)
     assert ("plan_approved", f"admin:{IT}") in {(e.action, e.actor) for e in events}
@@ -463,7 +467,7 @@ def test_a_held_plan_is_rejected_in_the_console_and_approve_refuses_a_changed_di
     assert refused.status_code == 200 and "Not done" in refused.text and "the source changed" in refused.text
     second = json.loads(bridge(d, "plans", "list", "--json").output)[0]
     assert second["status"] == "held" and second["id"] != first and f"/plans/{second['id']}" in refused.url
-    assert not any(u["status"] == "archived" for u in json.loads(bridge(d, "users", "list", "--tenant", "example", "--json").output))
+    assert not any(u["status"] == "archived" for u in _accounts(d))
     again = f"/admin/t/example/plans/{second['id']}"
     rejected = post(session, site, again, f"{again}/reject")
     assert rejected.status_code == 200 and "The plan is rejected" in rejected.text
