@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+from bridge.notify.webhook import SIGNATURE_HEADER, verify_signature
 from bridge.store.db import make_engine
 from bridge.store.tables import AuditEvent, HeldPlan, OutboxMessage
 from tests.fixtures.slapd import Slapd
+from tests.fixtures.webhook import WebhookReceiver
+from tests.integration.notify_support import WEBHOOK_SECRET, notify_config, run_worker
 from tests.ldap_deployment import LdapDeployment
 
 PEOPLE = "ou=people,dc=example,dc=org"
@@ -223,28 +227,38 @@ def test_an_unknown_plan_id_is_one_line_and_exit_2(deploy: LdapDeployment) -> No
         assert out.exit_code == 2 and out.output.strip() == "bridge: no held plan 'no-such-plan'"
 
 
-def test_held_and_approved_plans_are_product_events(deploy: LdapDeployment, directory: Slapd) -> None:
-    deploy.config.write_text(
-        deploy.config.read_text() + '\n[webhook]\nurl = "http://127.0.0.1:9/hook"\nsecret_env = "HOOK_SECRET"\n'
-    )
+def test_held_and_approved_plans_are_product_events(
+    deploy: LdapDeployment, directory: Slapd, webhook_receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`plan.held` and `plan.approved` go through the outbox, queued with the decision, and the
+    worker delivers them signed, with `account` null (an event about the tenant)."""
+    monkeypatch.setenv("BRIDGE_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET)
+    deploy.config.write_text(deploy.config.read_text() + notify_config(port=1, webhook_url=webhook_receiver.url))
     plan_id = trip(deploy, directory, NAMES[:6])["held"]
-    assert deploy.bridge("plans", "approve", plan_id).exit_code == 0
     engine = make_engine(deploy.db_url)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(
-                select(OutboxMessage.topic, OutboxMessage.payload, OutboxMessage.account_id)
-                .where(OutboxMessage.topic.like("plan.%"))
-                .order_by(OutboxMessage.id)
+            queued = conn.execute(
+                select(OutboxMessage.topic, OutboxMessage.account_id).where(OutboxMessage.channel == "webhook")
             ).all()
-            held_at = conn.execute(
-                select(AuditEvent.correlation_id).where(AuditEvent.action == "plan_held")
-            ).scalar_one()
+            held_event = conn.execute(select(AuditEvent.correlation_id).where(AuditEvent.action == "plan_held"))
+            assert held_event.scalar_one()
     finally:
         engine.dispose()
-    assert [r.topic for r in rows] == ["plan.held", "plan.approved"]
-    held, approved = rows[0].payload, rows[1].payload
-    assert held["type"] == "plan.held" and held["tenant"] == "example" and held["account"] is None
-    assert held["change"]["plan"] == plan_id and held["change"]["counts"]["archived"] == 6
-    assert approved["change"]["plan"] == plan_id and rows[1].account_id is None
-    assert held_at
+    assert [(r.topic, r.account_id) for r in queued] == [("plan.held", None)]  # nothing else was written
+    assert deploy.bridge("plans", "approve", plan_id).exit_code == 0
+    run_worker(deploy)  # type: ignore[arg-type]
+    events = [d.event for d in webhook_receiver.accepted()]
+    now = time.time()
+    assert all(
+        verify_signature(WEBHOOK_SECRET.encode(), d.headers[SIGNATURE_HEADER], d.body, now)
+        for d in webhook_receiver.accepted()
+    )
+    plan_events = [e for e in events if e["type"].startswith("plan.")]
+    assert [e["type"] for e in plan_events] == ["plan.held", "plan.approved"]
+    held, approved = plan_events
+    assert held["tenant"] == "example" and held["account"] is None and approved["account"] is None
+    assert held["change"]["plan"] == plan_id and held["change"]["reason"] == "deletion_threshold"
+    assert held["change"]["counts"]["archived"] == 6 and approved["change"]["plan"] == plan_id
+    # The approved plan's archives are account events, as any archive is.
+    assert sum(1 for e in events if e["type"] == "account.archived") == 6
