@@ -21,7 +21,7 @@ from bridge.provision.apply import event_row
 from bridge.store.audit import record_tenant_event
 from bridge.store.changes import insert_outbox_rows
 from bridge.store.db import transaction
-from bridge.store.plans import decide, hold_plan
+from bridge.store.plans import decide, hold_plan, same_held_plan
 
 
 def _event(
@@ -68,7 +68,15 @@ def hold(
     days: int,
     webhooks: bool,
 ) -> str:
-    """Store `plan` as held (superseding the older held plan of `source`); returns its id."""
+    """Store `plan` as held (superseding the older held plan of `source`); returns its id.
+
+    A plan computed from the same inputs as the source's held one, for the same reason (the
+    scheduler's next run over an unchanged directory), is that plan: its id is returned and
+    nothing is written, so the review link stays valid and `plan.held` is said once."""
+    with transaction(engine, write=False) as conn:
+        same = same_held_plan(conn, tenant_id, source, digest, reason)
+    if same is not None:
+        return same
     accounts = []
     for account in plan.accounts:
         kind, why = main_change(account)

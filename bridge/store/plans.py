@@ -9,6 +9,8 @@ Contract:
 - `decide` moves a plan from `held` to `approved`, `rejected` or `expired`, only if it is still
   `held` (a conditional UPDATE): it returns False when someone else decided first, so a plan is
   approved, and applied, once.
+- `same_held_plan` finds the held plan a new hold would repeat (same source, inputs digest and
+  reason): the engine keeps it rather than holding an identical one every run.
 - Every read takes an optional `tenant_id`: a tenant administrator's door passes it, and a plan
   of another tenant is None, as a missing one.
 The caller writes the audit events and outbox rows in the same transaction.
@@ -85,6 +87,20 @@ def hold_plan(
     if rows:
         insert_many(conn, held_accounts, rows)
     return plan_id, older
+
+
+def same_held_plan(conn: Connection, tenant_id: int, source: str, digest: str, reason: str) -> str | None:
+    """The id of the source's held plan computed from the same inputs for the same reason, if
+    there is one: a run that would hold it again keeps that one (its id, its link, its expiry)."""
+    return conn.execute(
+        select(held_plans.c.id).where(
+            held_plans.c.tenant_id == tenant_id,
+            held_plans.c.source == source,
+            held_plans.c.status == "held",
+            held_plans.c.digest == digest,
+            held_plans.c.reason == reason,
+        )
+    ).scalar()
 
 
 def get_plan(conn: Connection, plan_id: str, tenant_id: int | None = None) -> Any | None:

@@ -121,7 +121,12 @@ def test_a_threshold_trip_holds_the_plan_and_changes_no_account(deploy: LdapDepl
     [held] = audit(deploy, "plan_held")
     assert held["after"]["plan"] == out["held"] and held["after"]["counts"]["archived"] == 6
 
-    # A second refused run of the same source supersedes the first: one plan waits, the newest.
+    # The next refused run over the same directory keeps that plan (same id, no second event).
+    same = deploy.sync("--full")
+    assert same["exit"] == 1 and same["held"] == out["held"] and len(plans(deploy)) == 1
+    assert len(audit(deploy, "plan_held")) == 1
+    # A refused run over a changed directory supersedes it: one plan waits, the newest.
+    remove(directory, [NAMES[6]])
     again = deploy.sync("--full")
     assert again["exit"] == 1 and again["held"] and again["held"] != out["held"]
     by_id = {p["id"]: p for p in plans(deploy)}
