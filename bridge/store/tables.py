@@ -522,3 +522,26 @@ class HeldPlanAccount(Base):
     kind: Mapped[str] = mapped_column(String(30))
     reason: Mapped[str | None] = mapped_column(Text)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class AccountEventRow(Base):
+    """The product's change feed (`GET /api/v1/events`): every account event the webhooks carry,
+    with the webhook's payload, at a `position` in its tenant's commit order (bridge.store.events).
+    Migration 0016."""
+
+    __tablename__ = "account_events"
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    occurred_at: Mapped[datetime]
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class EventPosition(Base):
+    """One row per tenant: the last `position` given to an account event, and the last one purged.
+    A writing transaction updates this row as its last step, so its lock orders the tenant's
+    writers by commit (bridge.store.events). Migration 0016."""
+
+    __tablename__ = "event_positions"
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), primary_key=True, autoincrement=False)
+    position: Mapped[int] = mapped_column(BigInteger, default=0)
+    purged_through: Mapped[int] = mapped_column(BigInteger, default=0)
