@@ -132,6 +132,8 @@ def seed(engine: Engine, tenant_id: int, name: str, count: int, rng: random.Rand
                     "user_type": user_type,
                     "status": status,
                     "status_before_suspend": "active" if status == "suspended" else None,
+                    # What apply writes beside the grants (the seat count's copy, migration 0016).
+                    "held_roles": store_accounts.held_roles_text(roles),
                     "denied": {},
                     "admin_hold": False,
                     "expires_at": None,
@@ -258,7 +260,16 @@ def queries(t: dict[str, Any]) -> list[tuple[str, Callable[[Connection], Any]]]:
             "search: text + status + role",
             lambda c: store_accounts.search_accounts(c, tid, text="le", status="active", role="front_desk"),
         ),
-        ("seat_history (90 days)", lambda c: store_audit.seat_history(c, tid, mapping=mapping, now=NOW)),
+        ("seats_outside (today's seat count)", lambda c: store_accounts.seats_outside(c, tid, mapping)),
+        (
+            "usage_outside, one account excluded (explain)",
+            lambda c: store_accounts.usage_outside(c, tid, mapping, exclude_ids=[t["some_account"]]),
+        ),
+        (
+            "seat_history (90 days, with today's seat count)",
+            lambda c: store_audit.seat_history(c, tid, mapping=mapping, now=NOW),
+        ),
+        ("find_account (by id)", lambda c: store_accounts.find_account(c, tid, t["some_account"])),
         ("audit_page: newest", lambda c: store_audit.audit_page(c, tid)),
         ("audit_page: one account", lambda c: store_audit.audit_page(c, tid, account_id=t["some_account"])),
         (

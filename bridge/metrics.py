@@ -147,7 +147,7 @@ class StoreCollector(Collector):
 
     @staticmethod
     def _seats(conn: Any, tenant: str, cfg: Any) -> int:
-        from bridge.store.accounts import usage_outside
+        from bridge.store.accounts import seats_outside
         from bridge.store.tenants import get_tenant
 
         if cfg is None:
@@ -156,9 +156,9 @@ class StoreCollector(Collector):
             mapping = cfg.mapping()
         except Exception:
             return 0
-        return usage_outside(
+        return seats_outside(
             conn, get_tenant(conn, tenant).id, mapping, suspended_counts_as_seat=cfg.suspended_counts_as_seat
-        ).seats
+        )
 
 
 def render(runtime: Runtime) -> tuple[bytes, str]:

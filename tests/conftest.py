@@ -4,6 +4,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,3 +88,22 @@ class Deployment:
 @pytest.fixture
 def deployment(tmp_path: Path, db_url: str) -> Deployment:
     return Deployment(tmp_path, db_url)
+
+
+def stale_held_roles(conn: Any) -> list[tuple[str, str | None, str]]:
+    """Accounts whose `held_roles` (the seat count's copy, migration 0016) is not their grants:
+    (id, held_roles, what role_grants says). Empty when apply kept the copy right."""
+    from sqlalchemy import select
+
+    from bridge.store.accounts import held_roles_text
+    from bridge.store.tables import Account, RoleGrant
+
+    grants: dict[str, list[str]] = {}
+    for account_id, role in conn.execute(select(RoleGrant.account_id, RoleGrant.role)):
+        grants.setdefault(account_id, []).append(role)
+    out = []
+    for account_id, held in conn.execute(select(Account.id, Account.held_roles)):
+        expected = held_roles_text(grants.get(account_id, []))
+        if held != expected:
+            out.append((account_id, held, expected))
+    return out

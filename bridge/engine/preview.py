@@ -22,7 +22,7 @@ from bridge.core.plan import GrantRoles, RevokeRoles
 from bridge.engine.replan import plan_source
 from bridge.provision.replan import TenantView, tenant_view
 from bridge.runtime import Runtime
-from bridge.store.accounts import live_accounts, refused_accounts, usage_outside
+from bridge.store.accounts import live_accounts, refused_accounts, seats_outside
 from bridge.store.db import read_only_transaction
 
 ORIGIN = "<pasted mapping>"
@@ -112,9 +112,9 @@ def preview_parsed(runtime: Runtime, tenant_name: str, mapping: RoleMapping, *, 
         stored = tenant_view(conn, tenant_cfg)
         view = TenantView(id=stored.id, name=stored.name, seat_limit=stored.seat_limit, config=edited_cfg)
         counts_suspended = tenant_cfg.suspended_counts_as_seat
-        seats_before = usage_outside(conn, view.id, current, suspended_counts_as_seat=counts_suspended).seats
+        seats_before = seats_outside(conn, view.id, current, suspended_counts_as_seat=counts_suspended)
         # The same accounts judged by the edited mapping's billable roles, before its plan changes any.
-        seats_after = usage_outside(conn, view.id, mapping, suspended_counts_as_seat=counts_suspended).seats
+        seats_after = seats_outside(conn, view.id, mapping, suspended_counts_as_seat=counts_suspended)
         live = live_accounts(conn, view.id)
         result = Preview(
             tenant=view.name,

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from alembic import command
 from click.testing import CliRunner
-from sqlalchemy import Connection, Engine, insert, select, text
+from sqlalchemy import Connection, Engine, insert, select, text, update
 
 from bridge.cli import main
 from bridge.core.mapping import load_mapping
 from bridge.store import accounts as store_accounts
 from bridge.store import audit as store_audit
-from bridge.store.accounts import BadCursor, search_accounts, status_counts
+from bridge.store.accounts import BadCursor, held_roles_text, search_accounts, status_counts, usage_outside
 from bridge.store.audit import audit_page, audit_rows, list_audit, seat_history
 from bridge.store.db import _alembic_config, make_engine, transaction, upgrade
 from bridge.store.ids import fold, new_id
@@ -27,7 +27,7 @@ from bridge.store.outbox import mail_health, problem_rows
 from bridge.store.runs import get_run, last_runs, run_changes, runs_page
 from bridge.store.tables import Account, AuditEvent, Identity, OutboxMessage, RoleGrant, SyncRun, Tenant
 from bridge.store.tenants import get_tenant, tenant_summaries
-from tests.conftest import ROOT, Deployment
+from tests.conftest import ROOT, Deployment, stale_held_roles
 
 NOW = datetime(2026, 12, 3, 18, 0, tzinfo=UTC)
 A, B = 1, 2
@@ -57,7 +57,10 @@ def add_account(
     roles: tuple[str, ...] = (),
     source: str = "dir",
     user_type: str = "internal",
+    held: bool = True,
 ) -> str:
+    """One account with its grants; `held`: with the seat count's copy of them, as apply writes
+    it (False: null, a row from before migration 0016)."""
     account_id = new_id()
     anchor = f"anchor-{next(_seq)}"
     conn.execute(
@@ -90,6 +93,7 @@ def add_account(
             family_name_norm=fold(family),
             user_type=user_type,
             status=status,
+            held_roles=held_roles_text(roles) if held else None,
             created_at=NOW,
             updated_at=NOW,
         )
@@ -285,6 +289,9 @@ def test_audit_page_filters_and_pages_newest_first(engine: Engine, monkeypatch: 
         monkeypatch.setattr(store_audit, "AUDIT_CHUNK", 3)
         streamed = [r.id for r in audit_rows(conn, A)]
         assert streamed == everything
+        # A window's chunks stop at its first id; the ids here run against the time (i hours ago).
+        recent = [r.id for r in audit_rows(conn, A, since=NOW - timedelta(hours=5))]
+        assert recent == [i for i in everything if i == everything[0] or i in ids[:6]] and len(recent) == 7
         assert [r.actor for r in audit_rows(conn, A, actor="admin:x@y", account_id="acc0")] == ["admin:x@y"] * 3
         # An account's status history is list_audit's (oldest first), as `bridge users show` reads it.
         assert [r.id for r in list_audit(conn, A, account_id="acc1")] == sorted(
@@ -357,6 +364,87 @@ def test_seat_history_walks_back_from_todays_count(engine: Engine) -> None:
             (today, 1),
         ]
         assert isinstance(history[0][0], date) and len(seat_history(conn, A, mapping=mapping, now=NOW)) == 90
+
+
+def test_seat_count_from_held_roles_is_the_count_of_the_grants(engine: Engine) -> None:
+    """usage_outside counts seats from accounts.held_roles; the same seats as joining the grants
+    (what it did before migration 0016, and still does for a null held_roles), whatever the
+    exclusions and the suspended setting, on accounts that hold several, free or no roles."""
+    mapping = load_mapping(ROOT / "mappings" / "example.toml")  # schedule_viewer is free
+    people = [  # (user name, status, roles, source, tenant)
+        ("desk", "active", ("front_desk",), "dir", A),
+        ("both", "active", ("administration", "front_desk", "schedule_viewer"), "dir", A),  # one seat
+        ("viewer", "active", ("schedule_viewer",), "dir", A),
+        ("waiting", "pending", ("administration",), "dir", A),
+        ("away", "suspended", ("front_desk",), "dir", A),
+        ("away.viewer", "suspended", ("schedule_viewer",), "dir", A),
+        ("nobody", "no_access", (), "dir", A),
+        ("left", "archived", ("front_desk",), "dir", A),  # a grant left behind: still no seat
+        ("pushed", "active", ("front_desk",), "scim", A),
+        ("pushed.admin", "pending", ("administration", "front_desk"), "scim", A),
+        ("elsewhere", "active", ("front_desk",), "dir", B),
+    ]
+    with transaction(engine) as conn:
+        ids = {
+            name: add_account(conn, tenant, name, status=status, roles=roles, source=source)
+            for name, status, roles, source, tenant in people
+        }
+
+    def expected(*, source: str | None, excluded: set[str], suspended: bool) -> int:
+        states = {"pending", "active"} | ({"suspended"} if suspended else set())
+        return sum(
+            1
+            for name, status, roles, src, tenant in people
+            if tenant == A
+            and src != source
+            and ids[name] not in excluded
+            and status in states
+            and any(mapping.roles[r].billable for r in roles)
+        )
+
+    cases = [
+        (source, excluded, suspended)
+        for source in (None, "scim")
+        for excluded in (set(), {ids["both"], ids["away"], ids["viewer"], ids["pushed"], ids["elsewhere"], "none"})
+        for suspended in (True, False)
+    ]
+
+    def counts() -> list[tuple[int, dict[str, int]]]:
+        with transaction(engine, write=False) as conn:
+            out = []
+            for source, excluded, suspended in cases:
+                usage = usage_outside(
+                    conn,
+                    A,
+                    mapping,
+                    exclude_source=source,
+                    exclude_ids=sorted(excluded),
+                    suspended_counts_as_seat=suspended,
+                )
+                seats = store_accounts.seats_outside(
+                    conn,
+                    A,
+                    mapping,
+                    exclude_source=source,
+                    exclude_ids=sorted(excluded),
+                    suspended_counts_as_seat=suspended,
+                )
+                assert seats == usage.seats  # the overview's read, without the holders
+                out.append((usage.seats, dict(usage.holders)))
+            return out
+
+    held = counts()
+    assert [seats for seats, _ in held] == [expected(source=s, excluded=e, suspended=x) for s, e, x in cases]
+    assert held[0] == (6, {"administration": 3})  # desk, both, waiting, away, pushed, pushed.admin
+    accounts = Account.__table__
+    with transaction(engine) as conn:  # half the accounts from before the copy: the join counts them
+        conn.execute(
+            update(accounts).where(accounts.c.user_name.in_(["both", "away", "pushed"])).values(held_roles=None)
+        )
+    assert counts() == held
+    with transaction(engine) as conn:
+        conn.execute(update(accounts).values(held_roles=None))
+    assert counts() == held
 
 
 # ---- runs -------------------------------------------------------------------------------------
@@ -440,6 +528,7 @@ def test_a_real_sync_fills_the_search_columns_and_tags_its_changes(tmp_path: Any
                 select(AuditEvent.__table__.c.id).where(AuditEvent.__table__.c.account_id.is_not(None))
             )
             assert len(rows) == len(count.all())  # every change of the first sync is the run's
+            assert stale_held_roles(conn) == []  # apply writes the seat count's copy of the grants
     finally:
         engine.dispose()
 
@@ -483,6 +572,55 @@ def test_migration_folds_the_stored_names(db_url: str) -> None:
             assert [tuple(r) for r in rows] == [("i0", "élodie", "strasse"), ("i1", None, None)]
             assert names(search_accounts(conn, 1, text="ÉLO")) == ["u0"]
             assert names(search_accounts(conn, 1, text="STRASS")) == ["u0"]
+    finally:
+        engine.dispose()
+
+
+def test_migration_copies_each_accounts_grants_to_held_roles(db_url: str) -> None:
+    """Accounts stored before 0016 get held_roles from their grants (none: an empty list), so the
+    seat count is the same before and after the upgrade."""
+    engine = make_engine(db_url)
+    created = datetime(2026, 12, 1, tzinfo=UTC)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(_alembic_config(conn), "0015")
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO tenants (id, name, created_at) VALUES (1, 't', :at)"), {"at": created})
+            for i, roles in enumerate([("schedule_viewer", "front_desk"), ()]):
+                params = {"id": f"i{i}", "anchor": f"a{i}", "name": f"u{i}", "at": created}
+                conn.execute(
+                    text(
+                        "INSERT INTO identities (id, tenant_id, source, kind, anchor, name, name_norm, active,"
+                        " attributes, scim_roles, created_at, updated_at, version)"
+                        " VALUES (:id, 1, 'dir', 'user', :anchor, :name, :name, true, '{}', '[]', :at, :at, 1)"
+                    ),
+                    params,
+                )
+                conn.execute(
+                    text(
+                        "INSERT INTO accounts (id, tenant_id, identity_id, source, anchor, user_name, user_name_norm,"
+                        " user_type, status, denied, admin_hold, created_at, updated_at, version)"
+                        " VALUES (:id, 1, :id, 'dir', :anchor, :name, :name, 'internal', 'active', '{}', false,"
+                        " :at, :at, 1)"
+                    ),
+                    params,
+                )
+                for role in roles:
+                    conn.execute(
+                        text(
+                            "INSERT INTO role_grants (account_id, role, tenant_id, granted_at)"
+                            " VALUES (:id, :role, 1, :at)"
+                        ),
+                        {**params, "role": role},
+                    )
+        upgrade(engine)
+        with transaction(engine, write=False) as conn:
+            accounts = Account.__table__
+            rows = conn.execute(select(accounts.c.id, accounts.c.held_roles).order_by(accounts.c.id)).all()
+            assert [tuple(r) for r in rows] == [("i0", '["front_desk", "schedule_viewer"]'), ("i1", "[]")]
+            assert stale_held_roles(conn) == []
+            mapping = load_mapping(ROOT / "mappings" / "example.toml")
+            assert usage_outside(conn, 1, mapping).seats == 1
     finally:
         engine.dispose()
 

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from bridge.store.tables import Account, AuditEvent, OutboxMessage, RoleGrant, SyncRun, Tenant
+from tests.conftest import stale_held_roles
 from tests.fixtures.scim import ScimClient, account, bridge_cli, new_group, new_user, patch
 
 ADMIN = [{"value": "Administrator"}]
@@ -49,6 +50,7 @@ def state_of_tenant(scim: ScimClient) -> dict[str, Any]:
                 select(func.count()).select_from(table).where(table.tenant_id == tenant.id)
             ).scalar_one()
 
+        assert stale_held_roles(conn) == []  # every re-plan keeps the seat count's copy right
         accounts = conn.execute(
             select(Account.id, Account.status, Account.version, Account.denied)
             .where(Account.tenant_id == tenant.id)

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from bridge.cli import main
 from bridge.store.db import make_engine
 from bridge.store.tables import Account, AuditEvent, Identity, OutboxMessage, RoleGrant, SyncRun
-from tests.conftest import Deployment
+from tests.conftest import Deployment, stale_held_roles
 
 
 @pytest.fixture(params=["groups after the plan", "groups beside the plan"])
@@ -43,6 +43,7 @@ def table_counts(d: Deployment) -> dict[str, int]:
     engine = make_engine(d.db_url)
     try:
         with engine.connect() as conn:
+            assert stale_held_roles(conn) == []  # every sync keeps the seat count's copy right
             return {
                 t.__tablename__: conn.execute(select(func.count()).select_from(t)).scalar_one()
                 for t in (Account, AuditEvent, Identity, OutboxMessage, RoleGrant)
