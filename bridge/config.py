@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bridge.core.address import address_problem
 from bridge.core.mapping import RoleMapping, load_mapping
 from bridge.errors import ConfigError
 
@@ -88,6 +89,11 @@ _TENANT: _Spec = {
     "email_domains": (list, None),
     # A plan a safety check held (issue 17) expires, unapproved, after this many days.
     "held_plan_days": (int, 7),
+    # Alerts (issue 17): who is mailed, once per incident, when a source fails this many runs in
+    # a row, mail is dead or refused, or the oldest queued mail waits longer than this.
+    "alert_emails": (list, None),
+    "alert_after_failed_runs": (int, 3),
+    "alert_queued_minutes": (int, 60),
 }
 _SOURCE: _Spec = {
     "name": (str, None),
@@ -146,6 +152,9 @@ class TenantConfig:
     archive_after_suspended_days: int | None = None
     email_domains: tuple[str, ...] = ()
     held_plan_days: int = 7
+    alert_emails: tuple[str, ...] = ()
+    alert_after_failed_runs: int = 3
+    alert_queued_minutes: int = 60
     _mapping: list[RoleMapping] = field(default_factory=list, compare=False, repr=False)
 
     def mapping(self) -> RoleMapping:
@@ -375,6 +384,13 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
             raise ConfigError(origin, f"{where}.held_plan_days", "must be at least 1")
         if t["seat_limit"] is not None and t["seat_limit"] < 0:
             raise ConfigError(origin, f"{where}.seat_limit", "must not be negative")
+        alert_emails = t["alert_emails"] or []
+        for j, address in enumerate(alert_emails):
+            if not isinstance(address, str) or address_problem(address) is not None:
+                raise ConfigError(origin, f"{where}.alert_emails[{j + 1}]", f"{address!r} is not an email address")
+        for key in ("alert_after_failed_runs", "alert_queued_minutes"):
+            if t[key] < 1:
+                raise ConfigError(origin, f"{where}.{key}", "must be at least 1")
         tenants[t["name"]] = TenantConfig(
             name=t["name"],
             mappings_path=_resolve(base, t["mappings"]),
@@ -388,6 +404,9 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
             archive_after_suspended_days=t["archive_after_suspended_days"],
             email_domains=tuple(d.casefold().rstrip(".") for d in domains),
             held_plan_days=t["held_plan_days"],
+            alert_emails=tuple(alert_emails),
+            alert_after_failed_runs=t["alert_after_failed_runs"],
+            alert_queued_minutes=t["alert_queued_minutes"],
         )
 
     sources: dict[str, SourceConfig] = {}

@@ -41,7 +41,16 @@ from bridge.store.lease import HOLDER, try_lease
 
 log = logging.getLogger(__name__)
 
-TARGETS = ("sync_delta", "sync_full", "expire_external", "activation_reminders", "outbox_drain", "purge", "replan")
+TARGETS = (
+    "sync_delta",
+    "sync_full",
+    "expire_external",
+    "activation_reminders",
+    "outbox_drain",
+    "purge",
+    "replan",
+    "alerts",
+)
 _JOB_KEYS = {"target", "source", "cron", "every", "timezone", "jitter", "misfire_grace", "enabled", "lease_seconds"}
 _EVERY = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -226,6 +235,12 @@ def _replan(runtime: Runtime, job: JobSpec) -> str:
     return "; ".join(done) or "no mapping changed, nobody waiting got room"
 
 
+def _alerts(runtime: Runtime, job: JobSpec) -> str:
+    from bridge.engine.alerts import check_mail
+
+    return f"{check_mail(runtime, datetime.now(UTC))} incidents opened"
+
+
 # At the scheduler's start, a changed mapping is re-planned without waiting for the first tick
 # (under the job's own name, so never beside a scheduled run of it).
 START_REPLAN = JobSpec(name="replan", target="replan", origin="<start>", misfire_grace=3600, lease_seconds=600)
@@ -239,6 +254,7 @@ _RUNNERS: dict[str, Callable[[Runtime, JobSpec], str]] = {
     "outbox_drain": _drain,
     "purge": _purge,
     "replan": _replan,
+    "alerts": _alerts,
 }
 
 

@@ -15,9 +15,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
+from bridge.config import Config
 from bridge.core.held import APPROVED, EXPIRED, REJECTED, account_plan_to_json, main_change, plan_counts, plan_header
 from bridge.core.plan import Plan
+from bridge.engine.alerts import raise_alert
 from bridge.provision.apply import event_row
+from bridge.store.alerts import close_alerts
 from bridge.store.audit import record_tenant_event
 from bridge.store.changes import insert_outbox_rows
 from bridge.store.db import transaction
@@ -67,8 +70,11 @@ def hold(
     now: datetime,
     days: int,
     webhooks: bool,
+    config: Config | None = None,
 ) -> str:
-    """Store `plan` as held (superseding the older held plan of `source`); returns its id.
+    """Store `plan` as held (superseding the older held plan of `source`); returns its id. With
+    `config`, the tenant's alert addresses hear of it: once while the source has a plan held, not
+    once per run that holds a newer one (engine.alerts).
 
     A plan computed from the same inputs as the source's held one, for the same reason (the
     scheduler's next run over an unchanged directory), is that plan: its id is returned and
@@ -141,6 +147,18 @@ def hold(
             now=now,
             webhooks=webhooks,
         )
+        if config is not None:
+            raise_alert(
+                conn,
+                config,
+                tenant_id,
+                tenant_name,
+                kind="plan_held",
+                subject=source,
+                summary=f"plan {plan_id} of {source} is held for a decision: {detail or reason}",
+                path=f"plans/{plan_id}",
+                now=now,
+            )
     return plan_id
 
 
@@ -159,6 +177,7 @@ def claim_approval(
     with transaction(engine) as conn:
         if not decide(conn, row.id, APPROVED, actor=actor, now=now):
             return False
+        close_alerts(conn, row.tenant_id, "plan_held", now, subject=row.source)
         _event(
             conn,
             row.tenant_id,
@@ -180,6 +199,7 @@ def reject(engine: Engine, row: Any, *, actor: str, now: datetime) -> bool:
     with transaction(engine) as conn:
         if not decide(conn, row.id, REJECTED, actor=actor, now=now):
             return False
+        close_alerts(conn, row.tenant_id, "plan_held", now, subject=row.source)
         _event(
             conn,
             row.tenant_id,
@@ -201,6 +221,7 @@ def expire(engine: Engine, row: Any, *, actor: str, now: datetime) -> bool:
     with transaction(engine) as conn:
         if not decide(conn, row.id, EXPIRED, actor=actor, now=now):
             return False
+        close_alerts(conn, row.tenant_id, "plan_held", now, subject=row.source)
         _event(
             conn,
             row.tenant_id,

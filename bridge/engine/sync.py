@@ -24,6 +24,7 @@ from bridge.core.mapping import unseen_attributes
 from bridge.core.model import Snapshot, expand_groups
 from bridge.core.plan import Plan, Subject, build_plan, effective_seat_limit
 from bridge.engine import held
+from bridge.engine.alerts import after_run
 from bridge.engine.sources import Source, make_source
 from bridge.errors import SourceUnavailable
 from bridge.logs import correlation_id as correlation_var
@@ -332,6 +333,17 @@ class _SyncRun:
                 log.warning(
                     "sync %s: %s", source_name, _forced_reason(result.forced), extra={"correlation_id": correlation_id}
                 )
+            after_run(
+                self.engine,
+                self.config,
+                self.tenant.id,
+                self.tenant_cfg.name,
+                source_name,
+                outcome,
+                result.reason,
+                self.now,
+                held=result.held is not None,
+            )
         steps = " ".join(f"{k}={v:.1f}s" for k, v in result.timings.items())
         log.info(
             "sync %s: %s %s in %.1fs (%s)",
@@ -543,6 +555,7 @@ class _SyncRun:
             now=self.now,
             days=self.tenant_cfg.held_plan_days,
             webhooks=bool(self.config.webhook.get("url")),
+            config=self.config,
         )
         log.warning(
             "sync %s: plan %s held for review (%s): bridge plans show %s",

@@ -55,6 +55,7 @@ from bridge.notify.webhook import WebhookSender
 from bridge.runtime import Runtime
 from bridge.store import outbox as queue
 from bridge.store.accounts import account_identities, account_statuses
+from bridge.store.alerts import ALERT_TOPIC
 from bridge.store.db import make_engine, transaction
 from bridge.store.tenants import tenant_names
 from bridge.store.webhooks import disable_endpoint, endpoint_disabled
@@ -393,6 +394,14 @@ class OutboxWorker:
         """(address, None) for an activation to mint, (address, builder) for a reminder, or None
         when the row was marked here (refused or superseded)."""
         raw = row.payload.get("to")
+        if row.topic == ALERT_TOPIC:  # to an administrator, about no account
+            to = usable_address(raw if isinstance(raw, str) else None)
+            if to is None:
+                self._refuse(
+                    row, f"{ADDRESS_UNUSABLE}: {address_problem(raw if isinstance(raw, str) else None)}", stats
+                )
+                return None
+            return to, self._alert_builder(row, now, to)
         if row.topic not in (ACTIVATION_TOPIC, REMINDER_TOPIC):
             self._refuse(row, f"no template for mail topic {row.topic!r}", stats)
             return None
@@ -480,6 +489,32 @@ class OutboxWorker:
                     "expires": format_date(expires_at, language),
                     "mode": tenant_cfg.activation if tenant_cfg else "password",
                     "contact": (tenant_cfg.support_contact if tenant_cfg else None) or from_header,
+                },
+            )
+            return build_message(
+                rendered,
+                to=to,
+                from_header=from_header,
+                msg_id=message_id(row.idempotency_key, from_header),
+                now=now,
+                language=language,
+            )
+
+        return build
+
+    def _alert_builder(self, row: queue.Claimed, now: datetime, to: str) -> Callable[[], Any]:
+        def build() -> Any:
+            tenant, _ = self._tenant(row.tenant_id)
+            language = pick_language(row.payload.get("language"))
+            from_header = str(self.email["from"])
+            rendered = render(
+                ALERT_TOPIC,
+                language,
+                {
+                    "tenant": tenant,
+                    "kind": row.payload.get("kind") or "",
+                    "summary": row.payload.get("summary") or "",
+                    "link": row.payload.get("link") or "",
                 },
             )
             return build_message(

@@ -61,6 +61,23 @@ def record_sync_run(conn: Connection, **values: Any) -> None:
     conn.execute(insert(sync_runs).values(**values))
 
 
+def failed_in_a_row(conn: Connection, tenant_id: int, source: str, outcomes: tuple[str, ...], limit: int) -> int:
+    """How many of the source's newest finished runs (at most `limit`) ended in one of `outcomes`,
+    counted from the newest until one did not (the alert on a failing source)."""
+    rows = conn.execute(
+        select(sync_runs.c.outcome)
+        .where(sync_runs.c.tenant_id == tenant_id, sync_runs.c.source == source, sync_runs.c.outcome != "running")
+        .order_by(sync_runs.c.id.desc())
+        .limit(limit)
+    ).scalars()
+    streak = 0
+    for outcome in rows:
+        if outcome not in outcomes:
+            break
+        streak += 1
+    return streak
+
+
 def purge_sync_runs(conn: Connection, cutoff: datetime) -> int:
     """Delete the runs finished before `cutoff`; returns how many."""
     return conn.execute(sync_runs.delete().where(sync_runs.c.finished_at < cutoff)).rowcount

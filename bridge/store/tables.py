@@ -295,6 +295,23 @@ class OutboxMessage(Base):
     sent_at: Mapped[datetime | None]
 
 
+class Alert(Base):
+    """An incident an administrator is told about once (issue 17): opened when it starts, closed
+    when it ends; the mail goes out when it opens. Migration 0016."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_open", "tenant_id", "kind", "subject", "closed_at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    kind: Mapped[str] = mapped_column(String(30))  # source_failing, mail_problems, mail_stuck, plan_held
+    subject: Mapped[str] = mapped_column(String(200))  # the source, the plan, "mail"
+    summary: Mapped[str] = mapped_column(Text)
+    path: Mapped[str] = mapped_column(String(300))  # the console page, under /admin/t/<tenant>/
+    opened_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None]
+
+
 class SyncRun(Base):
     __tablename__ = "sync_runs"
     __table_args__ = (Index("ix_sync_runs_source", "tenant_id", "source", "started_at"),)

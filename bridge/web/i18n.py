@@ -168,6 +168,12 @@ CONSOLE: dict[str, dict[str, str]] = {
         "started": "Started",
         "duration": "Duration",
         "outcome": "Outcome",
+        "alerts_open": "Needs a look",
+        "alert_since": "since",
+        "alert_source_failing": "A source keeps failing",
+        "alert_mail_problems": "Mail or webhooks dead or refused",
+        "alert_mail_stuck": "Mail waiting in the queue",
+        "alert_plan_held": "A plan waits for a decision",
         "pause_title": "Pause",
         "pause_hint": (
             "Pausing stops every automatic account change of this tenant: what the identity provider "
@@ -450,6 +456,12 @@ CONSOLE: dict[str, dict[str, str]] = {
         "started": "Début",
         "duration": "Durée",
         "outcome": "Résultat",
+        "alerts_open": "À regarder",
+        "alert_since": "depuis le",
+        "alert_source_failing": "Une source échoue à chaque passage",
+        "alert_mail_problems": "Messages ou webhooks abandonnés ou refusés",
+        "alert_mail_stuck": "Messages en attente dans la file",
+        "alert_plan_held": "Un plan attend une décision",
         "pause_title": "Pause",
         "pause_hint": (
             "La pause arrête tout changement automatique des comptes de ce client : ce qu'envoient le "

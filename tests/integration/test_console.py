@@ -473,3 +473,25 @@ def test_a_held_plan_is_rejected_in_the_console_and_approve_refuses_a_changed_di
     assert rejected.status_code == 200 and "The plan is rejected" in rejected.text
     assert json.loads(bridge(d, "plans", "show", second["id"], "--json").output)["status"] == "rejected"
     assert ("plan_rejected", f"admin:{OPS}") in {(e.action, e.actor) for e in _audit(site)}
+
+
+def test_the_overview_lists_the_open_alerts(site: Site) -> None:
+    from bridge.store.alerts import open_alert
+    from bridge.store.tenants import get_tenant
+
+    session = set_up(site, IT, "--tenant", "example")
+    assert "Needs a look" not in session.get(f"{site.base}/admin/t/example/", timeout=10).text
+    with site.runtime.engine.begin() as conn:
+        tenant_id = get_tenant(conn, "example").id
+        open_alert(
+            conn,
+            tenant_id,
+            "mail_stuck",
+            "mail",
+            "the oldest queued message has waited 90 minutes",
+            "outbox",
+            datetime.now(UTC),
+        )
+    page = session.get(f"{site.base}/admin/t/example/", timeout=10).text
+    assert "Needs a look" in page and "Mail waiting in the queue" in page and "waited 90 minutes" in page
+    assert 'href="/admin/t/example/outbox"' in page

@@ -267,3 +267,29 @@ def test_held_and_approved_plans_are_product_events(
     assert held["change"]["counts"]["archived"] == 6 and approved["change"]["plan"] == plan_id
     # The approved plan's archives are account events, as any archive is.
     assert sum(1 for e in events if e["type"] == "account.archived") == 6
+
+
+def test_a_held_plan_alerts_once_while_the_source_has_one_held(deploy: LdapDeployment, directory: Slapd) -> None:
+    from bridge.store.tables import Alert
+
+    text = deploy.config.read_text()
+    deploy.config.write_text(
+        text.replace('name = "example"\n', 'name = "example"\nalert_emails = ["it@example.org"]\n', 1)
+    )
+    first = trip(deploy, directory, NAMES[:6])["held"]
+    assert deploy.sync("--full")["held"] == first  # the same trip again: the same plan
+    again = trip(deploy, directory, NAMES[6:7])  # one more leaver: a newer plan supersedes it
+    assert again["held"] and again["held"] != first
+    engine = make_engine(deploy.db_url)
+    try:
+        with engine.connect() as conn:
+            mails = conn.execute(select(OutboxMessage.payload).where(OutboxMessage.topic == "alert")).scalars().all()
+            (alert,) = conn.execute(select(Alert.__table__)).all()
+        assert [m["to"] for m in mails] == ["it@example.org"]
+        assert mails[0]["link"].endswith(f"/admin/t/example/plans/{first}")
+        assert alert.kind == "plan_held" and alert.closed_at is None and alert.path == f"plans/{again['held']}"
+        assert deploy.bridge("plans", "approve", again["held"]).exit_code == 0
+        with engine.connect() as conn:
+            assert conn.execute(select(Alert.closed_at)).scalar_one() is not None
+    finally:
+        engine.dispose()

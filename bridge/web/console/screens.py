@@ -18,6 +18,7 @@ from bridge.core.lifecycle import Status
 from bridge.errors import Ambiguous, NotFound
 from bridge.store.accounts import find_account, search_accounts, status_counts
 from bridge.store.activation import activation_links
+from bridge.store.alerts import open_alerts
 from bridge.store.audit import audit_page, audit_rows, list_audit, seat_history
 from bridge.store.db import transaction
 from bridge.store.outbox import account_mail, mail_health, problem_rows
@@ -87,6 +88,7 @@ def overview(name: str) -> Response:
         )
         runs = last_runs(conn, tenant.id)
         health = mail_health(conn, tenant.id, moment)
+        alerts = open_alerts(conn, tenant.id)
     used = history[-1][1] if history else 0
     t = words()
     chart = line_chart(
@@ -109,6 +111,7 @@ def overview(name: str) -> Response:
         runs=runs,
         health=health,
         held=_held_plans(tenant),
+        alerts=alerts,
         notice=_notice(),
     )
 
