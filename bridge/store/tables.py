@@ -297,7 +297,7 @@ class OutboxMessage(Base):
 
 class Alert(Base):
     """An incident an administrator is told about once (issue 17): opened when it starts, closed
-    when it ends; the mail goes out when it opens. Migration 0016."""
+    when it ends; the mail goes out when it opens. Migration 0017."""
 
     __tablename__ = "alerts"
     __table_args__ = (Index("ix_alerts_open", "tenant_id", "kind", "subject", "closed_at"),)
