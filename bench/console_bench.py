@@ -132,7 +132,7 @@ def seed(engine: Engine, tenant_id: int, name: str, count: int, rng: random.Rand
                     "user_type": user_type,
                     "status": status,
                     "status_before_suspend": "active" if status == "suspended" else None,
-                    # What apply writes beside the grants (the seat count's copy, migration 0016).
+                    # What apply writes beside the grants (the seat count's copy, migration 0017).
                     "held_roles": store_accounts.held_roles_text(roles),
                     "denied": {},
                     "admin_hold": False,

@@ -131,7 +131,24 @@ _CONSOLE: _Spec = {
     "session_hours": (int, 12),  # and any session this old, used or not
     "invite_expires_hours": (int, 72),  # `bridge admins invite` without --expires-hours
 }
-_TOP = {"database", "server", "email", "webhook", "logging", "outbox", "tenants", "sources", "schedules", "console"}
+_API: _Spec = {
+    # How long the product's change feed (GET /api/v1/events) keeps an event; the purge job
+    # deletes older ones, and a cursor behind them answers 410 (docs/product-integration.md).
+    "event_retention_days": (int, 30),
+}
+_TOP = {
+    "database",
+    "server",
+    "email",
+    "webhook",
+    "logging",
+    "outbox",
+    "tenants",
+    "sources",
+    "schedules",
+    "console",
+    "api",
+}
 
 
 # What a tenant without a mapping file has: no roles, no rules.
@@ -200,6 +217,7 @@ class Config:
     schedules_dir: Path
     schedules_timezone: str | None = None
     console: dict[str, Any] = field(default_factory=lambda: {k: v for k, (_, v) in _CONSOLE.items()})
+    api: dict[str, Any] = field(default_factory=lambda: {k: v for k, (_, v) in _API.items()})
 
     @property
     def origin(self) -> str:
@@ -356,6 +374,9 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
     for key in ("idle_minutes", "session_hours", "invite_expires_hours"):
         if console[key] < 1:
             raise ConfigError(origin, f"console.{key}", "must be at least 1")
+    api = _section(data.get("api"), _API, origin, "api")
+    if api["event_retention_days"] < 1:
+        raise ConfigError(origin, "api.event_retention_days", "must be at least 1")
     if logging["format"] not in ("text", "json"):
         raise ConfigError(origin, "logging.format", 'must be "text" or "json"')
 
@@ -454,6 +475,7 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
         schedules_dir=_resolve(base, schedules["dir"]) or base / "schedules",
         schedules_timezone=schedules["timezone"],
         console=console,
+        api=api,
     )
 
 

@@ -205,12 +205,16 @@ def _drain(runtime: Runtime, job: JobSpec) -> str:
 
 
 def _purge(runtime: Runtime, job: JobSpec) -> str:
+    from bridge.store.events import purge_events
     from bridge.store.runs import purge_sync_runs
 
     cutoff = datetime.now(UTC) - timedelta(days=90)
+    retention = int(runtime.config.api["event_retention_days"])
     with transaction(runtime.engine) as conn:
         runs = purge_sync_runs(conn, cutoff)
         jobs = purge_job_runs(conn, cutoff)
+    with transaction(runtime.engine) as conn:
+        events = purge_events(conn, datetime.now(UTC) - timedelta(days=retention))
     from bridge.notify.activation import purge_activation_tokens
     from bridge.notify.outbox import purge_outbox
 
@@ -218,7 +222,8 @@ def _purge(runtime: Runtime, job: JobSpec) -> str:
     messages = purge_outbox(runtime.engine, datetime.now(UTC))
     return (
         f"purged {runs} sync runs, {jobs} job runs older than 90 days; tokens: {tokens}; "
-        f"outbox rows: {messages} (sent over 30 days ago, dead or failed over 90)"
+        f"outbox rows: {messages} (sent over 30 days ago, dead or failed over 90); "
+        f"account events: {events} (over {retention} days old)"
     )
 
 

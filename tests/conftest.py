@@ -91,7 +91,7 @@ def deployment(tmp_path: Path, db_url: str) -> Deployment:
 
 
 def stale_held_roles(conn: Any) -> list[tuple[str, str | None, str]]:
-    """Accounts whose `held_roles` (the seat count's copy, migration 0016) is not their grants:
+    """Accounts whose `held_roles` (the seat count's copy, migration 0017) is not their grants:
     (id, held_roles, what role_grants says). Empty when apply kept the copy right."""
     from sqlalchemy import select
 

@@ -13,43 +13,10 @@ if TYPE_CHECKING:
     from bridge.provision.manual import AccountAction
 
 
-def _account_json(
-    tenant: str, row: Any, roles: list[str], groups: list[str], external_id: str | None
-) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "tenant": tenant,
-        "userName": row.user_name,
-        "externalId": external_id,
-        "email": row.email,
-        "givenName": row.given_name,
-        "familyName": row.family_name,
-        "status": row.status,
-        "userType": row.user_type,
-        "roles": sorted(roles),
-        "groups": groups,
-        "source": row.source,
-        "created": row.created_at.isoformat(),
-        "lastModified": row.updated_at.isoformat(),
-        "expires": row.expires_at.isoformat() if row.expires_at else None,
-        "leftOut": dict(row.denied or {}),
-    }
-
-
 def _load_accounts_json(conn: Any, tenant: Any, rows: Sequence[Any]) -> list[dict[str, Any]]:
-    from bridge.store.accounts import account_roles
-    from bridge.store.identities import account_groups, external_ids
+    from bridge.store.snapshot import account_documents
 
-    ids = [r.id for r in rows]
-    roles = account_roles(conn, ids)
-    groups = account_groups(conn, tenant.id, rows)
-    external = external_ids(conn, ids)
-    return [
-        _account_json(
-            tenant.name, r, [role for role, _ in roles.get(r.id, [])], groups.get(r.id, []), external.get(r.id)
-        )
-        for r in rows
-    ]
+    return account_documents(conn, tenant.id, tenant.name, rows)
 
 
 @click.group()

@@ -19,10 +19,9 @@ from bridge.config import Config
 from bridge.core.held import APPROVED, EXPIRED, REJECTED, account_plan_to_json, main_change, plan_counts, plan_header
 from bridge.core.plan import Plan
 from bridge.engine.alerts import raise_alert
-from bridge.provision.apply import event_row
+from bridge.provision.apply import record_product_event
 from bridge.store.alerts import close_alerts
 from bridge.store.audit import record_tenant_event
-from bridge.store.changes import insert_outbox_rows
 from bridge.store.db import transaction
 from bridge.store.plans import decide, hold_plan, same_held_plan
 
@@ -51,8 +50,9 @@ def _event(
         correlation_id=correlation_id,
         now=now,
     )
-    if topic is not None and webhooks:
-        insert_outbox_rows(conn, [event_row(tenant_id, tenant_name, topic, detail, now=now, account_id=None)])
+    if topic is not None:
+        # In the change feed always, as a webhook when an endpoint is configured.
+        record_product_event(conn, tenant_id, tenant_name, topic, detail, now=now, account_id=None, webhooks=webhooks)
 
 
 def hold(

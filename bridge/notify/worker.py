@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -54,7 +54,7 @@ from bridge.notify.secret import server_secret
 from bridge.notify.webhook import WebhookSender
 from bridge.runtime import Runtime
 from bridge.store import outbox as queue
-from bridge.store.accounts import account_identities, account_statuses
+from bridge.store.accounts import account_refs, account_statuses
 from bridge.store.alerts import ALERT_TOPIC
 from bridge.store.db import make_engine, transaction
 from bridge.store.tenants import tenant_names
@@ -537,7 +537,7 @@ class OutboxWorker:
             return
         with transaction(self.engine, write=False) as conn:
             disabled = endpoint_disabled(conn, self.webhook_url)
-            identity = self._account_identities(conn, (r.account_id for r in rows))
+            identity = account_refs(conn, (r.account_id for r in rows))
         for i, row in enumerate(rows):
             if disabled:
                 self._fail(row, f"webhook endpoint disabled: {disabled}", stats, permanent=True)
@@ -569,24 +569,6 @@ class OutboxWorker:
                 self._fail(row, disabled, stats, permanent=True)
             else:
                 self._fail(row, outcome.error or "failed", stats)
-
-    @staticmethod
-    def _account_identities(conn: Any, account_ids: Iterable[str | None]) -> dict[str, dict[str, Any]]:
-        """Who the event is about, for the product to match its user: identifying attributes as
-        they are at delivery (the status and roles at the time of the event are in `change`)."""
-        ids = sorted({a for a in account_ids if a})
-        if not ids:
-            return {}
-        return {
-            r.id: {
-                "id": r.id,
-                "userName": r.user_name,
-                "email": r.email,
-                "userType": r.user_type,
-                "externalId": r.external_id or r.anchor,
-            }
-            for r in account_identities(conn, ids)
-        }
 
 
 # ---- inside `bridge serve` -------------------------------------------------------------------

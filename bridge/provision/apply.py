@@ -25,6 +25,7 @@ from bridge.store import changes
 from bridge.store.accounts import held_roles_text
 from bridge.store.changes import AccountMoved as AccountMoved  # raised by changes.write_rows
 from bridge.store.db import transaction
+from bridge.store.events import queue_event
 from bridge.store.identities import identity_values
 from bridge.store.ids import fold, new_id
 
@@ -51,7 +52,7 @@ class ApplyContext:
     actor: str
     correlation_id: str
     now: datetime
-    webhooks: bool = False  # queue product events only when a webhook endpoint is configured
+    webhooks: bool = False  # also post product events as webhooks (an endpoint is configured)
     default_language: str = "en"
 
 
@@ -128,6 +129,7 @@ class _Rows:
         self.mails_new: dict[str, dict[str, Any]] = {}  # account id -> mail fields (created now)
         self.mails_existing: list[str] = []  # account ids whose fields are read back
         self.mails_regrant: list[str] = []  # roles back on a pending-again account (no resend)
+        self.events: list[dict[str, Any]] = []  # the product's events (the feed; webhooks too)
         self.webhooks: list[dict[str, Any]] = []
 
 
@@ -254,17 +256,19 @@ def _collect(
         topic = _EVENT_TOPICS.get(change.kind)
         if change.kind == "grant_roles" and change.event is Event.GRANT_ROLES:
             topic = "account.pending"
-        if topic and ctx.webhooks:
+        if topic:
             # Whether a password was set is for the audit, not for the product's event.
             event_detail = {} if change.kind == "activate" else detail
-            rows.webhooks.append(
-                _webhook_row(
-                    ctx,
-                    account_id,
-                    topic,
-                    {"before": before, "after": after, **({"detail": event_detail} if event_detail else {})},
-                )
+            payload = event_payload(
+                ctx.tenant_name,
+                topic,
+                {"before": before, "after": after, **({"detail": event_detail} if event_detail else {})},
+                now=ctx.now,
+                account_id=account_id,
             )
+            rows.events.append(payload)
+            if ctx.webhooks:
+                rows.webhooks.append(webhook_row(ctx.tenant_id, payload, ctx.now))
 
     assert status is plan.after, f"plan for {plan.user_name} ends in {plan.after}, apply reached {status}"
     # Archiving deletes every grant below, whatever the changes revoked.
@@ -351,6 +355,9 @@ def _flush(conn: Connection, rows: _Rows, ctx: ApplyContext) -> None:
     outbox_rows = [_activation_row(ctx, account_id, mails[account_id]) for account_id in mails] + rows.webhooks
     if outbox_rows:
         changes.insert_outbox_rows(conn, outbox_rows)
+    for payload in rows.events:
+        # Written with their positions when the transaction commits (bridge.store.events).
+        queue_event(conn, ctx.tenant_id, ctx.now, payload)
 
 
 def _activation_in_flight(conn: Connection, ctx: ApplyContext, account_ids: Sequence[str]) -> set[str]:
@@ -397,30 +404,51 @@ def _activation_row(ctx: ApplyContext, account_id: str, fields: Mapping[str, Any
     }
 
 
-def _webhook_row(ctx: ApplyContext, account_id: str, topic: str, change: dict[str, Any]) -> dict[str, Any]:
-    return event_row(ctx.tenant_id, ctx.tenant_name, topic, change, now=ctx.now, account_id=account_id)
-
-
-def event_row(
-    tenant_id: int, tenant_name: str, topic: str, change: dict[str, Any], *, now: datetime, account_id: str | None
+def event_payload(
+    tenant_name: str, topic: str, change: dict[str, Any], *, now: datetime, account_id: str | None
 ) -> dict[str, Any]:
-    """A product event (webhook) as an outbox row. `account_id` None: an event about the tenant
-    (`plan.held`, `plan.approved`), whose `account` is null."""
-    event_id = new_id()
+    """The one shape of a product event: the webhook's body and the feed's entry (the worker and
+    the feed add who the account is, as it is when they send it). `account_id` None: an event
+    about the tenant (`plan.held`, `plan.approved`), whose `account` is null."""
+    return {
+        "id": new_id(),
+        "type": topic,
+        "tenant": tenant_name,
+        "occurred_at": now.isoformat(),
+        "account": {"id": account_id} if account_id is not None else None,
+        "change": change,
+    }
+
+
+def record_product_event(
+    conn: Connection,
+    tenant_id: int,
+    tenant_name: str,
+    topic: str,
+    change: dict[str, Any],
+    *,
+    now: datetime,
+    account_id: str | None,
+    webhooks: bool,
+) -> None:
+    """A product event outside an account's plan (a held or approved plan), in `conn`'s
+    transaction: in the change feed, and in the outbox when a webhook endpoint is configured."""
+    payload = event_payload(tenant_name, topic, change, now=now, account_id=account_id)
+    queue_event(conn, tenant_id, now, payload)
+    if webhooks:
+        changes.insert_outbox_rows(conn, [webhook_row(tenant_id, payload, now)])
+
+
+def webhook_row(tenant_id: int, payload: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The outbox row that posts `payload` (an `event_payload`) to the webhook endpoint."""
+    account = payload.get("account")
     return {
         "tenant_id": tenant_id,
-        "account_id": account_id,
+        "account_id": account["id"] if account else None,
         "channel": "webhook",
-        "topic": topic,
-        "payload": {
-            "id": event_id,
-            "type": topic,
-            "tenant": tenant_name,
-            "occurred_at": now.isoformat(),
-            "account": {"id": account_id} if account_id is not None else None,
-            "change": change,
-        },
-        "idempotency_key": f"webhook:{event_id}",
+        "topic": payload["type"],
+        "payload": payload,
+        "idempotency_key": f"webhook:{payload['id']}",
         "status": "queued",
         "last_error": None,
         "attempts": 0,

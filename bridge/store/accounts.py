@@ -36,6 +36,7 @@ credentials = Credential.__table__
 
 
 _STATUS_BY_VALUE = {s.value: s for s in Status}
+STATUSES = tuple(s.value for s in Status)  # what a status filter may name
 # Only what the planner reads: the JSON and timestamp columns it does not need cost a decode per
 # row (SQLite stores datetimes as text), a third of load_account_states at 100k rows. Prebuilt,
 # since re-planning a few people (every SCIM write) runs them: building a statement per call cost
@@ -159,7 +160,7 @@ def _denied(text: str | None) -> dict[str, str] | None:
 
 
 def held_roles_text(roles: Iterable[str]) -> str:
-    """`accounts.held_roles`: the account's roles as a sorted JSON array (migration 0016)."""
+    """`accounts.held_roles`: the account's roles as a sorted JSON array (migration 0017)."""
     return json.dumps(sorted(roles))
 
 
@@ -182,7 +183,7 @@ def _usage_queries(by_source: bool, by_ids: bool) -> tuple[Any, Any, Any, Any]:
     if by_ids:
         conditions.append(accounts.c.id.not_in(bindparam("ids", expanding=True)))
     # Accounts whose held_roles is unknown (null: written by other means than provision.apply)
-    # are counted from their grants, as every account was before migration 0016.
+    # are counted from their grants, as every account was before migration 0017.
     unknown = (
         select(func.count(func.distinct(accounts.c.id)))
         .join(role_grants, role_grants.c.account_id == accounts.c.id)
@@ -455,6 +456,38 @@ def account_identities(conn: Connection, account_ids: Sequence[str]) -> list[Any
             .where(accounts.c.id.in_(account_ids))
         ).all()
     )
+
+
+def account_refs(conn: Connection, account_ids: Iterable[str | None]) -> dict[str, dict[str, Any]]:
+    """Who each event is about, for the product to match its user: the `account` of a webhook
+    and of a feed entry, as the account is when it is sent (its status and roles at the time
+    of the event are in the event's `change`)."""
+    ids = sorted({a for a in account_ids if a})
+    if not ids:
+        return {}
+    return {
+        r.id: {
+            "id": r.id,
+            "userName": r.user_name,
+            "email": r.email,
+            "userType": r.user_type,
+            "externalId": r.external_id or r.anchor,
+        }
+        for r in account_identities(conn, ids)
+    }
+
+
+def accounts_after(
+    conn: Connection, tenant_id: int, after_id: str | None, limit: int, status: str | None = None
+) -> list[Any]:
+    """Up to `limit` of the tenant's account rows with an id above `after_id`, by id (keyset
+    paging on the primary key: a page costs the same at the end of 100k accounts as at the start)."""
+    query = select(accounts).where(accounts.c.tenant_id == tenant_id)
+    if after_id is not None:
+        query = query.where(accounts.c.id > after_id)
+    if status:
+        query = query.where(accounts.c.status == status)
+    return list(conn.execute(query.order_by(accounts.c.id).limit(limit)).all())
 
 
 def account_counts(conn: Connection) -> list[tuple[int, str, int]]:

@@ -183,7 +183,38 @@ def make_engine(url: str, *, origin: str = "config", echo: bool = False, create:
             )
     except (ArgumentError, ImportError) as exc:
         raise ConfigError(origin, "database.url", f"cannot use this database URL: {exc}") from None
+    event.listen(engine, "commit", _check_nothing_queued)
     return engine
+
+
+# Work queued on a connection for the end of its transaction (`at_commit`): the account events,
+# whose position must be taken as the transaction's last step (bridge.store.events).
+_AT_COMMIT = "bridge.at_commit"
+
+
+def at_commit(conn: Connection, key: str, flush: Any) -> list[Any]:
+    """A list, kept for `conn`'s transaction, that `flush(conn, items)` writes as the last step
+    before `transaction` (or `discardable_transaction`) commits; nothing is written when the
+    block raises or is discarded. One list per `key`."""
+    queued = conn.info.setdefault(_AT_COMMIT, {})
+    if key not in queued:
+        queued[key] = (flush, [])
+    return queued[key][1]
+
+
+def _run_at_commit(conn: Connection) -> None:
+    queued = conn.info.pop(_AT_COMMIT, None) or {}
+    for flush, items in queued.values():
+        if items:
+            flush(conn, items)
+
+
+def _check_nothing_queued(conn: Connection) -> None:
+    # A transaction opened another way (engine.begin()) would commit without writing what was
+    # queued: refused, so an account change can never commit without its events.
+    if any(items for _, items in (conn.info.get(_AT_COMMIT) or {}).values()):
+        conn.info.pop(_AT_COMMIT, None)
+        raise RuntimeError("account events queued in a transaction not opened by bridge.store.db.transaction")
 
 
 def _sqlite_setup(engine: Engine, path: Path | None) -> None:
@@ -243,8 +274,13 @@ def transaction(engine: Engine, *, write: bool = True) -> Iterator[Connection]:
     with engine.connect() as connection:
         if write and engine.dialect.name == "sqlite":
             connection = connection.execution_options(sqlite_immediate=True)
-        with connection.begin():
-            yield connection
+        try:
+            with connection.begin():
+                yield connection
+                _run_at_commit(connection)
+        finally:
+            # `info` belongs to the pooled DB-API connection: nothing queued may outlive the block.
+            connection.info.pop(_AT_COMMIT, None)
 
 
 @contextmanager
@@ -259,6 +295,7 @@ def read_only_transaction(engine: Engine) -> Iterator[Connection]:
             yield connection
         finally:
             trans.rollback()
+            connection.info.pop(_AT_COMMIT, None)
 
 
 class Discard:
@@ -279,11 +316,16 @@ def discardable_transaction(engine: Engine) -> Iterator[tuple[Connection, Discar
     with engine.connect() as connection:
         if engine.dialect.name == "sqlite":
             connection = connection.execution_options(sqlite_immediate=True)
-        with connection.begin() as trans:
-            discard = Discard()
-            yield connection, discard
-            if discard.discarded:
-                trans.rollback()
+        try:
+            with connection.begin() as trans:
+                discard = Discard()
+                yield connection, discard
+                if discard.discarded:
+                    trans.rollback()
+                else:
+                    _run_at_commit(connection)
+        finally:
+            connection.info.pop(_AT_COMMIT, None)
 
 
 @contextmanager

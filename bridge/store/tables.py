@@ -184,7 +184,7 @@ class Account(Base):
             "family_name_norm",
             postgresql_ops={"family_name_norm": "text_pattern_ops"},
         ),
-        # The seat count from the index alone (store.accounts.usage_outside), migration 0016.
+        # The seat count from the index alone (store.accounts.usage_outside), migration 0017.
         Index("ix_accounts_seats", "tenant_id", "status", "held_roles", "source"),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -206,7 +206,7 @@ class Account(Base):
     status: Mapped[str] = mapped_column(String(12))
     status_before_suspend: Mapped[str | None] = mapped_column(String(12))
     # The roles in role_grants, as a sorted JSON array (store.accounts.held_roles_text), written
-    # with the status by provision.apply (migration 0016). A copy, so that the seat count reads
+    # with the status by provision.apply (migration 0017). A copy, so that the seat count reads
     # one index instead of joining each billable grant to its account; null (a row written by
     # other means) is counted by that join.
     held_roles: Mapped[str | None] = mapped_column(Text)
@@ -297,7 +297,7 @@ class OutboxMessage(Base):
 
 class Alert(Base):
     """An incident an administrator is told about once (issue 17): opened when it starts, closed
-    when it ends; the mail goes out when it opens. Migration 0017."""
+    when it ends; the mail goes out when it opens. Migration 0018."""
 
     __tablename__ = "alerts"
     __table_args__ = (Index("ix_alerts_open", "tenant_id", "kind", "subject", "closed_at"),)
@@ -546,3 +546,26 @@ class HeldPlanAccount(Base):
     kind: Mapped[str] = mapped_column(String(30))
     reason: Mapped[str | None] = mapped_column(Text)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class AccountEventRow(Base):
+    """The product's change feed (`GET /api/v1/events`): every account event the webhooks carry,
+    with the webhook's payload, at a `position` in its tenant's commit order (bridge.store.events).
+    Migration 0016."""
+
+    __tablename__ = "account_events"
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    occurred_at: Mapped[datetime]
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class EventPosition(Base):
+    """One row per tenant: the last `position` given to an account event, and the last one purged.
+    A writing transaction updates this row as its last step, so its lock orders the tenant's
+    writers by commit (bridge.store.events). Migration 0016."""
+
+    __tablename__ = "event_positions"
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), primary_key=True, autoincrement=False)
+    position: Mapped[int] = mapped_column(BigInteger, default=0)
+    purged_through: Mapped[int] = mapped_column(BigInteger, default=0)

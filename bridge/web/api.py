@@ -1,5 +1,13 @@
-"""`POST /api/v1/verify-password`: the product checks a login against the password set on
-activation. Read-only product tokens only; the answer is valid or invalid, nothing more."""
+"""The product API, for read-only product tokens (`bridge tokens create --read-only`) of one
+tenant; an identity provider's SCIM token (read-write) is refused with 403.
+
+- `POST /api/v1/verify-password`: a login against the password set on activation; the answer
+  is valid or invalid, nothing more.
+- `GET /api/v1/events`: the change feed, oldest first, from an opaque cursor
+  (bridge.store.events has why a cursor never passes over an event committed late).
+- `GET /api/v1/accounts`: a paged snapshot, with the feed position it stands at.
+docs/product-integration.md is the product's side of all three.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +17,11 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from bridge.runtime import Runtime
-from bridge.store.accounts import find_sign_in_account, rehash_password
+from bridge.store.accounts import STATUSES, account_refs, find_sign_in_account, rehash_password
 from bridge.store.db import transaction
+from bridge.store.events import MAX_LIMIT, BadCursor, CursorExpired, decode_cursor, encode_cursor, read_events
 from bridge.store.ids import fold
+from bridge.store.snapshot import snapshot_page
 from bridge.store.tokens import hash_token, tenant_for_token, token_use
 from bridge.web.passwords import MAX_LENGTH, hash_password, verify
 from bridge.web.ratelimit import limiter
@@ -37,10 +47,8 @@ def _error(status: int, message: str) -> Response:
     return response
 
 
-@blueprint.post("/api/v1/verify-password")
-def verify_password() -> Response:
-    runtime: Runtime = current_app.extensions["bridge"]
-    per_user, per_token = current_app.extensions["bridge.verify_limits"]
+def _product_token(runtime: Runtime) -> Any:
+    """The product token's row (bridge.store.tokens.TOKEN_COLUMNS), or the error Response."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         return _error(401, "a read-only product token is required")
@@ -50,10 +58,94 @@ def verify_password() -> Response:
     if found is None:
         return _error(401, "invalid token")
     token_use.note(runtime.engine, found.token_id, found.last_used_at, now)
-    tenant_id = found.tenant_id
     if not found.read_only:
-        # An identity provider's SCIM token has no business checking passwords.
+        # An identity provider's SCIM token has no business checking passwords or reading the
+        # product's feed: it writes accounts, the product reads them.
         return _error(403, "use a read-only product token (bridge tokens create --read-only)")
+    return found
+
+
+def _limit() -> int | Response:
+    raw = request.args.get("limit")
+    if raw is None:
+        return DEFAULT_LIMIT
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        return _error(400, f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    return int(raw)
+
+
+DEFAULT_LIMIT = 100
+
+
+@blueprint.get("/api/v1/events")
+def events() -> Response:
+    runtime: Runtime = current_app.extensions["bridge"]
+    found = _product_token(runtime)
+    if isinstance(found, Response):
+        return found
+    limit = _limit()
+    if isinstance(limit, Response):
+        return limit
+    after_text = request.args.get("after") or None
+    try:
+        after = decode_cursor(after_text, found.tenant_id) if after_text is not None else None
+        with transaction(runtime.engine, write=False) as conn:
+            page = read_events(conn, found.tenant_id, after, limit)
+            who = account_refs(conn, ((e.get("account") or {}).get("id") for e in page.events))
+    except BadCursor as exc:
+        return _error(400, str(exc))
+    except CursorExpired:
+        response = jsonify(
+            error="this cursor is older than the oldest event kept (event_retention_days): "
+            "take the snapshot again from /api/v1/accounts and follow the feed from its eventsCursor",
+            snapshot="/api/v1/accounts",
+        )
+        response.status_code = 410
+        return response
+    # Who each event is about, as the account is now (as the webhooks do at delivery); an event
+    # about the tenant (plan.held, plan.approved) has no account.
+    listed = [
+        {**e, "account": {**e["account"], **who.get(e["account"]["id"], {})}} if e.get("account") else e
+        for e in page.events
+    ]
+    return jsonify(events=listed, next=encode_cursor(found.tenant_id, page.last), hasMore=page.has_more)
+
+
+@blueprint.get("/api/v1/accounts")
+def accounts() -> Response:
+    runtime: Runtime = current_app.extensions["bridge"]
+    found = _product_token(runtime)
+    if isinstance(found, Response):
+        return found
+    limit = _limit()
+    if isinstance(limit, Response):
+        return limit
+    status = request.args.get("status") or None
+    if status is not None and status not in STATUSES:
+        return _error(400, f"status must be one of {', '.join(STATUSES)}")
+    try:
+        with transaction(runtime.engine, write=False) as conn:
+            page = snapshot_page(
+                conn, found.tenant_id, found.tenant_name, request.args.get("cursor") or None, limit, status
+            )
+    except BadCursor as exc:
+        return _error(400, str(exc))
+    return jsonify(
+        accounts=page.accounts,
+        next=page.next_cursor,
+        eventsCursor=encode_cursor(found.tenant_id, page.events_position),
+    )
+
+
+@blueprint.post("/api/v1/verify-password")
+def verify_password() -> Response:
+    runtime: Runtime = current_app.extensions["bridge"]
+    per_user, per_token = current_app.extensions["bridge.verify_limits"]
+    found = _product_token(runtime)
+    if isinstance(found, Response):
+        return found
+    tenant_id = found.tenant_id
+    token = request.headers.get("Authorization", "").partition(" ")[2]
     body: Any = request.get_json(silent=True)
     user = body.get("userName") if isinstance(body, dict) else None
     password = body.get("password") if isinstance(body, dict) else None

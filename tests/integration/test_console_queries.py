@@ -60,7 +60,7 @@ def add_account(
     held: bool = True,
 ) -> str:
     """One account with its grants; `held`: with the seat count's copy of them, as apply writes
-    it (False: null, a row from before migration 0016)."""
+    it (False: null, a row from before migration 0017)."""
     account_id = new_id()
     anchor = f"anchor-{next(_seq)}"
     conn.execute(
@@ -368,7 +368,7 @@ def test_seat_history_walks_back_from_todays_count(engine: Engine) -> None:
 
 def test_seat_count_from_held_roles_is_the_count_of_the_grants(engine: Engine) -> None:
     """usage_outside counts seats from accounts.held_roles; the same seats as joining the grants
-    (what it did before migration 0016, and still does for a null held_roles), whatever the
+    (what it did before migration 0017, and still does for a null held_roles), whatever the
     exclusions and the suspended setting, on accounts that hold several, free or no roles."""
     mapping = load_mapping(ROOT / "mappings" / "example.toml")  # schedule_viewer is free
     people = [  # (user name, status, roles, source, tenant)
@@ -577,13 +577,13 @@ def test_migration_folds_the_stored_names(db_url: str) -> None:
 
 
 def test_migration_copies_each_accounts_grants_to_held_roles(db_url: str) -> None:
-    """Accounts stored before 0016 get held_roles from their grants (none: an empty list), so the
+    """Accounts stored before 0017 get held_roles from their grants (none: an empty list), so the
     seat count is the same before and after the upgrade."""
     engine = make_engine(db_url)
     created = datetime(2026, 12, 1, tzinfo=UTC)
     try:
         with engine.begin() as conn:
-            command.upgrade(_alembic_config(conn), "0015")
+            command.upgrade(_alembic_config(conn), "0016")
         with engine.begin() as conn:
             conn.execute(text("INSERT INTO tenants (id, name, created_at) VALUES (1, 't', :at)"), {"at": created})
             for i, roles in enumerate([("schedule_viewer", "front_desk"), ()]):

@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 
 from bridge.notify.webhook import SIGNATURE_HEADER, verify_signature
 from bridge.store.db import make_engine
-from bridge.store.tables import AuditEvent, HeldPlan, OutboxMessage
+from bridge.store.tables import AccountEventRow, AuditEvent, HeldPlan, OutboxMessage
 from tests.fixtures.slapd import Slapd
 from tests.fixtures.webhook import WebhookReceiver
 from tests.integration.notify_support import WEBHOOK_SECRET, notify_config, run_worker
@@ -267,6 +267,14 @@ def test_held_and_approved_plans_are_product_events(
     assert held["change"]["counts"]["archived"] == 6 and approved["change"]["plan"] == plan_id
     # The approved plan's archives are account events, as any archive is.
     assert sum(1 for e in events if e["type"] == "account.archived") == 6
+    # The change feed (GET /api/v1/events) carries the same events, with the webhooks' ids.
+    engine = make_engine(deploy.db_url)
+    try:
+        with engine.connect() as conn:
+            feed = list(conn.execute(select(AccountEventRow.payload).order_by(AccountEventRow.position)).scalars())
+    finally:
+        engine.dispose()
+    assert [e["id"] for e in feed if e["type"].startswith("plan.")] == [e["id"] for e in plan_events]
 
 
 def test_a_held_plan_alerts_once_while_the_source_has_one_held(deploy: LdapDeployment, directory: Slapd) -> None:

@@ -4,16 +4,16 @@ A source failing several runs in a row, dead or refused mail, mail stuck in the 
 plan: each is one row while it lasts (closed_at null), so the tenant's `alert_emails` get one mail
 when it opens, not one per run; a row closed and the same trouble back later opens a new one.
 
-Revision ID: 0017
-Revises: 0016
+Revision ID: 0018
+Revises: 0017
 Create Date: 2026-12-04
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0017"
-down_revision = "0016"
+revision = "0018"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 

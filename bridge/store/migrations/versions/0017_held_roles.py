@@ -7,8 +7,8 @@ count seats from the index alone, grouped by status and role set (a few groups),
 joining every billable grant to its account (about 15 ms instead of 150-400 ms at 100,000
 accounts on SQLite). A null `held_roles` (a row written by other means) is counted by the join.
 
-Revision ID: 0016
-Revises: 0015
+Revision ID: 0017
+Revises: 0016
 Create Date: 2026-12-04
 """
 
@@ -17,8 +17,8 @@ import json
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0016"
-down_revision = "0015"
+revision = "0017"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 
