@@ -28,7 +28,7 @@ from bridge.engine.alerts import after_run
 from bridge.engine.sources import Source, make_source
 from bridge.errors import SourceUnavailable
 from bridge.logs import correlation_id as correlation_var
-from bridge.provision.apply import ApplyContext, apply_plan
+from bridge.provision.apply import ApplyContext, apply_plan, record_product_event
 from bridge.store.accounts import load_account_states, usage_outside
 from bridge.store.audit import record_tenant_event
 from bridge.store.db import discardable_transaction, page_cache, transaction
@@ -40,6 +40,8 @@ from bridge.store.tenants import get_tenant
 
 # The logger keeps the name it had before the engine package: operators filter on it.
 log = logging.getLogger("bridge.sync")
+
+SYNC_FAILED = "sync.failed"  # the product event of a run that failed or was aborted
 # Page cache while memberships are written (bridge/store/db.page_cache): 16 MiB took a first
 # sync's group step at 100k people from 9.5 s to 6.2 s when it ran alone; now that it runs while
 # the plan is built, the cache adds to the plan's peak, and 8 MiB still finishes the members
@@ -328,6 +330,25 @@ class _SyncRun:
                         reason=_forced_reason(result.forced),
                         correlation_id=correlation_id,
                         now=self.now,
+                    )
+                if outcome in ("failed", "aborted") and result.held is None:
+                    # The product hears that this source's changes did not arrive (a held plan
+                    # says so with plan.held instead), in the same transaction as the run's record.
+                    record_product_event(
+                        conn,
+                        self.tenant.id,
+                        self.tenant_cfg.name,
+                        SYNC_FAILED,
+                        {
+                            "source": source_name,
+                            "run": self.run_row_id,
+                            "mode": self.mode,
+                            "outcome": outcome,
+                            "reason": result.reason,
+                        },
+                        now=self.now,
+                        account_id=None,
+                        webhooks=bool(self.config.webhook.get("url")),
                     )
             if result.forced is not None:
                 log.warning(

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
-from bridge.store.tables import Alert, OutboxMessage
+from bridge.store.tables import AccountEventRow, Alert, OutboxMessage
 from tests.conftest import Deployment
 from tests.fixtures.smtp import SmtpServer
 from tests.integration.notify_support import bridge, mails_to, notify_config, outbox_rows, run_worker, runtime_of
@@ -47,6 +47,12 @@ def test_a_source_failing_run_after_run_alerts_once_and_again_after_it_recovered
         assert bridge(deployment, "sync").exit_code != 0
         assert len(alert_mails(deployment)) == (1 if run >= 3 else 0), run
     assert alerts(deployment) == [("source_failing", "dir", True)]
+    # Each failed run is a product event too (the feed; the outbox when a webhook is configured).
+    with runtime_of(deployment) as runtime, runtime.engine.connect() as conn:
+        feed = conn.execute(select(AccountEventRow.payload).order_by(AccountEventRow.position)).scalars().all()
+    failed = [e for e in feed if e["type"] == "sync.failed"]
+    assert len(failed) == 4 and all(e["account"] is None for e in failed)
+    assert failed[-1]["change"]["source"] == "dir" and failed[-1]["change"]["outcome"] in ("failed", "aborted")
     run_worker(deployment)
     (mail,) = mails_to(smtp_server, IT)
     body = mail.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
