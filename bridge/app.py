@@ -177,7 +177,8 @@ def _log_request(status: int) -> None:
         request.query_string.decode("latin-1"),
         status,
         g.get("started", time.perf_counter()),
-        g.get("scim_caller"),  # set once the SCIM door has authenticated the request
+        # Set once the SCIM door, or the product API, has authenticated the request.
+        g.get("scim_caller") or g.get("api_caller"),
         g.get("request_id", ""),
     )
 

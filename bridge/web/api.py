@@ -11,10 +11,11 @@ docs/product-integration.md is the product's side of all three.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 
 from bridge.runtime import Runtime
 from bridge.store.accounts import STATUSES, account_refs, find_sign_in_account, rehash_password
@@ -47,6 +48,12 @@ def _error(status: int, message: str) -> Response:
     return response
 
 
+@dataclass(frozen=True)
+class _LoggedCaller:
+    tenant_name: str
+    actor: str
+
+
 def _product_token(runtime: Runtime) -> Any:
     """The product token's row (bridge.store.tokens.TOKEN_COLUMNS), or the error Response."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -58,6 +65,8 @@ def _product_token(runtime: Runtime) -> Any:
     if found is None:
         return _error(401, "invalid token")
     token_use.note(runtime.engine, found.token_id, found.last_used_at, now)
+    # Who asked, for the access log (bridge.http.Caller): the tenant and the token's label.
+    g.api_caller = _LoggedCaller(found.tenant_name, found.token_label or found.token_id)
     if not found.read_only:
         # An identity provider's SCIM token has no business checking passwords or reading the
         # product's feed: it writes accounts, the product reads them.

@@ -232,3 +232,12 @@ def test_a_held_plan_is_in_the_feed_as_a_tenant_event(site: Site) -> None:
     events, _ = follow(site, token, after=end)
     assert [e["type"] for e in events] == ["plan.held"]
     assert events[0]["account"] is None and events[0]["change"]["counts"]["archived"] == 10
+
+
+def test_the_access_log_names_the_tenant_and_the_token_label(site: Site, caplog: pytest.LogCaptureFixture) -> None:
+    result = bridge(site.deployment, "tokens", "create", "--tenant", "example", "--read-only", "--label", "crm")
+    token = result.output.strip().splitlines()[-1]
+    with caplog.at_level("INFO", logger="bridge.access"):
+        assert get(site, token, "/api/v1/events", limit=1).status_code == 200
+    lines = [r.getMessage() for r in caplog.records if r.name == "bridge.access" and "/api/v1/events" in r.getMessage()]
+    assert lines and "tenant=example token_label=crm" in lines[-1] and token not in lines[-1]
