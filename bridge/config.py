@@ -123,7 +123,18 @@ _SOURCE: _Spec = {
     "tls_verify": (bool, True),
     "deletion_threshold": ((int, float), 0.10),
     "deletion_threshold_min": (int, 5),
+    # kind = "csv" (issue 19): an HR or spreadsheet export (bridge.directory.csv_source).
+    "encoding": (str, "utf-8"),
+    "delimiter": (str, None),
+    "columns": (dict, None),
+    "group_separator": (str, ";"),
 }
+# What a kind = "csv" source accepts (bridge.directory.csv_source reads by them).
+CSV_COLUMN_KEYS = ("anchor", "userName", "email", "givenName", "familyName", "groups", "active", "userType")
+CSV_REQUIRED_COLUMNS = ("anchor", "userName")
+CSV_ENCODINGS = ("utf-8", "utf-8-sig", "cp1252")
+CSV_DELIMITERS = (",", ";", "\t")
+
 _CONSOLE: _Spec = {
     # Every administrator must enrol a second factor (TOTP) before the console shows anything.
     "require_totp": (bool, False),
@@ -348,6 +359,25 @@ def _resolve(base: Path, value: str | None) -> Path | None:
     return path if path.is_absolute() else base / path
 
 
+def _check_csv(s: dict[str, Any], origin: str, where: str) -> None:
+    """A CSV source's keys (bridge.directory.csv_source): the column map and the file's format."""
+    if s["encoding"] not in CSV_ENCODINGS:
+        raise ConfigError(origin, f"{where}.encoding", f"must be one of {', '.join(CSV_ENCODINGS)}")
+    if s["delimiter"] is not None and s["delimiter"] not in CSV_DELIMITERS:
+        raise ConfigError(origin, f"{where}.delimiter", 'must be ",", ";" or "\\t" (or left out: detected)')
+    if not s["group_separator"]:
+        raise ConfigError(origin, f"{where}.group_separator", "must not be empty")
+    columns = s["columns"] or {}
+    for key, column in columns.items():
+        if key not in CSV_COLUMN_KEYS:
+            raise ConfigError(origin, f"{where}.columns.{key}", f"unknown key (one of {', '.join(CSV_COLUMN_KEYS)})")
+        if not isinstance(column, str) or not column.strip():
+            raise ConfigError(origin, f"{where}.columns.{key}", "must be a column name of the file's header")
+    for key in CSV_REQUIRED_COLUMNS:
+        if key not in columns:
+            raise ConfigError(origin, f"{where}.columns.{key}", "missing (the header name of that column)")
+
+
 def _database_url(url: str, base: Path) -> str:
     # A relative SQLite path is relative to the config file, like every other path in it.
     prefix = "sqlite:///"
@@ -444,16 +474,18 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
             raise ConfigError(origin, f"{where}.name", f'source name "{s["name"]}" is taken')
         if s["tenant"] not in tenants:
             raise ConfigError(origin, f"{where}.tenant", f'tenant "{s["tenant"]}" is not declared in [[tenants]]')
-        if s["kind"] not in ("ldap", "ldif"):
-            raise ConfigError(origin, f"{where}.kind", 'must be "ldap" or "ldif"')
+        if s["kind"] not in ("ldap", "ldif", "csv"):
+            raise ConfigError(origin, f"{where}.kind", 'must be "ldap", "ldif" or "csv"')
         if s["flavor"] not in ("openldap", "ad"):
             raise ConfigError(origin, f"{where}.flavor", 'must be "openldap" or "ad"')
-        if s["kind"] == "ldif" and not s["path"]:
-            raise ConfigError(origin, f"{where}.path", 'required for kind = "ldif"')
+        if s["kind"] in ("ldif", "csv") and not s["path"]:
+            raise ConfigError(origin, f"{where}.path", f'required for kind = "{s["kind"]}"')
+        if s["kind"] == "csv":
+            _check_csv(s, origin, where)
         if s["kind"] == "ldap" and not (s["url"] or s["urls"]):
             raise ConfigError(origin, f"{where}.url", 'required for kind = "ldap"')
         for required in ("user_base", "group_base"):
-            if not s[required]:
+            if not s[required] and s["kind"] != "csv":
                 raise ConfigError(origin, f"{where}.{required}", "missing")
         if not 0 <= float(s["deletion_threshold"]) <= 1:
             raise ConfigError(origin, f"{where}.deletion_threshold", "must be a share between 0 and 1")

@@ -51,6 +51,19 @@ class Source(Protocol):
 
 def make_source(source: SourceConfig, mapping: RoleMapping | None = None) -> Source:
     """The source a `[[sources]]` entry describes, reading what `mapping` (its tenant's) needs."""
+    if source.kind == "csv":
+        from pathlib import Path
+
+        from bridge.directory.csv_source import CsvSettings, CsvSource
+
+        csv_settings = CsvSettings(
+            path=Path(source.get("path")),
+            columns=dict(source.get("columns") or {}),
+            encoding=source.get("encoding") or "utf-8",
+            delimiter=source.get("delimiter"),
+            group_separator=source.get("group_separator") or ";",
+        )
+        return CsvSource(source.name, csv_settings)
     from bridge.directory.normalize import DEFAULT_KEEP_ATTRIBUTES, DirectorySettings
 
     renames = dict(source.get("attributes") or {})
