@@ -94,6 +94,8 @@ _TENANT: _Spec = {
     "alert_emails": (list, None),
     "alert_after_failed_runs": (int, 3),
     "alert_queued_minutes": (int, 60),
+    # Days the SCIM request log (issue 16) keeps a request; the purge job deletes older ones.
+    "request_log_days": (int, 14),
 }
 _SOURCE: _Spec = {
     "name": (str, None),
@@ -183,6 +185,7 @@ class TenantConfig:
     alert_emails: tuple[str, ...] = ()
     alert_after_failed_runs: int = 3
     alert_queued_minutes: int = 60
+    request_log_days: int = 14
     _mapping: list[RoleMapping] = field(default_factory=list, compare=False, repr=False)
 
     def mapping(self) -> RoleMapping:
@@ -427,6 +430,8 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
             raise ConfigError(origin, f"{where}.login_url", 'required when activation = "sso"')
         if t["archive_after_suspended_days"] is not None and t["archive_after_suspended_days"] < 1:
             raise ConfigError(origin, f"{where}.archive_after_suspended_days", "must be at least 1 (or left out)")
+        if t["request_log_days"] < 1:
+            raise ConfigError(origin, f"{where}.request_log_days", "must be at least 1")
         domains = t["email_domains"] or []
         for j, domain in enumerate(domains):
             if not isinstance(domain, str) or not domain.strip() or "@" in domain or domain != domain.strip():
@@ -458,6 +463,7 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
             alert_emails=tuple(alert_emails),
             alert_after_failed_runs=t["alert_after_failed_runs"],
             alert_queued_minutes=t["alert_queued_minutes"],
+            request_log_days=t["request_log_days"],
         )
 
     sources: dict[str, SourceConfig] = {}
