@@ -467,6 +467,23 @@ def measure(
         row["group_no_members_ms"] = median_ms(
             port, token, lambda i: ("GET", f"{prefix}/Groups/{group_id}?excludedAttributes=members", None), 50
         )
+    # Deprovisioning (PATCH active:false) of distinct users, under the SCIM guard's limit with the
+    # default keys (10% of the live accounts, past the minimum of 5: the window's count and the
+    # live count are read on each), and a PATCH that deprovisions nobody, for comparison.
+    targets = [ids_by_filter(port, token, prefix, f"user{2 * i + 1}@bench.example") for i in range(args.patches)]
+    others = [ids_by_filter(port, token, prefix, f"user{2 * i + 2}@bench.example") for i in range(args.patches)]
+
+    def set_user(user_id: str, path: str, value: Any) -> tuple[str, str, Any]:
+        return (
+            "PATCH",
+            f"{prefix}/Users/{user_id}",
+            {"schemas": [PATCH], "Operations": [{"op": "replace", "path": path, "value": value}]},
+        )
+
+    row["patch_rename_ms"] = median_ms(
+        port, token, lambda i: set_user(others[i], "displayName", f"renamed {i}"), args.patches
+    )
+    row["patch_inactive_ms"] = median_ms(port, token, lambda i: set_user(targets[i], "active", False), args.patches)
 
 
 def main() -> None:
@@ -571,6 +588,8 @@ def report(out: dict[str, dict[str, float]], args: Any, seconds: float) -> None:
         (f"POST /Users, {args.clients} clients (req/s)", "post_per_s", ",.0f"),
         ("PATCH add one member to the big group, median (ms)", "patch_member_ms", ".2f"),
         ("GET big group ?excludedAttributes=members, median (ms)", "group_no_members_ms", ".2f"),
+        ("PATCH a user's displayName, median (ms)", "patch_rename_ms", ".2f"),
+        ("PATCH a user active:false (SCIM guard), median (ms)", "patch_inactive_ms", ".2f"),
     ]
     print(
         f"\nSCIM benchmark: bridge with {args.users:,} users and a {args.group:,}-member group "

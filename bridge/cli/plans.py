@@ -97,6 +97,15 @@ def plans_approve(state: State, plan_id: str) -> None:
 
     runtime = state.checked_runtime(create=False)
     decision = _known(lambda: approve(runtime.config, runtime.engine, plan_id, actor=cli_actor()))
+    if decision.scim is not None:
+        # A SCIM guard's plan: applied from what the identity provider's identities say now.
+        click.echo(f"plan {plan_id} approved and applied: {_counts(decision.scim.counts)}")
+        for diff in decision.scim.differences:
+            click.echo(
+                f"  {diff['userName']}: held {diff['held']}, applied {diff['applied']} "
+                "(the identity provider changed this person since)"
+            )
+        return
     result = decision.result
     if decision.refused:
         click.echo(f"plan {plan_id} not applied: {result.reason}", err=True)

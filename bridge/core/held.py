@@ -46,6 +46,10 @@ STATUSES = (HELD, APPROVED, REJECTED, EXPIRED)
 # Why a plan is held: the safety check that refused it, or an approval that found the source
 # changed since the plan it was asked to approve (the new plan is held instead).
 DELETION_THRESHOLD, EMPTY_READ, SOURCE_CHANGED = "deletion_threshold", "empty_read", "source_changed"
+# The SCIM guard's plans (bridge.engine.guard): deprovisioning pushed over SCIM past the window's limit.
+SCIM_DEPROVISION_LIMIT = "scim_deprovision_limit"
+# In a SCIM guard's account part: the identity digest the held change was computed from.
+HELD_DIGEST = "heldDigest"
 
 # The counts of `sync --json`, kept with a held plan.
 COUNT_KEYS = ("created", "updated", "rolesChanged", "suspended", "archived", "reactivated", "unchanged")

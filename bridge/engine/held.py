@@ -16,17 +16,28 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from bridge.config import Config
-from bridge.core.held import APPROVED, EXPIRED, REJECTED, account_plan_to_json, main_change, plan_counts, plan_header
+from bridge.core.held import (
+    APPROVED,
+    EXPIRED,
+    HELD_DIGEST,
+    REJECTED,
+    account_plan_to_json,
+    main_change,
+    plan_counts,
+    plan_header,
+)
 from bridge.core.plan import Plan
 from bridge.engine.alerts import raise_alert
 from bridge.provision.apply import record_product_event
 from bridge.store.alerts import close_alerts
 from bridge.store.audit import record_tenant_event
 from bridge.store.db import transaction
-from bridge.store.plans import decide, hold_plan, same_held_plan
+from bridge.store.guard import keep
+from bridge.store.plans import decide, hold_plan, plan_accounts, same_held_plan
+from bridge.store.scim import SOURCE as SCIM_SOURCE
 
 
-def _event(
+def plan_event(
     conn: Connection,
     tenant_id: int,
     tenant_name: str,
@@ -114,7 +125,7 @@ def hold(
             correlation_id=correlation_id,
         )
         for old in older:
-            _event(
+            plan_event(
                 conn,
                 tenant_id,
                 tenant_name,
@@ -127,7 +138,7 @@ def hold(
                 now=now,
                 webhooks=webhooks,
             )
-        _event(
+        plan_event(
             conn,
             tenant_id,
             tenant_name,
@@ -175,23 +186,58 @@ def claim_approval(
     applied: a plan is applied once, even when two people approve it at the same moment. False
     when it is no longer held."""
     with transaction(engine) as conn:
-        if not decide(conn, row.id, APPROVED, actor=actor, now=now):
-            return False
-        close_alerts(conn, row.tenant_id, "plan_held", now, subject=row.source)
-        _event(
-            conn,
-            row.tenant_id,
-            row.tenant,
-            "plan.approved",
-            action="plan_approved",
-            actor=actor,
-            detail={"plan": row.id, "source": row.source, "reason": row.reason, "counts": dict(row.counts)},
-            reason=f"approved by {actor}",
-            correlation_id=correlation_id,
-            now=now,
-            webhooks=webhooks,
-        )
+        return claim_in(conn, row, actor=actor, correlation_id=correlation_id, now=now, webhooks=webhooks)
+
+
+def claim_in(
+    conn: Connection,
+    row: Any,
+    *,
+    actor: str,
+    correlation_id: str | None,
+    now: datetime,
+    webhooks: bool,
+    detail: dict[str, Any] | None = None,
+) -> bool:
+    """`claim_approval` in the caller's transaction."""
+    if not decide(conn, row.id, APPROVED, actor=actor, now=now):
+        return False
+    approved_event(conn, row, actor=actor, correlation_id=correlation_id, now=now, webhooks=webhooks, detail=detail)
     return True
+
+
+def approved_event(
+    conn: Connection,
+    row: Any,
+    *,
+    actor: str,
+    correlation_id: str | None,
+    now: datetime,
+    webhooks: bool,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """The approval's audit event and `plan.approved`, and the end of its alert (the plan was
+    marked approved by `decide`, in the same transaction); `detail` adds to the event's."""
+    close_alerts(conn, row.tenant_id, "plan_held", now, subject=row.source)
+    plan_event(
+        conn,
+        row.tenant_id,
+        row.tenant,
+        "plan.approved",
+        action="plan_approved",
+        actor=actor,
+        detail={
+            "plan": row.id,
+            "source": row.source,
+            "reason": row.reason,
+            "counts": dict(row.counts),
+            **(detail or {}),
+        },
+        reason=f"approved by {actor}",
+        correlation_id=correlation_id,
+        now=now,
+        webhooks=webhooks,
+    )
 
 
 def reject(engine: Engine, row: Any, *, actor: str, now: datetime) -> bool:
@@ -199,8 +245,9 @@ def reject(engine: Engine, row: Any, *, actor: str, now: datetime) -> bool:
     with transaction(engine) as conn:
         if not decide(conn, row.id, REJECTED, actor=actor, now=now):
             return False
+        keep_scim_accounts(conn, row, now)
         close_alerts(conn, row.tenant_id, "plan_held", now, subject=row.source)
-        _event(
+        plan_event(
             conn,
             row.tenant_id,
             row.tenant,
@@ -221,8 +268,9 @@ def expire(engine: Engine, row: Any, *, actor: str, now: datetime) -> bool:
     with transaction(engine) as conn:
         if not decide(conn, row.id, EXPIRED, actor=actor, now=now):
             return False
+        keep_scim_accounts(conn, row, now)
         close_alerts(conn, row.tenant_id, "plan_held", now, subject=row.source)
-        _event(
+        plan_event(
             conn,
             row.tenant_id,
             row.tenant,
@@ -236,3 +284,19 @@ def expire(engine: Engine, row: Any, *, actor: str, now: datetime) -> bool:
             webhooks=False,
         )
     return True
+
+
+def keep_scim_accounts(conn: Connection, row: Any, now: datetime) -> None:
+    """A SCIM guard's plan rejected or expired: its accounts stay as they are, and no later
+    re-plan of the same identities applies what was held (bridge.provision.replan); the identity
+    provider's next version of a person is planned, and guarded, as any write."""
+    if row.source != SCIM_SOURCE:
+        return
+    parts, _ = plan_accounts(conn, row.id)
+    keep(
+        conn,
+        row.tenant_id,
+        row.id,
+        [(p.account_id, p.payload.get(HELD_DIGEST) or "") for p in parts if p.account_id is not None],
+        now,
+    )

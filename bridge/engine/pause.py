@@ -34,6 +34,7 @@ from sqlalchemy import Engine
 
 from bridge.config import Config
 from bridge.core.plan import AccountPlan, Plan
+from bridge.engine.guard import ScimGuard
 from bridge.engine.replan import CHUNK, replan_chunks, replan_if_needed
 from bridge.engine.sync import SyncResult, run_sync
 from bridge.provision.apply import ApplyContext
@@ -153,16 +154,19 @@ def catch_up_scim(config: Config, engine: Engine, tenant_name: str, *, actor: st
     )
     result = SyncResult(source=SCIM_SOURCE, tenant=tenant_name, dry_run=False, run_id=correlation_id, mode="resume")
     merged: dict[tuple[str, str], AccountPlan] = {}
+    # What the identity provider pushed while paused meets the SCIM guard, as each write would
+    # have: a mass deprovisioning received during the pause is held, not applied by resuming.
+    guard = ScimGuard(config, view, ctx)
     outcome = "ok"
     try:
         # Deletions first: the seats they free are there for the people planned next.
         for start in range(0, len(deleted), CHUNK):
             with transaction(engine) as conn:
                 for anchor in deleted[start : start + CHUNK]:
-                    plan = scim_delete(conn, view, anchor, ctx)
+                    plan = scim_delete(conn, view, anchor, ctx, guard=guard)
                     if plan is not None:
                         merged[(SCIM_SOURCE, anchor)] = plan
-        replan_chunks(engine, view, SCIM_SOURCE, live, ctx, merged, result.errors, live_only=False)
+        replan_chunks(engine, view, SCIM_SOURCE, live, ctx, merged, result.errors, live_only=False, guard=guard)
     except Exception as exc:
         outcome = "failed"
         result.reason = f"{type(exc).__name__}: {exc}"[:1000]

@@ -6,7 +6,8 @@ not found, as a missing one.
 Approve is a full sync of the plan's source that applies the held plan, not its own, while what
 the plan was computed from is unchanged (`engine/sync`, `check_approval`); when it changed, it
 applies nothing and holds the new plan. A plan of source `scim` (the SCIM guard) has no
-directory to re-read: approving it is that guard's to add.
+directory to re-read: approving it applies what the stored identities of its people say now
+(bridge.engine.guard.approve_scim).
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from sqlalchemy import Engine
 from bridge.config import Config
 from bridge.core.held import COUNT_KEYS, HELD
 from bridge.engine import held
+from bridge.engine.guard import ScimApproval, approve_scim
 from bridge.engine.sync import SyncResult, run_sync
 from bridge.errors import BridgeError, NotFound
 from bridge.store.db import transaction
 from bridge.store.plans import due_to_expire, get_plan, list_plans, plan_accounts
+from bridge.store.scim import SOURCE as SCIM_SOURCE
 from bridge.store.tenants import get_tenant
 
 
@@ -36,6 +39,7 @@ class Decision:
     plan_id: str
     status: str  # what the plan is now
     result: SyncResult | None = None  # the approving run (None for a rejection)
+    scim: ScimApproval | None = None  # what approving a SCIM guard's plan applied
 
     @property
     def refused(self) -> bool:
@@ -130,6 +134,11 @@ def approve(config: Config, engine: Engine, plan_id: str, *, actor: str, tenant_
     `Decision.refused` tells which (the new plan's id is `result.held`)."""
     now = datetime.now(UTC)
     row = _held(engine, plan_id, tenant_id, actor, now)
+    if row.source == SCIM_SOURCE:
+        applied = approve_scim(config, engine, row, actor=actor)
+        if applied is None:
+            raise PlanNotHeld(f"plan {row.id} is no longer held: someone decided it first")
+        return Decision(plan_id=row.id, status="approved", scim=applied)
     if row.source not in config.sources:
         raise PlanNotHeld(f"plan {row.id}: source {row.source!r} is not a configured directory source")
     with transaction(engine, write=False) as conn:

@@ -40,7 +40,7 @@ from bridge.core.plan import AccountPlan, AccountState, Plan, build_plan, frees_
 from bridge.engine.sync import SyncResult
 from bridge.logs import correlation_id as correlation_var
 from bridge.provision.apply import ApplyContext
-from bridge.provision.replan import TenantView, planning_fingerprint, replan, tenant_view
+from bridge.provision.replan import Guard, TenantView, planning_fingerprint, replan, tenant_view
 from bridge.store.accounts import live_accounts, load_account_states, usage_outside
 from bridge.store.db import transaction
 from bridge.store.identities import load_subjects
@@ -258,15 +258,17 @@ def replan_chunks(
     errors: list[str],
     *,
     live_only: bool = True,
+    guard: Guard | None = None,
 ) -> None:
     """Re-plan and apply `anchors` of one source, `CHUNK` per write transaction (one by one when a
     chunk fails), adding what each account went through to `merged` and what failed to `errors`.
-    `live_only=False` also creates and revives, as the source's own writes would (engine.pause)."""
+    `live_only=False` also creates and revives, as the source's own writes would (engine.pause);
+    `guard` is the SCIM guard those writes would have met."""
     for start in range(0, len(anchors), CHUNK):
         chunk = list(anchors[start : start + CHUNK])
         try:
             with transaction(engine) as conn:
-                applied = replan(conn, view, source, chunk, ctx, live_only=live_only)
+                applied = replan(conn, view, source, chunk, ctx, live_only=live_only, guard=guard)
         except SQLAlchemyError:
             # One bad row must not hold back the others: one person per transaction instead.
             log.warning("replan of %d accounts failed; retrying one by one", len(chunk))
@@ -274,7 +276,9 @@ def replan_chunks(
             for anchor in chunk:
                 try:
                     with transaction(engine) as conn:
-                        applied.accounts += replan(conn, view, source, [anchor], ctx, live_only=live_only).accounts
+                        applied.accounts += replan(
+                            conn, view, source, [anchor], ctx, live_only=live_only, guard=guard
+                        ).accounts
                 except SQLAlchemyError as exc:
                     message = f"{source}/{anchor}: {type(exc).__name__}: {getattr(exc, 'orig', exc)}"
                     log.error("account not re-planned: %s", message)

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine
 
 from bridge.config import TenantConfig
 from bridge.core import actions
+from bridge.core.guard import DELETED, deprovisions
 from bridge.core.lifecycle import Status
 from bridge.core.mapping import mapping_fingerprint
 from bridge.core.plan import (
@@ -32,7 +33,10 @@ from bridge.provision.apply import ApplyContext, apply_account
 from bridge.store.accounts import account_of_identity, account_state, live_accounts, load_account_states, usage_outside
 from bridge.store.changes import set_account_flags
 from bridge.store.db import transaction
+from bridge.store.guard import kept
 from bridge.store.identities import load_subjects
+from bridge.store.plans import waiting_in_open_plan
+from bridge.store.scim import SOURCE as SCIM_SOURCE
 from bridge.store.tenants import get_tenant
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,14 @@ class TenantView:
     # Paused (bridge.engine.pause): what the sources send is stored, and no account changes by
     # itself until the tenant is resumed. A person's own action (archive, reactivate) still does.
     paused: bool = False
+
+
+class Guard(Protocol):
+    """The SCIM guard (bridge.engine.guard) as a SCIM write hands it to the re-plan: given an
+    account plan that takes someone's access away and the identity digest it was computed from,
+    it counts it in the tenant's window and returns True when it held it (then it is not applied)."""
+
+    def __call__(self, conn: Connection, plan: AccountPlan, digest: str) -> bool: ...
 
 
 def tenant_view(conn: Connection, tenant_cfg: TenantConfig) -> TenantView:
@@ -71,12 +83,20 @@ def replan(
     ctx: ApplyContext,
     *,
     live_only: bool = False,
+    guard: Guard | None = None,
+    ignore_kept: bool = False,
 ) -> Plan:
-    """Plan and apply the given people of one source from what is stored about them.
+    """Plan and apply the given people of one source from what is stored about them; returns
+    the plan of what was applied.
 
     `live_only` leaves out people without an account or with an archived one: a re-plan of the
     tenant (bridge.engine.replan) brings nobody back to life and creates nobody; that stays the
     business of their source.
+
+    For SCIM people, a deprovisioning a person rejected (a held plan of the SCIM guard) is not
+    applied while the identity is the one it was computed from, whoever re-plans (a write, the
+    replan job, a resume), unless `ignore_kept` (an approval). With `guard` (a SCIM write), each
+    other deprovisioning goes through it and is left out when it is held.
     """
     mapping = tenant.config.mapping()
     states = load_account_states(conn, tenant.id, source, anchors)
@@ -101,9 +121,33 @@ def replan(
         complete_scope=False,
         suspended_counts_as_seat=tenant.config.suspended_counts_as_seat,
     )
+    if source != SCIM_SOURCE:
+        for account_plan in plan.accounts:
+            apply_account(conn, account_plan, ctx)
+        return plan
+    leaving = [p for p in plan.accounts if deprovisions(p)]
+    leaving_ids = {id(p) for p in leaving}
+    rejected: dict[str, str] = {}
+    waiting: set[str] = set()
+    if leaving and not ignore_kept:
+        ids = [p.account_id for p in leaving if p.account_id]
+        rejected = kept(conn, ids)
+        # Without a guard (the replan job, a seat freed), a change the open plan holds waits for
+        # its decision; with one (a write, a resume), the guard adds it to that plan.
+        waiting = set() if guard is not None else waiting_in_open_plan(conn, tenant.id, SCIM_SOURCE, ids)
+    applied = []
     for account_plan in plan.accounts:
+        if id(account_plan) in leaving_ids:
+            digest = account_plan.digest or ""
+            if account_plan.account_id in rejected and rejected[account_plan.account_id] == digest:
+                continue  # a person kept this account as it is, for this very identity
+            if account_plan.account_id in waiting:
+                continue
+            if guard is not None and guard(conn, account_plan, digest):
+                continue
         apply_account(conn, account_plan, ctx)
-    return plan
+        applied.append(account_plan)
+    return plan if len(applied) == len(plan.accounts) else replace(plan, accounts=applied)
 
 
 # People per write transaction when many are re-planned at once (SQLite's write lock is held for
@@ -167,17 +211,33 @@ def archive_account(
     return plan
 
 
-def scim_delete(conn: Connection, tenant: TenantView, anchor: str, ctx: ApplyContext) -> AccountPlan | None:
+def scim_delete(
+    conn: Connection,
+    tenant: TenantView,
+    anchor: str,
+    ctx: ApplyContext,
+    *,
+    guard: Guard | None = None,
+    ignore_kept: bool = False,
+) -> AccountPlan | None:
     """SCIM DELETE archives the account through the core (no admin hold, unlike `bridge users
     archive`: the person is gone from the source, as a directory leaver is). None when there is no
-    live account."""
+    live account, or nothing was applied: a person rejected this deletion (held by the SCIM guard),
+    or `guard` holds it now (see `replan`)."""
     found = account_of_identity(conn, tenant.id, anchor)
     if found is None:
         return None
     state = account_state(*found)
     plan = actions.scim_delete(state, seat_before=_seat_held(state, tenant))
-    if plan is not None:
-        apply_account(conn, plan, ctx)
+    if plan is None:
+        return None
+    if not ignore_kept and kept(conn, [state.id]).get(state.id) == DELETED:
+        return None
+    if guard is None and not ignore_kept and waiting_in_open_plan(conn, tenant.id, SCIM_SOURCE, [state.id]):
+        return None
+    if guard is not None and guard(conn, plan, DELETED):
+        return None
+    apply_account(conn, plan, ctx)
     return plan
 
 

@@ -17,9 +17,10 @@ from typing import Any, TypeVar
 
 from flask import Response, g, request
 from sqlalchemy import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError
 
 from bridge.config import TenantConfig
+from bridge.engine.guard import ScimGuard
 from bridge.errors import ConfigError
 from bridge.provision.apply import ApplyContext
 from bridge.provision.replan import TenantView, replan, replan_waiting, room_freed, tenant_view
@@ -120,11 +121,13 @@ class Handlers:
                         default_language=config.default_language,
                     )
                     done = work(conn, caller, ctx, tenant_view(conn, config))
-            except IntegrityError as exc:
-                if not unique_violation(exc):
+            except DBAPIError as exc:
+                if not (unique_violation(exc) or deadlock(exc)):
                     raise
-                # A concurrent writer got there first (same userName, same membership): the
-                # retry sees its commit and answers from it; a second clash is a real conflict.
+                # A concurrent writer got there first (same userName, same membership), or
+                # PostgreSQL broke a lock cycle (the SCIM guard locks the tenant's window in
+                # the middle of a write that may hold a person another write needs): the retry
+                # sees its commit and answers from it; a second clash is a real conflict.
                 log.info("SCIM write conflict (attempt %d): %s", attempt, exc.orig)
                 if attempt == 2:
                     raise uniqueness("conflicting concurrent change; retry") from None
@@ -169,10 +172,17 @@ class Handlers:
     def replan(self, conn: Connection, view: TenantView, ctx: ApplyContext, anchors: Sequence[str]) -> None:
         if view.paused:
             return  # the identities are stored; resuming the tenant plans them (engine.pause)
+        guard = self.guard(view, ctx)
         for start in range(0, len(anchors), REPLAN_CHUNK):
-            plan = replan(conn, view, storage.SOURCE, list(anchors[start : start + REPLAN_CHUNK]), ctx)
+            chunk = list(anchors[start : start + REPLAN_CHUNK])
+            plan = replan(conn, view, storage.SOURCE, chunk, ctx, guard=guard)
             if room_freed(plan.accounts, view):
                 g.scim_room_freed = True
+
+    def guard(self, view: TenantView, ctx: ApplyContext) -> ScimGuard:
+        """The SCIM guard of this write: a deprovisioning past the tenant's window is held, not
+        applied; the write still succeeds and stores the identity as sent (engine.guard)."""
+        return ScimGuard(self.runtime.config, view, ctx)
 
     def projection(self, rt: ResourceType) -> Projection:
         return projection_of(rt, request.args)
@@ -181,9 +191,14 @@ class Handlers:
 # ---- helpers -----------------------------------------------------------------------------------
 
 
-def unique_violation(exc: IntegrityError) -> bool:
+def unique_violation(exc: DBAPIError) -> bool:
     orig = exc.orig
     return getattr(orig, "sqlstate", None) == "23505" or str(orig).startswith("UNIQUE constraint failed")
+
+
+def deadlock(exc: DBAPIError) -> bool:
+    """PostgreSQL's deadlock detector aborted this transaction (the other one goes on)."""
+    return getattr(exc.orig, "sqlstate", None) == "40P01"
 
 
 def row_etag(row: Any) -> str:

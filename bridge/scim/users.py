@@ -118,7 +118,8 @@ class UserHandlers(Handlers):
         def work(conn: Connection, caller: Caller, ctx: ApplyContext, view: TenantView) -> None:
             self.locked(conn, caller, "user", anchor)
             # Paused: the identity is marked deleted below and resuming archives the account.
-            plan = None if view.paused else scim_delete(conn, view, anchor, ctx)
+            # Past the SCIM guard's window, the archive is held for a person (engine.guard).
+            plan = None if view.paused else scim_delete(conn, view, anchor, ctx, guard=self.guard(view, ctx))
             if plan is not None and room_freed([plan], view):
                 g.scim_room_freed = True  # what it held may be what someone waits for
             storage.mark_deleted(conn, caller.tenant_id, anchor, ctx.now)

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 
 from bridge.store.bulk import insert_many
 from bridge.store.ids import new_id
@@ -183,4 +183,62 @@ def due_to_expire(conn: Connection, now: datetime) -> list[Any]:
             .where(held_plans.c.status == "held", held_plans.c.expires_at <= now)
             .order_by(held_plans.c.expires_at)
         )
+    )
+
+
+# ---- the SCIM guard's open plan: one per tenant collects the deprovisionings it holds -------------
+
+
+def open_plan(conn: Connection, tenant_id: int, source: str) -> Any | None:
+    """The tenant's held plan of `source` (the newest, if ever more than one), or None."""
+    return conn.execute(
+        select(held_plans)
+        .where(held_plans.c.tenant_id == tenant_id, held_plans.c.source == source, held_plans.c.status == "held")
+        .order_by(held_plans.c.created_at.desc())
+        .limit(1)
+    ).first()
+
+
+def plan_account(conn: Connection, plan_id: str, account_id: str) -> Any | None:
+    """The account's part of the plan, or None."""
+    return conn.execute(
+        select(held_accounts).where(held_accounts.c.plan_id == plan_id, held_accounts.c.account_id == account_id)
+    ).first()
+
+
+def add_account(
+    conn: Connection,
+    plan_id: str,
+    tenant_id: int,
+    account: dict[str, Any],
+    counts: dict[str, Any],
+    *,
+    replaces: int | None = None,
+) -> None:
+    """Add one account's part to a held plan (last in its order), in place of the part of seq
+    `replaces` if given, and set the plan's counts."""
+    if replaces is not None:
+        conn.execute(delete(held_accounts).where(held_accounts.c.plan_id == plan_id, held_accounts.c.seq == replaces))
+    seq = conn.execute(
+        select(func.coalesce(func.max(held_accounts.c.seq), -1)).where(held_accounts.c.plan_id == plan_id)
+    ).scalar_one()
+    conn.execute(insert(held_accounts).values(plan_id=plan_id, seq=int(seq) + 1, tenant_id=tenant_id, **account))
+    conn.execute(update(held_plans).where(held_plans.c.id == plan_id).values(counts=counts))
+
+
+def waiting_in_open_plan(conn: Connection, tenant_id: int, source: str, account_ids: Sequence[str]) -> set[str]:
+    """The accounts among `account_ids` that are part of the tenant's held plan of `source`."""
+    if not account_ids:
+        return set()
+    return set(
+        conn.execute(
+            select(held_accounts.c.account_id)
+            .join(held_plans, held_plans.c.id == held_accounts.c.plan_id)
+            .where(
+                held_plans.c.tenant_id == tenant_id,
+                held_plans.c.source == source,
+                held_plans.c.status == "held",
+                held_accounts.c.account_id.in_(list(account_ids)),
+            )
+        ).scalars()
     )

@@ -532,6 +532,31 @@ class HeldPlan(Base):
     plan: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
+class ScimDeprovision(Base):
+    """One deprovisioning a SCIM write asked for (suspension, archive, loss of every role),
+    applied or held: the SCIM guard's sliding window (issue 17). Migration 0019."""
+
+    __tablename__ = "scim_deprovisions"
+    __table_args__ = (Index("ix_scim_deprovisions_window", "tenant_id", "at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    at: Mapped[datetime]
+    account_id: Mapped[str | None] = mapped_column(String(36))
+    held: Mapped[bool] = mapped_column(Boolean)
+
+
+class ScimKept(Base):
+    """An account whose held SCIM deprovisioning a person rejected, with the identity digest it
+    was computed from: re-planning that same identity leaves the account alone. Migration 0019."""
+
+    __tablename__ = "scim_kept"
+    account_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    digest: Mapped[str] = mapped_column(String(64))
+    plan_id: Mapped[str] = mapped_column(String(36))
+    kept_at: Mapped[datetime]
+
+
 class HeldPlanAccount(Base):
     """One account's part of a held plan, in the plan's order: `payload` is the serialised
     `AccountPlan` (bridge.core.held.account_plan_to_json), `kind` and `reason` its main change,
@@ -569,31 +594,3 @@ class EventPosition(Base):
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), primary_key=True, autoincrement=False)
     position: Mapped[int] = mapped_column(BigInteger, default=0)
     purged_through: Mapped[int] = mapped_column(BigInteger, default=0)
-
-
-class ScimRequest(Base):
-    """One SCIM request of a tenant, as its identity provider sent it (issue 16): written after
-    the answer by `bridge.scim.requestlog`, bodies already redacted and cut, kept the tenant's
-    `request_log_days`. The account changes it caused are the audit events whose correlation id
-    is its `request_id`, written while it ran. Migration 0019."""
-
-    __tablename__ = "scim_requests"
-    __table_args__ = (
-        Index("ix_scim_requests_tenant_id", "tenant_id", "id"),  # the log page, newest first
-        Index("ix_scim_requests_tenant_time", "tenant_id", "occurred_at"),  # the purge, the 24-hour counts
-        Index("ix_scim_requests_token", "tenant_id", "token_id", "id"),  # each token's last request
-    )
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
-    token_id: Mapped[str | None] = mapped_column(String(36))
-    occurred_at: Mapped[datetime]  # when the request arrived
-    method: Mapped[str] = mapped_column(String(10))
-    path: Mapped[str] = mapped_column(Text)  # with the query string, cut to 2,000 characters
-    status: Mapped[int] = mapped_column(Integer)
-    user_agent: Mapped[str | None] = mapped_column(String(300))
-    client: Mapped[str | None] = mapped_column(String(64))
-    duration_ms: Mapped[int] = mapped_column(Integer)
-    request_id: Mapped[str] = mapped_column(String(64))
-    request_body: Mapped[str | None] = mapped_column(Text)
-    response_body: Mapped[str | None] = mapped_column(Text)
-    truncated: Mapped[bool] = mapped_column(Boolean, default=False)  # a body was cut to 64 KiB

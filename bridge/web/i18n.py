@@ -347,33 +347,6 @@ CONSOLE: dict[str, dict[str, str]] = {
         "last_login": "Last sign-in",
         "invited": "invited",
         "invitation_expired": "invitation expired",
-        "nav_requests": "Requests",
-        "requests_title": "SCIM requests",
-        "requests_hint": "Every request your identity provider sent with one of this tenant's tokens, newest first, "
-        "kept {days} days. Passwords, tokens and secrets are never stored.",
-        "method": "Method",
-        "path": "Path",
-        "token": "Token",
-        "account_changes": "Account changes",
-        "no_requests": "No request yet.",
-        "back_to_requests": "All requests",
-        "request": "Request",
-        "user_agent": "Client (User-Agent)",
-        "client_address": "Client address",
-        "request_id": "Request id",
-        "body_truncated": "A body was longer than 64 KiB: only its beginning is kept.",
-        "no_account_changes": "This request changed no account.",
-        "request_body": "Request body",
-        "response_body": "Response body",
-        "no_body": "No body.",
-        "redaction_hint": "Shown as stored: passwords, tokens and any attribute named like a secret were replaced by "
-        "[redacted] before the request was logged; the Authorization header is never kept.",
-        "connection_status": "Connection status",
-        "last_request": "Last request",
-        "requests_24h": "Requests (24 h)",
-        "errors_24h": "Errors (24 h)",
-        "no_request_yet": "no request yet",
-        "see_request_log": "See every request",
         "connect_title": "Connect your identity provider",
         "connect_values": "Your values",
         "scim_base": "SCIM base URL",
@@ -400,6 +373,13 @@ CONSOLE: dict[str, dict[str, str]] = {
         "plan_reason_deletion_threshold": "The sync would archive more accounts than the deletion threshold allows.",
         "plan_reason_empty_read": "The directory returned nobody while accounts exist.",
         "plan_reason_source_changed": "The directory changed after an earlier plan was held; this is its new plan.",
+        "plan_reason_scim_deprovision_limit": "The identity provider deprovisioned more people over SCIM within "
+        "the window than the SCIM guard allows.",
+        "plan_help_scim": "The identity provider was answered and its identities are stored as it sent them; "
+        "these accounts are not changed until someone approves. Approve applies what each person's identity says "
+        "now (someone the identity provider re-activated since is left active). Reject keeps every account as it "
+        "is until the identity provider sends a new version of that person.",
+        "done_approved_changed": "These people changed since they were held and got what their identity says now:",
         "plan_held_by": "Held by",
         "plan_expires": "Expires",
         "plan_decided": "Decided",
@@ -664,34 +644,6 @@ CONSOLE: dict[str, dict[str, str]] = {
         "last_login": "Dernière connexion",
         "invited": "invité",
         "invitation_expired": "invitation expirée",
-        "nav_requests": "Requêtes",
-        "requests_title": "Requêtes SCIM",
-        "requests_hint": "Chaque requête envoyée par votre fournisseur d'identité avec un jeton de ce client, "
-        "les plus récentes d'abord, conservée {days} jours. Mots de passe, jetons et secrets ne sont jamais "
-        "enregistrés.",
-        "method": "Méthode",
-        "path": "Chemin",
-        "token": "Jeton",
-        "account_changes": "Changements de comptes",
-        "no_requests": "Aucune requête pour l'instant.",
-        "back_to_requests": "Toutes les requêtes",
-        "request": "Requête",
-        "user_agent": "Client (User-Agent)",
-        "client_address": "Adresse du client",
-        "request_id": "Identifiant de requête",
-        "body_truncated": "Un corps dépassait 64 Kio : seul son début est conservé.",
-        "no_account_changes": "Cette requête n'a changé aucun compte.",
-        "request_body": "Corps de la requête",
-        "response_body": "Corps de la réponse",
-        "no_body": "Pas de corps.",
-        "redaction_hint": "Tel qu'enregistré : mots de passe, jetons et tout attribut nommé comme un secret ont été "
-        "remplacés par [redacted] avant l'enregistrement ; l'en-tête Authorization n'est jamais conservé.",
-        "connection_status": "État de la connexion",
-        "last_request": "Dernière requête",
-        "requests_24h": "Requêtes (24 h)",
-        "errors_24h": "Erreurs (24 h)",
-        "no_request_yet": "aucune requête pour l'instant",
-        "see_request_log": "Voir toutes les requêtes",
         "connect_title": "Connecter votre fournisseur d'identité",
         "connect_values": "Vos valeurs",
         "scim_base": "URL de base SCIM",
@@ -720,6 +672,15 @@ CONSOLE: dict[str, dict[str, str]] = {
         "plan_reason_empty_read": "L'annuaire n'a renvoyé personne alors que des comptes existent.",
         "plan_reason_source_changed": "L'annuaire a changé après qu'un plan précédent a été retenu ; voici son "
         "nouveau plan.",
+        "plan_reason_scim_deprovision_limit": "Le fournisseur d'identité a désactivé par SCIM plus de personnes "
+        "dans la fenêtre que la garde SCIM ne le permet.",
+        "plan_help_scim": "Le fournisseur d'identité a reçu une réponse et ses identités sont enregistrées telles "
+        "qu'il les a envoyées ; ces comptes ne changent pas tant que personne n'approuve. Approuver applique ce "
+        "que l'identité de chaque personne dit maintenant (une personne réactivée depuis reste active). Rejeter "
+        "laisse chaque compte tel qu'il est jusqu'à ce que le fournisseur d'identité envoie une nouvelle version "
+        "de cette personne.",
+        "done_approved_changed": "Ces personnes ont changé depuis qu'elles ont été retenues et ont reçu ce que "
+        "leur identité dit maintenant :",
         "plan_held_by": "Retenu par",
         "plan_expires": "Expire le",
         "plan_decided": "Décidé",

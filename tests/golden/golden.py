@@ -274,9 +274,7 @@ class Session:
         tables = [
             name
             for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-            # The SCIM request log is written by a thread after each answer (when, and how many
-            # rows before the server stops, depends on timing) and records durations: not state.
-            if not name.startswith("sqlite_") and name not in ("alembic_version", "scim_requests")
+            if not name.startswith("sqlite_") and name != "alembic_version"
         ]
         out: dict[str, list[Any]] = {}
         for table in tables:

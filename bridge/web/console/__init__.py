@@ -60,7 +60,6 @@ def register(app: Flask, runtime: Runtime) -> None:
         auth,
         people,
         plans,
-        requestlog,
         screens,
         understand,
     )

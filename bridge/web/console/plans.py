@@ -44,6 +44,9 @@ def plan(name: str, plan_id: str) -> Response:
     except NotFound:
         abort(404)
     done = request.args.get("done")
+    notice = words().get(f"done_{done}") if done else None
+    if notice and request.args.get("changed"):
+        notice = f"{notice} {words()['done_approved_changed']} {request.args['changed']}"
     return _tenant_page(
         "plan.html",
         tenant,
@@ -52,7 +55,7 @@ def plan(name: str, plan_id: str) -> Response:
         plan=shown,
         next_after=next_after,
         paged=after is not None,
-        notice=words().get(f"done_{done}") if done else None,
+        notice=notice,
         error=request.args.get("refused"),
     )
 
@@ -75,6 +78,13 @@ def decide(name: str, plan_id: str, decision: str) -> Response:
         abort(404)
     except BridgeError as exc:
         return _back(page_url, refused=f"{words()['refused']}: {exc}")
+    if made.scim is not None:
+        # A SCIM guard's plan: applied from what the identities say now. Who differs from the
+        # held change is in the approval's audit event; the notice says how many.
+        if made.scim.differences:
+            names = ", ".join(d["userName"] for d in made.scim.differences[:10])
+            return _back(page_url, done="approved", changed=names)
+        return _back(page_url, done="approved")
     result = made.result
     assert result is not None
     if made.refused:
