@@ -473,50 +473,47 @@ class OutboxWorker:
     def _builder(
         self, row: queue.Claimed, kind: str, token: str, expires_at: datetime, now: datetime, to: str
     ) -> Callable[[], Any]:
+        def context(tenant: str, tenant_cfg: TenantConfig | None, language: str, from_header: str) -> dict[str, Any]:
+            return {
+                "tenant": tenant,
+                "given_name": row.payload.get("givenName"),
+                "user_name": row.payload.get("userName") or "",
+                "link": f"{self.public_url}/activate/{token}",
+                "new_link_url": f"{self.public_url}/activate/new-link?lang={language}",
+                "expires": format_date(expires_at, language),
+                "mode": tenant_cfg.activation if tenant_cfg else "password",
+                "contact": (tenant_cfg.support_contact if tenant_cfg else None) or from_header,
+            }
+
+        return self._message_builder(row, kind, now, to, context)
+
+    def _alert_builder(self, row: queue.Claimed, now: datetime, to: str) -> Callable[[], Any]:
+        def context(tenant: str, _cfg: TenantConfig | None, _language: str, _from: str) -> dict[str, Any]:
+            return {
+                "tenant": tenant,
+                "kind": row.payload.get("kind") or "",
+                "summary": row.payload.get("summary") or "",
+                "link": row.payload.get("link") or "",
+            }
+
+        return self._message_builder(row, ALERT_TOPIC, now, to, context)
+
+    def _message_builder(
+        self,
+        row: queue.Claimed,
+        kind: str,
+        now: datetime,
+        to: str,
+        context: Callable[[str, TenantConfig | None, str, str], dict[str, Any]],
+    ) -> Callable[[], Any]:
+        """The message of `row` rendered from the `kind` templates, built when it is sent: in the
+        row's language, else the tenant's, with the row's idempotency key as its Message-ID."""
+
         def build() -> Any:
             tenant, tenant_cfg = self._tenant(row.tenant_id)
             language = pick_language(row.payload.get("language"), tenant_cfg.default_language if tenant_cfg else None)
             from_header = str(self.email["from"])
-            rendered = render(
-                kind,
-                language,
-                {
-                    "tenant": tenant,
-                    "given_name": row.payload.get("givenName"),
-                    "user_name": row.payload.get("userName") or "",
-                    "link": f"{self.public_url}/activate/{token}",
-                    "new_link_url": f"{self.public_url}/activate/new-link?lang={language}",
-                    "expires": format_date(expires_at, language),
-                    "mode": tenant_cfg.activation if tenant_cfg else "password",
-                    "contact": (tenant_cfg.support_contact if tenant_cfg else None) or from_header,
-                },
-            )
-            return build_message(
-                rendered,
-                to=to,
-                from_header=from_header,
-                msg_id=message_id(row.idempotency_key, from_header),
-                now=now,
-                language=language,
-            )
-
-        return build
-
-    def _alert_builder(self, row: queue.Claimed, now: datetime, to: str) -> Callable[[], Any]:
-        def build() -> Any:
-            tenant, _ = self._tenant(row.tenant_id)
-            language = pick_language(row.payload.get("language"))
-            from_header = str(self.email["from"])
-            rendered = render(
-                ALERT_TOPIC,
-                language,
-                {
-                    "tenant": tenant,
-                    "kind": row.payload.get("kind") or "",
-                    "summary": row.payload.get("summary") or "",
-                    "link": row.payload.get("link") or "",
-                },
-            )
+            rendered = render(kind, language, context(tenant, tenant_cfg, language, from_header))
             return build_message(
                 rendered,
                 to=to,
