@@ -18,6 +18,7 @@ from bridge.notify.webhook import SIGNATURE_HEADER, verify_signature
 from bridge.store.db import make_engine
 from bridge.store.tables import AccountEventRow, AuditEvent, HeldPlan, OutboxMessage
 from tests.fixtures.slapd import Slapd
+from tests.fixtures.smtp import SmtpServer
 from tests.fixtures.webhook import WebhookReceiver
 from tests.integration.notify_support import WEBHOOK_SECRET, notify_config, run_worker
 from tests.ldap_deployment import LdapDeployment
@@ -277,27 +278,34 @@ def test_held_and_approved_plans_are_product_events(
     assert [e["id"] for e in feed if e["type"].startswith("plan.")] == [e["id"] for e in plan_events]
 
 
-def test_a_held_plan_alerts_once_while_the_source_has_one_held(deploy: LdapDeployment, directory: Slapd) -> None:
+def test_a_held_plan_alerts_once_while_the_source_has_one_held(
+    deploy: LdapDeployment, directory: Slapd, smtp_server: SmtpServer
+) -> None:
+    from bridge.notify.worker import OutboxWorker
+    from bridge.runtime import open_runtime
     from bridge.store.tables import Alert
+    from tests.integration.notify_support import mails_to, notify_config
 
     text = deploy.config.read_text()
-    deploy.config.write_text(
-        text.replace('name = "example"\n', 'name = "example"\nalert_emails = ["it@example.org"]\n', 1)
-    )
+    text = text.replace('name = "example"\n', 'name = "example"\nalert_emails = ["it@example.org"]\n', 1)
+    deploy.config.write_text(text + notify_config(smtp=smtp_server))
     first = trip(deploy, directory, NAMES[:6])["held"]
     assert deploy.sync("--full")["held"] == first  # the same trip again: the same plan
     again = trip(deploy, directory, NAMES[6:7])  # one more leaver: a newer plan supersedes it
     assert again["held"] and again["held"] != first
-    engine = make_engine(deploy.db_url)
+    runtime = open_runtime(deploy.config)
     try:
-        with engine.connect() as conn:
+        OutboxWorker(runtime).run_once()  # the real worker, to aiosmtpd
+        with runtime.engine.connect() as conn:
             mails = conn.execute(select(OutboxMessage.payload).where(OutboxMessage.topic == "alert")).scalars().all()
             (alert,) = conn.execute(select(Alert.__table__)).all()
         assert [m["to"] for m in mails] == ["it@example.org"]
-        assert mails[0]["link"].endswith(f"/admin/t/example/plans/{first}")
+        (mail,) = mails_to(smtp_server, "it@example.org")
+        body = mail.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        assert "plan held" in mail.subject and f"/admin/t/example/plans/{first}" in body
         assert alert.kind == "plan_held" and alert.closed_at is None and alert.path == f"plans/{again['held']}"
         assert deploy.bridge("plans", "approve", again["held"]).exit_code == 0
-        with engine.connect() as conn:
+        with runtime.engine.connect() as conn:
             assert conn.execute(select(Alert.closed_at)).scalar_one() is not None
     finally:
-        engine.dispose()
+        runtime.engine.dispose()
