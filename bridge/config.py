@@ -94,6 +94,8 @@ _TENANT: _Spec = {
     "alert_emails": (list, None),
     "alert_after_failed_runs": (int, 3),
     "alert_queued_minutes": (int, 60),
+    # Days the SCIM request log (issue 16) keeps a request; the purge job deletes older ones.
+    "request_log_days": (int, 14),
     # The SCIM guard (issue 17): deprovisioning pushed over SCIM past both this fraction of the
     # tenant's live accounts and this many, within the window, is held for a person to approve.
     "scim_deprovision_limit": ((int, float), 0.10),
@@ -188,6 +190,7 @@ class TenantConfig:
     alert_emails: tuple[str, ...] = ()
     alert_after_failed_runs: int = 3
     alert_queued_minutes: int = 60
+    request_log_days: int = 14
     scim_deprovision_limit: float = 0.10
     scim_deprovision_minimum: int = 5
     scim_deprovision_window_minutes: int = 60
@@ -435,6 +438,8 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
             raise ConfigError(origin, f"{where}.login_url", 'required when activation = "sso"')
         if t["archive_after_suspended_days"] is not None and t["archive_after_suspended_days"] < 1:
             raise ConfigError(origin, f"{where}.archive_after_suspended_days", "must be at least 1 (or left out)")
+        if t["request_log_days"] < 1:
+            raise ConfigError(origin, f"{where}.request_log_days", "must be at least 1")
         domains = t["email_domains"] or []
         for j, domain in enumerate(domains):
             if not isinstance(domain, str) or not domain.strip() or "@" in domain or domain != domain.strip():
@@ -472,6 +477,7 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
             alert_emails=tuple(alert_emails),
             alert_after_failed_runs=t["alert_after_failed_runs"],
             alert_queued_minutes=t["alert_queued_minutes"],
+            request_log_days=t["request_log_days"],
             scim_deprovision_limit=float(t["scim_deprovision_limit"]),
             scim_deprovision_minimum=t["scim_deprovision_minimum"],
             scim_deprovision_window_minutes=t["scim_deprovision_window_minutes"],

@@ -17,19 +17,31 @@ from urllib.parse import unquote_plus
 
 correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("correlation_id", default=None)
 
+# Each pattern with the words one of which any match contains (casefolded): a case-insensitive
+# scan costs tens of microseconds on a SCIM body, a substring test on the folded text almost
+# nothing, and most texts (every lookup the request log keeps) hold none of them.
 _SECRET_PATTERNS = [
-    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1[redacted]"),
-    (re.compile(r"brg_[A-Za-z0-9_-]{10,}"), "brg_[redacted]"),
-    (re.compile(r"(?i)((?:password|passwd|secret|token)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"), r"\1[redacted]"),
-    (re.compile(r"/activate/[A-Za-z0-9_-]{16,}"), "/activate/[redacted]"),
+    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1[redacted]", ("bearer",)),
+    (re.compile(r"brg_[A-Za-z0-9_-]{10,}"), "brg_[redacted]", ("brg_",)),
+    (
+        re.compile(r"(?i)((?:password|passwd|secret|token)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"),
+        r"\1[redacted]",
+        ("password", "passwd", "secret", "token"),
+    ),
+    (re.compile(r"/activate/[A-Za-z0-9_-]{16,}"), "/activate/[redacted]", ("/activate/",)),
     # The password in a URL's user-info (`postgresql://bridge:s3cret@db/bridge`, `ldaps://u:p@h`).
-    (re.compile(r"(://[^/\s:@]+:)[^@\s/]+@"), r"\1[redacted]@"),
+    (re.compile(r"(://[^/\s:@]+:)[^@\s/]+@"), r"\1[redacted]@", ("://",)),
 ]
 
 
 def redact(text: str) -> str:
-    for pattern, replacement in _SECRET_PATTERNS:
-        text = pattern.sub(replacement, text)
+    # casefold, not lower: (?i) also matches the Kelvin sign for "k" and the long s for "s".
+    folded = text.casefold()
+    for pattern, replacement, words in _SECRET_PATTERNS:
+        for word in words:  # a plain loop: a generator per pattern cost more than the tests
+            if word in folded:
+                text = pattern.sub(replacement, text)
+                break
     return text
 
 

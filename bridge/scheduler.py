@@ -220,11 +220,29 @@ def _purge(runtime: Runtime, job: JobSpec) -> str:
 
     tokens = purge_activation_tokens(runtime, datetime.now(UTC))
     messages = purge_outbox(runtime.engine, datetime.now(UTC))
+    requests = purge_request_log(runtime, datetime.now(UTC))
     return (
         f"purged {runs} sync runs, {jobs} job runs older than 90 days; tokens: {tokens}; "
         f"outbox rows: {messages} (sent over 30 days ago, dead or failed over 90); "
-        f"account events: {events} (over {retention} days old)"
+        f"account events: {events} (over {retention} days old); "
+        f"SCIM requests: {requests} (older than each tenant's request_log_days)"
     )
+
+
+def purge_request_log(runtime: Runtime, now: datetime) -> int:
+    """Delete each tenant's SCIM requests older than its `request_log_days` (default 14, also
+    for a tenant that exists only in the database); one short transaction per tenant."""
+    from bridge.store.requestlog import purge_requests
+    from bridge.store.tenants import list_tenants
+
+    with transaction(runtime.engine, write=False) as conn:
+        tenants = list_tenants(conn)
+    purged = 0
+    for tenant in tenants:
+        days = runtime.config.tenant_settings(tenant.name).request_log_days
+        with transaction(runtime.engine) as conn:
+            purged += purge_requests(conn, tenant.id, now - timedelta(days=days))
+    return purged
 
 
 def _replan(runtime: Runtime, job: JobSpec) -> str:

@@ -6,9 +6,11 @@ searches, and the WSGI fast lane in front of them. The handlers are in `users`, 
 from __future__ import annotations
 
 import logging
+import time
+from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Flask, Response, request
+from flask import Blueprint, Flask, Response, g, request
 from sqlalchemy import Connection
 from sqlalchemy.exc import DataError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -26,11 +28,13 @@ from bridge.scim.handlers import (
 )
 from bridge.scim.lookup import fast_user_lookup
 from bridge.scim.query import Query
+from bridge.scim.requestlog import Captured, RequestLog
 from bridge.scim.resources import (
     list_response,
 )
 from bridge.scim.schema import GROUP_TYPE, SCHEMAS, SEARCH_REQUEST, USER_TYPE, ResourceType
 from bridge.scim.users import UserHandlers
+from bridge.web.client import current_client
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +98,16 @@ def register(app: Flask, runtime: Runtime) -> None:
     from bridge.scim.fastlane import FastLane
 
     api = ScimApi(runtime)
+    request_log = RequestLog(runtime.engine)
     app.wsgi_app = FastLane(  # type: ignore[method-assign]
-        app.wsgi_app, runtime.engine, api.base_url, access_log=bool(runtime.config.server["access_log"])
+        app.wsgi_app,
+        runtime.engine,
+        api.base_url,
+        access_log=bool(runtime.config.server["access_log"]),
+        request_log=request_log,
+        proxies=runtime.config.server.get("trusted_proxies") or (),
     )
+    app.extensions["bridge.scim_request_log"] = request_log
     bp = Blueprint("scim", __name__, url_prefix="/scim/v2")
     types = {"Users": USER_TYPE, "Groups": GROUP_TYPE}
 
@@ -176,6 +187,16 @@ def register(app: Flask, runtime: Runtime) -> None:
     @bp.after_request
     def _no_store(response: Response) -> Response:
         response.headers.setdefault(*NO_STORE)
+        return response
+
+    @bp.after_request
+    def _record(response: Response) -> Response:
+        # The tenant's request log (bridge.scim.requestlog): queued, written by another thread;
+        # whatever goes wrong here is logged and the answer goes out as built.
+        try:
+            _record_request(api, request_log, response, discovery=request.endpoint in discovery_endpoints)
+        except Exception:
+            log.exception("the SCIM request log could not record a request")
         return response
 
     # -- discovery (no authentication: it describes the server, not a tenant) ---------------
@@ -262,6 +283,43 @@ def register(app: Flask, runtime: Runtime) -> None:
         raise ScimError(404, f"no SCIM endpoint at {request.path}")
 
     app.register_blueprint(bp)
+
+
+def _record_request(api: ScimApi, request_log: RequestLog, response: Response, *, discovery: bool) -> None:
+    caller: Caller | None = g.get("scim_caller")
+    if caller is None and discovery and request.headers.get("Authorization"):
+        try:  # discovery needs no token; one that comes with a valid token is its tenant's
+            caller = api.caller
+        except ScimError:
+            caller = None
+    if caller is None:
+        return  # no tenant to show it to: a bad token's 401, an anonymous discovery request
+    status = response.status_code
+    if status == 413:
+        sent = b""  # the body over the limit was discarded unread
+    else:
+        try:
+            sent = request.get_data(cache=True)
+        except Exception:
+            sent = b""
+    started = g.get("started")
+    request_log.record(
+        Captured(
+            tenant_id=caller.tenant_id,
+            token_id=caller.token_id,
+            finished_at=datetime.now(UTC),
+            duration=time.perf_counter() - started if started is not None else 0.0,
+            method=request.method,
+            path=request.path,
+            query=request.query_string.decode("latin-1"),
+            status=status,
+            user_agent=request.headers.get("User-Agent"),
+            client=current_client(),
+            request_id=g.get("request_id", ""),
+            request_body=sent,
+            response_body=b"" if response.is_streamed else response.get_data(),
+        )
+    )
 
 
 def search_params(body: Any) -> dict[str, Any]:

@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -29,9 +30,11 @@ from bridge.scim.auth import Caller
 from bridge.scim.errors import ScimError
 from bridge.scim.lookup import fast_token_user_lookup
 from bridge.scim.query import Query
+from bridge.scim.requestlog import Captured, RequestLog
 from bridge.scim.resources import scim_json
 from bridge.scim.schema import USER_TYPE
 from bridge.store.db import database_file
+from bridge.web.client import Network, client_address
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +51,21 @@ class _ThreadConnection(threading.local):
 
 
 class FastLane:
-    def __init__(self, app: WsgiApp, engine: Engine, base_url: str, access_log: bool = False) -> None:
+    def __init__(
+        self,
+        app: WsgiApp,
+        engine: Engine,
+        base_url: str,
+        access_log: bool = False,
+        request_log: RequestLog | None = None,
+        proxies: Sequence[Network] = (),
+    ) -> None:
         self.app = app
         self.engine = engine
         self.base_url = base_url
         self.access_log = access_log  # [server] access_log: the lane logs what it answers itself
+        self.request_log = request_log  # the tenant's SCIM request log (bridge.scim.requestlog)
+        self.proxies = proxies
         # One DB-API connection per server thread, detached from the pool: a pool checkout and
         # return (with PostgreSQL's pre-ping) cost more than the lookup, and a detached
         # connection does not take a pool slot from the requests that need one. Rolled back
@@ -90,6 +103,8 @@ class FastLane:
                 self._observe(started)
                 if self.access_log:
                     log_request("GET", PATH, environ["QUERY_STRING"], 200, started, caller, rid)
+                if self.request_log is not None and caller is not None:
+                    self._record(environ, caller, rid, started, body)
                 return [body]
         return self.app(environ, start_response)
 
@@ -131,6 +146,27 @@ class FastLane:
                 connection.close()
             except Exception:  # already broken: nothing left to release
                 log.debug("SCIM fast lane could not close its connection", exc_info=True)
+
+    def _record(self, environ: dict[str, Any], caller: Caller, rid: str, started: float, body: bytes) -> None:
+        assert self.request_log is not None
+        forwarded = environ.get("HTTP_X_FORWARDED_FOR")
+        self.request_log.record(
+            Captured(
+                tenant_id=caller.tenant_id,
+                token_id=caller.token_id,
+                finished_at=datetime.now(UTC),
+                duration=time.perf_counter() - started,
+                method="GET",
+                path=PATH,
+                query=environ["QUERY_STRING"],
+                status=200,
+                user_agent=environ.get("HTTP_USER_AGENT"),
+                client=client_address(environ.get("REMOTE_ADDR"), [forwarded] if forwarded else [], self.proxies),
+                request_id=rid,
+                request_body=b"",
+                response_body=body,
+            )
+        )
 
     def _observe(self, started: float) -> None:
         if self._metrics is None:

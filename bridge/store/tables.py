@@ -534,7 +534,7 @@ class HeldPlan(Base):
 
 class ScimDeprovision(Base):
     """One deprovisioning a SCIM write asked for (suspension, archive, loss of every role),
-    applied or held: the SCIM guard's sliding window (issue 17). Migration 0019."""
+    applied or held: the SCIM guard's sliding window (issue 17). Migration 0020."""
 
     __tablename__ = "scim_deprovisions"
     __table_args__ = (Index("ix_scim_deprovisions_window", "tenant_id", "at"),)
@@ -547,7 +547,7 @@ class ScimDeprovision(Base):
 
 class ScimKept(Base):
     """An account whose held SCIM deprovisioning a person rejected, with the identity digest it
-    was computed from: re-planning that same identity leaves the account alone. Migration 0019."""
+    was computed from: re-planning that same identity leaves the account alone. Migration 0020."""
 
     __tablename__ = "scim_kept"
     account_id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -594,3 +594,31 @@ class EventPosition(Base):
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), primary_key=True, autoincrement=False)
     position: Mapped[int] = mapped_column(BigInteger, default=0)
     purged_through: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ScimRequest(Base):
+    """One SCIM request of a tenant, as its identity provider sent it (issue 16): written after
+    the answer by `bridge.scim.requestlog`, bodies already redacted and cut, kept the tenant's
+    `request_log_days`. The account changes it caused are the audit events whose correlation id
+    is its `request_id`, written while it ran. Migration 0019."""
+
+    __tablename__ = "scim_requests"
+    __table_args__ = (
+        Index("ix_scim_requests_tenant_id", "tenant_id", "id"),  # the log page, newest first
+        Index("ix_scim_requests_tenant_time", "tenant_id", "occurred_at"),  # the purge, the 24-hour counts
+        Index("ix_scim_requests_token", "tenant_id", "token_id", "id"),  # each token's last request
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    token_id: Mapped[str | None] = mapped_column(String(36))
+    occurred_at: Mapped[datetime]  # when the request arrived
+    method: Mapped[str] = mapped_column(String(10))
+    path: Mapped[str] = mapped_column(Text)  # with the query string, cut to 2,000 characters
+    status: Mapped[int] = mapped_column(Integer)
+    user_agent: Mapped[str | None] = mapped_column(String(300))
+    client: Mapped[str | None] = mapped_column(String(64))
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    request_id: Mapped[str] = mapped_column(String(64))
+    request_body: Mapped[str | None] = mapped_column(Text)
+    response_body: Mapped[str | None] = mapped_column(Text)
+    truncated: Mapped[bool] = mapped_column(Boolean, default=False)  # a body was cut to 64 KiB

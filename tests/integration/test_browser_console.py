@@ -275,6 +275,8 @@ def test_the_screens_fit_a_phone_without_scrolling_sideways(site: Site, open_pag
         "/t/example/runs",
         "/t/example/audit",
         "/t/example/tokens",
+        "/t/example/connect",
+        "/t/example/requests",
         "/t/example/preview",
         "/t/example/access?role=front_desk",
     ):
@@ -328,3 +330,151 @@ def test_a_tenant_administrator_previews_a_mapping_change_and_nothing_is_applied
     assert _rows(site) == before
     shown = site.cli("users", "show", "achevalier", "--tenant", "example", "--json")
     assert '"point_of_sale"' in shown and '"front_desk"' not in shown
+
+
+# ---- what the identity provider did (issue 16) ------------------------------------------------
+
+ENTRA_AGENT = "Azure Active Directory SCIM Client"  # what the test's client sends as Entra's
+EVE = "eve.entra@example.org"
+
+
+def _replay_entra(site: Site, token: str) -> tuple[str, str]:
+    """Entra ID's provisioning of one person (shared/reference/scim-clients.md 2.1, the documented
+    bodies): look up, create, update, create a group, add the person to it. (user id, group id)"""
+    import requests
+
+    scim = requests.Session()
+    scim.headers.update(
+        {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json", "User-Agent": ENTRA_AGENT}
+    )
+    base = f"{site.url}/scim/v2"
+    patch_op = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+    found = scim.get(f"{base}/Users", params={"filter": f'userName eq "{EVE}"'}, timeout=10)
+    assert found.status_code == 200 and found.json()["totalResults"] == 0, found.text
+    created = scim.post(
+        f"{base}/Users",
+        json={
+            "schemas": [
+                "urn:ietf:params:scim:schemas:core:2.0:User",
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+            ],
+            "externalId": "5f1c9a4e-8e0b-4a55-9d1e-3f1f6f0b7a21",
+            "userName": EVE,
+            "active": True,
+            "emails": [{"primary": True, "type": "work", "value": EVE}],
+            "meta": {"resourceType": "User"},
+            "name": {"formatted": "Eve Entra", "familyName": "Entra", "givenName": "Eve"},
+            "roles": [],
+        },
+        timeout=10,
+    )
+    assert created.status_code == 201, created.text
+    uid = created.json()["id"]
+    updated = scim.patch(
+        f"{base}/Users/{uid}",
+        json={
+            "schemas": [patch_op],
+            "Operations": [
+                {"op": "Replace", "path": "displayName", "value": "Eve Entra (Front desk)"},
+                {"op": "Replace", "path": "active", "value": "True"},
+            ],
+        },
+        timeout=10,
+    )
+    assert updated.status_code in (200, 204), updated.text
+    group = scim.post(
+        f"{base}/Groups",
+        json={
+            "schemas": [
+                "urn:ietf:params:scim:schemas:core:2.0:Group",
+                "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group",
+            ],
+            "externalId": "8aa1a0c0-c4c3-4bc0-b4a5-2ef676900159",
+            "displayName": "front-desk",
+            "meta": {"resourceType": "Group"},
+        },
+        timeout=10,
+    )
+    assert group.status_code == 201, group.text
+    gid = group.json()["id"]
+    added = scim.patch(
+        f"{base}/Groups/{gid}",
+        json={
+            "schemas": [patch_op],
+            "Operations": [{"op": "Add", "path": "members", "value": [{"$ref": None, "value": uid}]}],
+        },
+        timeout=10,
+    )
+    assert added.status_code in (200, 204), added.text
+    return uid, gid
+
+
+def test_an_it_administrator_connects_entra_and_finds_each_request_and_its_accounts(
+    site: Site, open_page: OpenPage, tmp_path: Path
+) -> None:
+    # From the setup link to a signed-in session of their own.
+    admin = "it-entra@example.org"
+    page = open_page()
+    set_up(page, invite(site, admin, "--tenant", "example"))
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, site, admin)
+    site.admins.add(admin)
+
+    # A token from the Connect page.
+    page.get_by_role("navigation").get_by_role("link", name=CONSOLE["en"]["nav_connect"]).click()
+    page.get_by_role("link", name="Create token").click()
+    page.fill("input[name=label]", "Entra ID")
+    page.get_by_role("button", name="Create token").click()
+    token = page.locator("#new-token").inner_text().strip()
+    page.goto(f"{site.url}/admin/t/example/connect")
+    status = page.locator("#connection-status tr", has_text="Entra ID")
+    expect(status).to_contain_text(CONSOLE["en"]["no_request_yet"])
+
+    uid, gid = _replay_entra(site, token)
+
+    # The Connect page shows the client at work.
+    for _ in range(100):  # the log is written just after each answer: reload until it is there
+        page.reload()
+        if page.locator("#connection-status tr", has_text="Entra ID").locator("td.requests").inner_text() == "5":
+            break
+        page.wait_for_timeout(100)
+    expect(status).to_contain_text(ENTRA_AGENT)
+    expect(status.locator("td.requests")).to_have_text("5")
+    expect(status.locator("td.errors-24h")).to_have_text("0")
+    screenshot(page, tmp_path, "40-connection-status")
+
+    # Every request of the token in the log, newest first.
+    status.locator("td.requests a").click()
+    expect(page.locator("select#token option[selected]")).to_have_text("Entra ID")
+    rows = page.locator("#requests tbody tr")
+    expect(rows).to_have_count(5)
+    shapes = [
+        ("PATCH", f"/scim/v2/Groups/{gid}"),
+        ("POST", "/scim/v2/Groups"),
+        ("PATCH", f"/scim/v2/Users/{uid}"),
+        ("POST", "/scim/v2/Users"),
+        ("GET", "/scim/v2/Users?filter=userName"),
+    ]
+    for i, (method, path) in enumerate(shapes):
+        expect(rows.nth(i).locator("td").nth(1)).to_have_text(method)
+        expect(rows.nth(i).locator("td.path")).to_contain_text(path)
+    screenshot(page, tmp_path, "41-request-log")
+
+    # The creation: its body and the account it made.
+    rows.nth(3).locator("td.path a").click()
+    expect(page.locator("#request-status")).to_have_text("201")
+    expect(page.locator("#request-body")).to_contain_text(EVE)
+    expect(page.locator("#changes")).to_contain_text(EVE)
+    screenshot(page, tmp_path, "42-request-create")
+
+    # The membership: the role it granted, and the account page from there.
+    page.go_back()
+    rows.nth(0).locator("td.path a").click()
+    expect(page.locator("#request-body")).to_contain_text(uid)
+    changes = page.locator("#changes tbody tr")
+    expect(changes.first).to_contain_text(EVE)
+    screenshot(page, tmp_path, "43-request-membership")
+    changes.first.get_by_role("link", name=EVE).click()
+    expect(page).to_have_url(re.compile(rf"/admin/t/example/accounts/{uid}$"))
+    expect(page.locator("main")).to_contain_text("front_desk")
+    screenshot(page, tmp_path, "44-account-from-request")

@@ -60,6 +60,7 @@ def register(app: Flask, runtime: Runtime) -> None:
         auth,
         people,
         plans,
+        requestlog,
         screens,
         understand,
     )

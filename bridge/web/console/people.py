@@ -29,6 +29,7 @@ from bridge.web.console import (
     tenant_scope,
     words,
 )
+from bridge.web.console.requestlog import connection_status
 
 
 def _visible_admins() -> list[object]:
@@ -114,6 +115,8 @@ def connect(name: str) -> Response:
 def _connect_page(tenant: Tenant, live: list[dict[str, object]], check: object = None) -> Response:
     base = str(runtime().config.server["public_url"]).rstrip("/") + "/scim/v2"
     sources = [s.name for s in runtime().config.sources.values() if s.tenant == tenant.name]
+    with transaction(runtime().engine, write=False) as conn:
+        connection = connection_status(conn, tenant)
     return page(
         "connect.html",
         tenant=tenant,
@@ -121,6 +124,7 @@ def _connect_page(tenant: Tenant, live: list[dict[str, object]], check: object =
         title=words()["connect_title"],
         scim_base=base,
         live_tokens=live,
+        connection=connection,
         sources=sources if admin().is_operator else [],
         check=check,
         guide=f"guides_{language()}.html",

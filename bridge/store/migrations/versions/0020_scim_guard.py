@@ -6,16 +6,16 @@ window's start (index on tenant, time) and deletes those older than the window a
 `scim_kept` names the accounts whose held deprovisioning a person rejected, with the identity
 digest it was computed from: a later re-plan of that same identity leaves the account as it is.
 
-Revision ID: 0019
-Revises: 0018
+Revision ID: 0020
+Revises: 0019
 Create Date: 2026-12-04
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0019"
-down_revision = "0018"
+revision = "0020"
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 
