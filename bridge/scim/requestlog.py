@@ -33,7 +33,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -201,7 +201,20 @@ class RequestLog:
             # What arrives meanwhile joins the batch: one transaction per FLUSH_DELAY under load,
             # where one per request would cost the serving threads more than the lookups.
             time.sleep(FLUSH_DELAY)
-            self._write(self._batch(first))
+            batch = self._batch(first)
+            self._write(batch)
+            while len(batch) == BATCH:  # more waiting than a batch: on at once, no new delay
+                try:
+                    first = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if first is None:
+                    return
+                batch = self._batch(first)
+                self._write(batch)
+            if self._dropped:
+                dropped, self._dropped = self._dropped, 0
+                self._warn(f"the SCIM request log dropped {dropped} requests: more than {MAX_PENDING} were waiting")
 
     def _batch(self, first: Captured) -> list[Captured]:
         batch = [first]
@@ -223,10 +236,13 @@ class RequestLog:
                 insert_requests(conn, rows)
         except Exception as exc:
             # Never retried: a request log that falls behind would delay itself further.
-            now = time.monotonic()
-            if now - self._warned >= _WARN_EVERY:
-                self._warned = now
-                log.warning("the SCIM request log dropped %d requests: %s", len(batch), exc)
+            self._warn(f"the SCIM request log dropped {len(batch)} requests: {exc}")
+
+    def _warn(self, message: str) -> None:
+        moment = time.monotonic()
+        if moment - self._warned >= _WARN_EVERY:  # one line a minute while the database is down
+            self._warned = moment
+            log.warning("%s", message)
 
     def drain(self) -> None:
         """Write what is queued now (at exit; tests)."""
@@ -240,7 +256,3 @@ class RequestLog:
                 batch.append(entry)
         for start in range(0, len(batch), BATCH):
             self._write(batch[start : start + BATCH])
-
-
-def now() -> datetime:
-    return datetime.now(UTC)

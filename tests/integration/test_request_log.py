@@ -235,3 +235,16 @@ def test_the_request_log_pages_show_one_tenant_to_its_administrators(site: Site)
     assert session.get(f"{site.base}/admin/t/other/requests/{elsewhere.id}", timeout=10).status_code == 404
     french = session.get(f"{site.base}/admin/t/example/requests?lang=fr", timeout=10)
     assert "Requêtes SCIM" in french.text
+
+
+def test_a_log_that_cannot_be_written_never_fails_the_request(site: Site, caplog: pytest.LogCaptureFixture) -> None:
+    scim = Scim(site, token_for(site))
+    with site.runtime.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE scim_requests")
+    created = scim.call("POST", "/Users", {"schemas": [USER], "userName": "eli@example.org"})
+    assert created.status_code == 201, created.text
+    assert scim.call("GET", '/Users?filter=userName eq "eli@example.org"').json()["totalResults"] == 1
+    deadline = time.monotonic() + 15
+    while not any("the SCIM request log dropped" in r.getMessage() for r in caplog.records):
+        assert time.monotonic() < deadline, "the failed write was not logged"
+        time.sleep(0.05)
