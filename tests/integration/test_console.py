@@ -409,6 +409,9 @@ def test_the_pause_switch_holds_account_changes_until_resumed(site: Site) -> Non
     assert ("tenant_paused", f"admin:{IT}") in actions and ("tenant_resumed", f"admin:{IT}") in actions
 
 
+SUSPEND_OP = {"op": "replace", "path": "active", "value": False}
+
+
 def _accounts(d: Deployment) -> list[dict[str, str]]:
     return list(json.loads(bridge(d, "users", "list", "--tenant", "example", "--json").output))
 
@@ -495,3 +498,52 @@ def test_the_overview_lists_the_open_alerts(site: Site) -> None:
     page = session.get(f"{site.base}/admin/t/example/", timeout=10).text
     assert "Needs a look" in page and "Mail waiting in the queue" in page and "waited 90 minutes" in page
     assert 'href="/admin/t/example/outbox"' in page
+
+
+def test_a_scim_guard_plan_is_reviewed_and_approved_in_the_console(site: Site) -> None:
+    """The SCIM guard (issue 17): past the tenant's window, active:false pushed over SCIM is held in a
+    plan of source scim; the console's review page lists those people and Approve applies them."""
+    from bridge.store.accounts import status_counts
+    from bridge.store.tenants import get_tenant
+    from bridge.store.tokens import create_token
+
+    with site.runtime.engine.begin() as conn:
+        tenant_id = get_tenant(conn, "example").id
+        _, token = create_token(conn, tenant_id, "tests", False, datetime.now(UTC))
+    idp = requests.Session()
+    idp.headers.update({"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"})
+    user = "urn:ietf:params:scim:schemas:core:2.0:User"
+    ids = []
+    for i in range(20):
+        made = idp.post(
+            f"{site.base}/scim/v2/Users",
+            json={"schemas": [user], "userName": f"g{i:02d}", "emails": [{"value": f"g{i:02d}@example.org"}]},
+            timeout=10,
+        )
+        assert made.status_code == 201, made.text
+        ids.append(made.json()["id"])
+    with site.runtime.engine.connect() as conn:
+        counts = status_counts(conn, tenant_id)
+    allowed = max((sum(counts.values()) - counts["archived"]) // 10, 5)
+    assert allowed < 20
+    off = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [SUSPEND_OP]}
+    for user_id in ids:
+        assert idp.patch(f"{site.base}/scim/v2/Users/{user_id}", json=off, timeout=10).status_code == 200
+    statuses = {u["userName"]: u["status"] for u in _accounts(site.deployment)}
+    held = [f"g{i:02d}" for i in range(allowed, 20)]
+    assert [statuses[f"g{i:02d}"] for i in range(allowed)] == ["suspended"] * allowed
+    assert {statuses[n] for n in held} == {"no_access"}
+    (plan,) = [
+        p for p in json.loads(bridge(site.deployment, "plans", "list", "--json").output) if p["source"] == "scim"
+    ]
+    review = f"/admin/t/example/plans/{plan['id']}"
+
+    session = set_up(site, IT, "--tenant", "example")
+    page = session.get(f"{site.base}{review}", timeout=10)
+    assert page.status_code == 200 and ">Approve</button>" in page.text
+    assert all(n in page.text for n in held) and "The identity provider was answered" in page.text
+    approved = post(session, site, review, f"{review}/approve")
+    assert approved.status_code == 200 and "The plan is approved and applied." in approved.text
+    statuses = {u["userName"]: u["status"] for u in _accounts(site.deployment)}
+    assert {statuses[n] for n in held} == {"suspended"}
+    assert ("plan_approved", f"admin:{IT}") in {(e.action, e.actor) for e in _audit(site)}
