@@ -6,9 +6,8 @@ Contract:
   one writer anyway): two SCIM writes that deprovision at once count one after the other, and
   only one of them opens the tenant's held plan. Taken only by writes that deprovision.
 - `count_since` counts the distinct accounts of the tenant's window rows from `since` (index on
-  tenant, time);
-  `record` adds one and deletes the tenant's rows older than `forget_before`, so the table holds
-  about one window of rows per tenant.
+  tenant, time); `record` adds one and, one write in `PRUNE_EVERY`, deletes the tenant's rows
+  older than `forget_before`, so the table holds about one window of rows per tenant.
 - `live_count`: the tenant's accounts that are not archived (an index-only count).
 - `keep` / `kept`: the identity digest under which an account's deprovisioning was rejected.
 """
@@ -45,11 +44,19 @@ def count_since(conn: Connection, tenant_id: int, since: datetime) -> int:
     )
 
 
+# Rows older than the window are deleted by one write in this many, not by each: they no longer
+# count (`count_since` reads from the window's start), they only take room.
+PRUNE_EVERY = 32
+
+
 def record(
     conn: Connection, tenant_id: int, account_id: str | None, *, held: bool, now: datetime, forget_before: datetime
 ) -> None:
-    conn.execute(delete(window).where(window.c.tenant_id == tenant_id, window.c.at < forget_before))
-    conn.execute(insert(window).values(tenant_id=tenant_id, at=now, account_id=account_id, held=held))
+    row_id = conn.execute(
+        insert(window).values(tenant_id=tenant_id, at=now, account_id=account_id, held=held).returning(window.c.id)
+    ).scalar_one()
+    if row_id % PRUNE_EVERY == 0:
+        conn.execute(delete(window).where(window.c.tenant_id == tenant_id, window.c.at < forget_before))
 
 
 def live_count(conn: Connection, tenant_id: int) -> int:

@@ -2,7 +2,7 @@
 
 `scim_deprovisions` has one row per deprovisioning a SCIM write asked for (a suspension, an
 archive, the loss of every role), applied or held: the guard counts the tenant's rows since the
-window's start (index on tenant, time) and deletes those older than the window as it writes.
+window's start (index on tenant, time) and deletes those older than the window now and then.
 `scim_kept` names the accounts whose held deprovisioning a person rejected, with the identity
 digest it was computed from: a later re-plan of that same identity leaves the account as it is.
 
