@@ -121,6 +121,13 @@ def users_show(state: State, user: str, tenant: str | None, as_json: bool) -> No
     for role, why in data["leftOut"].items():
         click.echo(f"{'left out':>13}: {role} ({why})")
     click.echo(f"{'groups':>13}: " + (", ".join(data["groups"]) or "(none)"))
+    hours = data["loginHours"]
+    if hours is None:
+        click.echo(f"{'login hours':>13}: any time")
+    for origin, label in (("mapping", "[[login_hours]]"), ("logonHours", "AD logonHours")):
+        if hours is not None and origin in hours:
+            windows = ", ".join(f"{w['days']} {w['hours']} {w['time_zone']}" for w in hours[origin]) or "never"
+            click.echo(f"{'login hours':>13}: {windows} ({label})")
     for m in mail:
         # Mail that did not go out, and why: the first place to look when someone says
         # "I never got the activation mail".

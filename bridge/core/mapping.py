@@ -18,6 +18,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bridge.core.dn import normalize_dn
+from bridge.core.login_hours import (
+    LOGON_HOURS_ATTRIBUTE,
+    LoginHours,
+    Window,
+    logon_hours_from_hex,
+    parse_days,
+    parse_hours,
+    parse_time_zone,
+)
 from bridge.core.model import GroupRef, SourceUser
 from bridge.errors import ConfigError
 
@@ -41,12 +50,22 @@ class Rule:
     roles: tuple[str, ...]
     equals: tuple[str, ...] = ()  # attribute rules only
     pattern: re.Pattern[str] | None = None
+    section: str = "rule"  # "login_hours" for the matcher of a [[login_hours]] entry
 
     def describe(self) -> str:
         if self.kind == "attribute":
             wanted = " or ".join(f'"{v}"' for v in self.equals)
-            return f"rule {self.index}: attribute {self.value} = {wanted}"
-        return f'rule {self.index}: {self.kind} "{self.value}"'
+            return f"{self.section} {self.index}: attribute {self.value} = {wanted}"
+        return f'{self.section} {self.index}: {self.kind} "{self.value}"'
+
+
+@dataclass(frozen=True, slots=True)
+class LoginHoursEntry:
+    """A `[[login_hours]]` entry: whom it restricts (a matcher as in `[[rules]]`) and when they
+    may sign in."""
+
+    matcher: Rule  # roles is empty
+    window: Window
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +81,7 @@ class RoleMapping:
     external_groups: tuple[str, ...] = ()  # normalised DNs or lower-cased names
     external_attribute: ExternalAttribute | None = None
     external_expires_after_days: int | None = None
+    login_hours: tuple[LoginHoursEntry, ...] = ()
     origin: str = "<mapping>"
 
     def attribute_names(self) -> tuple[str, ...]:
@@ -71,7 +91,8 @@ class RoleMapping:
         read is absent from every person, and a rule on it silently matches nobody. A new matcher
         that reads an attribute adds it here.
         """
-        names = [rule.value for rule in self.rules if rule.kind == "attribute"]
+        matchers = (*self.rules, *(entry.matcher for entry in self.login_hours))
+        names = [rule.value for rule in matchers if rule.kind == "attribute"]
         if self.external_attribute is not None:
             names.append(self.external_attribute.attribute)
         return tuple(dict.fromkeys(names))
@@ -89,7 +110,8 @@ class RoleDecision:
 _ROLE_KEYS = {"title", "billable", "external_allowed", "max_holders"}
 _RULE_KINDS: tuple[RuleKind, ...] = ("group", "group_name", "group_pattern", "attribute", "scim_role")
 _USER_TYPE_KEYS = {"external_groups", "external_attribute", "external_expires_after_days"}
-_TOP_KEYS = {"roles", "rules", "user_type"}
+_TOP_KEYS = {"roles", "rules", "user_type", "login_hours"}
+_LOGIN_HOURS_KEYS = {"days", "hours", "time_zone"}
 
 
 def _expect(value: Any, kind: type | tuple[type, ...], origin: str, key: str, what: str) -> Any:
@@ -144,40 +166,16 @@ def parse_mapping(data: Mapping[str, Any], origin: str) -> RoleMapping:
     raw_rules = _expect(data.get("rules", []), list, origin, "rules", "an array of [[rules]] tables")
     for i, spec in enumerate(raw_rules):
         where = f"rules[{i + 1}]"
-        _expect(spec, dict, origin, where, "a table")
-        kinds = [k for k in _RULE_KINDS if k in spec]
-        if len(kinds) != 1:
-            raise ConfigError(origin, where, f"needs exactly one of {', '.join(_RULE_KINDS)} (found {len(kinds)})")
-        kind = kinds[0]
-        allowed = {kind, "roles"} | ({"equals"} if kind == "attribute" else set())
-        for key in spec:
-            if key not in allowed:
-                raise ConfigError(origin, f"{where}.{key}", f"unknown key for a {kind} rule")
-        value = _expect(spec[kind], str, origin, f"{where}.{kind}", "a string")
+        rule = _parse_matcher(spec, origin, where, i + 1, {"roles"})
         if "roles" not in spec:
             raise ConfigError(origin, f"{where}.roles", "missing: which roles does this rule grant?")
         role_ids = _string_list(spec["roles"], origin, f"{where}.roles")
         for role_id in role_ids:
             if role_id not in roles:
                 raise ConfigError(origin, f"{where}.roles", f'role "{role_id}" is not defined in [roles]')
-        pattern = None
-        equals: tuple[str, ...] = ()
-        if kind == "group_pattern":
-            try:
-                pattern = re.compile(value, re.IGNORECASE)
-            except re.error as exc:
-                raise ConfigError(origin, f"{where}.group_pattern", f"invalid regular expression: {exc}") from None
-        elif kind == "attribute":
-            if "equals" not in spec:
-                raise ConfigError(origin, f"{where}.equals", "missing: the value the attribute must have")
-            equals = _string_list(spec["equals"], origin, f"{where}.equals")
-            value = value.lower()
-        elif kind == "group":
-            try:
-                value = normalize_dn(value)
-            except ValueError:
-                raise ConfigError(origin, f"{where}.group", f"not a distinguished name: {value!r}") from None
-        rules.append(Rule(index=i + 1, kind=kind, value=value, roles=role_ids, equals=equals, pattern=pattern))
+        rules.append(dataclasses.replace(rule, roles=role_ids))
+
+    login_hours = _parse_login_hours(data.get("login_hours", []), origin)
 
     user_type = _expect(data.get("user_type", {}), dict, origin, "user_type", "a table")
     for key in user_type:
@@ -216,8 +214,66 @@ def parse_mapping(data: Mapping[str, Any], origin: str) -> RoleMapping:
         external_groups=tuple(external_groups),
         external_attribute=external_attribute,
         external_expires_after_days=expires,
+        login_hours=login_hours,
         origin=origin,
     )
+
+
+def _parse_matcher(spec: Any, origin: str, where: str, index: int, other_keys: set[str], section: str = "rule") -> Rule:
+    """The matcher of a `[[rules]]` or `[[login_hours]]` table: exactly one of the rule kinds
+    (with `equals` for `attribute`), besides the table's `other_keys`."""
+    _expect(spec, dict, origin, where, "a table")
+    kinds = [k for k in _RULE_KINDS if k in spec]
+    if len(kinds) != 1:
+        raise ConfigError(origin, where, f"needs exactly one of {', '.join(_RULE_KINDS)} (found {len(kinds)})")
+    kind = kinds[0]
+    allowed = {kind} | other_keys | ({"equals"} if kind == "attribute" else set())
+    for key in spec:
+        if key not in allowed:
+            whose = f"a {kind} rule" if section == "rule" else f"a [[{section}]] entry"
+            raise ConfigError(origin, f"{where}.{key}", f"unknown key for {whose}")
+    value = _expect(spec[kind], str, origin, f"{where}.{kind}", "a string")
+    pattern = None
+    equals: tuple[str, ...] = ()
+    if kind == "group_pattern":
+        try:
+            pattern = re.compile(value, re.IGNORECASE)
+        except re.error as exc:
+            raise ConfigError(origin, f"{where}.group_pattern", f"invalid regular expression: {exc}") from None
+    elif kind == "attribute":
+        if "equals" not in spec:
+            raise ConfigError(origin, f"{where}.equals", "missing: the value the attribute must have")
+        equals = _string_list(spec["equals"], origin, f"{where}.equals")
+        value = value.lower()
+    elif kind == "group":
+        try:
+            value = normalize_dn(value)
+        except ValueError:
+            raise ConfigError(origin, f"{where}.group", f"not a distinguished name: {value!r}") from None
+    return Rule(index=index, kind=kind, value=value, roles=(), equals=equals, pattern=pattern, section=section)
+
+
+def _parse_login_hours(raw: Any, origin: str) -> tuple[LoginHoursEntry, ...]:
+    entries = []
+    for i, spec in enumerate(_expect(raw, list, origin, "login_hours", "an array of [[login_hours]] tables")):
+        where = f"login_hours[{i + 1}]"
+        matcher = _parse_matcher(spec, origin, where, i + 1, _LOGIN_HOURS_KEYS, section="login_hours")
+        for key, example in (("hours", "07:00-19:00"), ("time_zone", "Europe/Paris")):
+            if key not in spec:
+                raise ConfigError(origin, f"{where}.{key}", f"missing (such as {example!r})")
+        values: dict[str, Any] = {}
+        for key, parse in (("days", parse_days), ("hours", parse_hours), ("time_zone", parse_time_zone)):
+            if key not in spec:
+                continue  # days: every day
+            text = _expect(spec[key], str, origin, f"{where}.{key}", "a string")
+            try:
+                values[key] = parse(text)
+            except ValueError as exc:
+                raise ConfigError(origin, f"{where}.{key}", str(exc)) from None
+        start, end = values["hours"]
+        window = Window(days=values.get("days", tuple(range(7))), start=start, end=end, time_zone=values["time_zone"])
+        entries.append(LoginHoursEntry(matcher=matcher, window=window))
+    return tuple(entries)
 
 
 def load_mapping(path: Path) -> RoleMapping:
@@ -345,6 +401,29 @@ def decide_roles(user: SourceUser, groups: tuple[GroupRef, ...], mapping: RoleMa
                 denied[role_id] = "external_not_allowed"
                 del granted[role_id]
     return RoleDecision(user_type=user_type, granted=granted, denied=denied)
+
+
+def login_hours_of(user: SourceUser, groups: tuple[GroupRef, ...], mapping: RoleMapping) -> LoginHours | None:
+    """When this person may sign in (bridge/core/login_hours.py): the windows of every
+    `[[login_hours]]` entry that matches them, and AD's `logonHours` when the source read one
+    that restricts. None: no restriction.
+
+    An unreadable `logonhours` value is taken as no restriction: the directory source only hands
+    over 21-byte values, so this is a value some other source made up, not IT's decision.
+    """
+    windows = tuple(
+        dict.fromkeys(e.window for e in mapping.login_hours if rule_matches(e.matcher, user, groups) is not None)
+    )
+    logon = None
+    raw = user.attributes.get(LOGON_HOURS_ATTRIBUTE)
+    if raw:
+        try:
+            logon = logon_hours_from_hex(raw[0])
+        except ValueError:
+            logon = None
+    if not windows and logon is None:
+        return None
+    return LoginHours(mapping=windows or None, logon_hours=logon)
 
 
 def mapping_fingerprint(mapping: RoleMapping, **planning: object) -> str:

@@ -18,7 +18,7 @@ import orjson
 
 from bridge.core.address import ADDRESS_UNUSABLE, address_problem
 from bridge.core.lifecycle import Event, Status, apply_event, is_seat
-from bridge.core.mapping import RoleMapping, decide_roles
+from bridge.core.mapping import RoleMapping, decide_roles, login_hours_of
 from bridge.core.model import GroupRef, SourceUser
 
 
@@ -44,6 +44,8 @@ class AccountState:
     # Roles the last plan left out, and why (None: none). Kept current even when nothing else
     # changes, so `explain` and the freed-capacity re-plan see who waits for a seat or a role.
     denied: Mapping[str, str] | None = None
+    # When the person may sign in, as stored (`LoginHours.to_json`); None: no restriction.
+    login_hours: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,7 @@ class Usage:
 class Create:
     user_type: str
     expires_at: datetime | None
+    login_hours: Mapping[str, Any] | None = None  # LoginHours.to_json(); None: no restriction
     reason: str = "new in source"
     kind: str = "create"
 
@@ -384,6 +387,7 @@ def build_plan(
         user = subject.user
         decision = decisions[user.anchor]
 
+        hours = login_hours_of(user, subject.groups, mapping)
         plan = _plan_one(
             source,
             user,
@@ -393,6 +397,7 @@ def build_plan(
             denied[user.anchor],
             mapping,
             now,
+            hours.to_json() if hours is not None else None,
         )
         account = accounts.get(user.anchor)
         plan.seat_before = seat_now(account)
@@ -491,6 +496,7 @@ def _plan_one(
     denied: dict[str, str],
     mapping: RoleMapping,
     now: datetime,
+    login_hours: Mapping[str, Any] | None = None,
 ) -> AccountPlan:
     changes: list[Change] = []
     desired = frozenset(granted)
@@ -498,7 +504,7 @@ def _plan_one(
         expires = None
         if user_type == "external" and mapping.external_expires_after_days:
             expires = now + timedelta(days=mapping.external_expires_after_days)
-        changes.append(Create(user_type=user_type, expires_at=expires))
+        changes.append(Create(user_type=user_type, expires_at=expires, login_hours=login_hours))
         status, previous, roles = Status.NO_ACCESS, None, frozenset[str]()
         before_fields: dict[str, object] = {}
     else:
@@ -514,8 +520,9 @@ def _plan_one(
             "family_name": account.family_name,
             "display_name": account.display_name,
             "user_type": account.user_type,
+            "login_hours": account.login_hours or None,
         }
-        after_fields = _account_fields(user, user_type)
+        after_fields = {**_account_fields(user, user_type), "login_hours": login_hours}
         diff = {k: (before_fields[k], v) for k, v in after_fields.items() if before_fields[k] != v}
         if diff:
             changes.append(UpdateAttributes(fields=diff))

@@ -211,6 +211,7 @@ def _collect(
                 "user_type": change.user_type,
                 "admin_hold": False,
                 "expires_at": change.expires_at,
+                "login_hours": change.login_hours,
                 "created_at": now,
                 "version": 1,
                 **_account_fields(user, change.user_type),
@@ -219,6 +220,8 @@ def _collect(
         elif change.kind == "update":
             assert user is not None
             fields = _account_fields(user, plan.user_type)
+            if "login_hours" in change.fields:
+                fields["login_hours"] = change.fields["login_hours"][1]
             detail = {name: {"from": old, "to": new} for name, (old, new) in change.fields.items()}
         elif change.kind == "grant_roles":
             grants += [

@@ -17,6 +17,7 @@ from typing import Any
 from bridge import jsonfast
 from bridge.core.address import address_problem
 from bridge.core.lifecycle import Status
+from bridge.core.login_hours import flat_login_hours
 from bridge.core.model import SourceUser
 from bridge.scim import quirks
 from bridge.scim.errors import invalid_syntax, invalid_value
@@ -365,6 +366,9 @@ def render_user(
         out["groups"] = groups
     if roles is not None and row.status is not None:
         out[ACCOUNT] = {"status": row.status, "userType": row.user_type, "roles": roles}
+        hours = flat_login_hours(getattr(row, "login_hours", None))
+        if hours:
+            out[ACCOUNT]["loginHours"] = hours
         schemas.append(ACCOUNT)
     version = etag(row.version, row.account_version)
     out["meta"] = meta(USER_TYPE, base_url, row.anchor, row.created_at, row.updated_at, version)

@@ -266,6 +266,27 @@ ACCOUNT_SCHEMA = Schema(
             case_exact=True,
             description="Product role ids granted by the tenant's mapping rules.",
         ),
+        Attr(
+            "loginHours",
+            type="complex",
+            multi=True,
+            mutability="readOnly",
+            description=(
+                "When the person may sign in; absent: any time. A sign-in must fall in a value of "
+                "each type present: 'mapping' (the tenant's [[login_hours]] entries), 'logonHours' "
+                "(the directory's, in UTC; a value without days and hours: no hour at all)."
+            ),
+            sub=(
+                Attr("type", mutability="readOnly", case_exact=True, canonical=("mapping", "logonHours")),
+                Attr("days", mutability="readOnly", description="mon-sun, such as 'mon-fri' or 'mon,wed,fri-sun'."),
+                Attr(
+                    "hours",
+                    mutability="readOnly",
+                    description="HH:MM-HH:MM local time; an end before the start runs past midnight.",
+                ),
+                Attr("timeZone", mutability="readOnly", case_exact=True, description="IANA time zone name."),
+            ),
+        ),
     ),
 )
 

@@ -58,6 +58,7 @@ _STATES = (
         accounts.c.admin_hold,
         # As text: nearly always "{}", which is cheaper to recognise than to decode per row.
         cast(accounts.c.denied, Text).label("denied_text"),
+        cast(accounts.c.login_hours, Text).label("login_hours_text"),
         identities.c.digest,
     )
     .join(identities, identities.c.id == accounts.c.identity_id)
@@ -83,7 +84,11 @@ _STATE_GRANTS_OF = select(role_grants.c.account_id, role_grants.c.role).where(
 
 
 def _account_state(
-    r: Any, roles: frozenset[str], denied: Mapping[str, str] | None, digest: str | None = None
+    r: Any,
+    roles: frozenset[str],
+    denied: Mapping[str, str] | None,
+    digest: str | None = None,
+    login_hours: Mapping[str, Any] | None = None,
 ) -> AccountState:
     return AccountState(
         id=r.id,
@@ -102,12 +107,13 @@ def _account_state(
         expires_at=r.expires_at,
         admin_hold=bool(r.admin_hold),
         denied=denied,
+        login_hours=login_hours,
     )
 
 
 def account_state(row: Any, roles: Iterable[str]) -> AccountState:
     """An account row (of `accounts`) and its roles, as the core sees an account."""
-    return _account_state(row, frozenset(roles), row.denied or None)
+    return _account_state(row, frozenset(roles), row.denied or None, login_hours=row.login_hours or None)
 
 
 def account_of_identity(conn: Connection, tenant_id: int, identity_id: str) -> tuple[Any, list[str]] | None:
@@ -150,7 +156,10 @@ def load_account_states(
     role_sets: dict[frozenset[str], frozenset[str]] = {}
     held = {account_id: role_sets.setdefault(frozenset(r), frozenset(r)) for account_id, r in roles.items()}
     none: frozenset[str] = frozenset()
-    return {r.anchor: _account_state(r, held.get(r.id, none), _denied(r.denied_text), r.digest) for r in rows}
+    return {
+        r.anchor: _account_state(r, held.get(r.id, none), _denied(r.denied_text), r.digest, _denied(r.login_hours_text))
+        for r in rows
+    }
 
 
 def _denied(text: str | None) -> dict[str, str] | None:
@@ -344,7 +353,7 @@ def find_sign_in_account(conn: Connection, tenant_id: int, login: str) -> Any:
         select(accounts.c.id).where(accounts.c.tenant_id == tenant_id, accounts.c.email_norm == folded),
     )
     rows = conn.execute(
-        select(accounts.c.id, accounts.c.user_name_norm, credentials.c.password_hash)
+        select(accounts.c.id, accounts.c.user_name_norm, accounts.c.login_hours, credentials.c.password_hash)
         .join(credentials, credentials.c.account_id == accounts.c.id, isouter=True)
         .where(accounts.c.id.in_(matching), accounts.c.status == Status.ACTIVE.value)
     ).all()
@@ -449,6 +458,7 @@ def account_identities(conn: Connection, account_ids: Sequence[str]) -> list[Any
                 accounts.c.user_name,
                 accounts.c.email,
                 accounts.c.user_type,
+                accounts.c.login_hours,
                 identities.c.external_id,
                 identities.c.anchor,
             )
@@ -472,6 +482,8 @@ def account_refs(conn: Connection, account_ids: Iterable[str | None]) -> dict[st
             "email": r.email,
             "userType": r.user_type,
             "externalId": r.external_id or r.anchor,
+            # When the person may sign in (docs/operations/login-hours.md); null: any time.
+            "loginHours": r.login_hours or None,
         }
         for r in account_identities(conn, ids)
     }

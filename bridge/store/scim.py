@@ -61,6 +61,7 @@ _USER_COLUMNS = (
     accounts.c.status,
     accounts.c.user_type,
     accounts.c.version.label("account_version"),
+    accounts.c.login_hours,
 )
 _GROUP_COLUMNS = (
     identities.c.id,

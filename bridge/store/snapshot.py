@@ -46,6 +46,8 @@ def account_documents(conn: Connection, tenant_id: int, tenant_name: str, rows: 
             "lastModified": r.updated_at.isoformat(),
             "expires": r.expires_at.isoformat() if r.expires_at else None,
             "leftOut": dict(r.denied or {}),
+            # When the person may sign in (docs/operations/login-hours.md); null: any time.
+            "loginHours": r.login_hours or None,
         }
         for r in rows
     ]

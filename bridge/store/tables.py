@@ -218,6 +218,9 @@ class Account(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # When the person may sign in (core/login_hours: LoginHours.to_json()), written by the plan
+    # like the other fields the source decides; null: no restriction (migration 0021).
+    login_hours: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 # The prefix search's userName and email ranges on PostgreSQL (LIKE 'x%'); the indexes above serve

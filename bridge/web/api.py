@@ -2,7 +2,8 @@
 tenant; an identity provider's SCIM token (read-write) is refused with 403.
 
 - `POST /api/v1/verify-password`: a login against the password set on activation; the answer
-  is valid or invalid, nothing more.
+  is valid or invalid, nothing more (but `reason: "outside_login_hours"` for a correct password
+  outside the person's login hours, docs/operations/login-hours.md).
 - `GET /api/v1/events`: the change feed, oldest first, from an opaque cursor
   (bridge.store.events has why a cursor never passes over an event committed late).
 - `GET /api/v1/accounts`: a paged snapshot, with the feed position it stands at.
@@ -17,6 +18,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 
+from bridge.core.login_hours import allowed, login_hours_from_json
 from bridge.runtime import Runtime
 from bridge.store.accounts import STATUSES, account_refs, find_sign_in_account, rehash_password
 from bridge.store.db import transaction
@@ -177,7 +179,19 @@ def verify_password() -> Response:
     if verified.rehash and row is not None:
         with transaction(runtime.engine) as conn:
             rehash_password(conn, row.id, hash_password(password), datetime.now(UTC))
+    if verified.valid and row is not None and not _within_login_hours(row.login_hours, datetime.now(UTC)):
+        # Only after a correct password: a wrong one keeps its plain answer, so the reason tells
+        # nothing to someone guessing.
+        return jsonify(valid=False, reason="outside_login_hours")
     return jsonify(valid=verified.valid)
+
+
+def _within_login_hours(stored: Any, now: datetime) -> bool:
+    try:
+        hours = login_hours_from_json(stored)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False  # windows bridge cannot read (a time zone gone from tzdata): refuse, never allow
+    return allowed(hours, now)
 
 
 def _too_many() -> Response:
