@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from bridge.store.tables import Alert, AuditEvent, ScimDeprovision, Tenant
-from tests.fixtures.scim import ScimClient, account, bridge_cli, new_user, patch
+from tests.fixtures.scim import ScimClient, account, bridge_cli, new_group, new_user, patch
 
 SUSPEND = {"op": "replace", "path": "active", "value": False}
 RESUME = {"op": "replace", "path": "active", "value": True}
@@ -156,3 +156,20 @@ def test_a_slow_trickle_outside_the_window_is_not_held(scim: ScimClient) -> None
     assert statuses(scim, ids[:10]) == ["suspended"] * 10
     assert scim_plans(scim) == []
     assert alerts(scim) == []
+
+
+def test_group_removals_that_take_every_role_count_too(scim: ScimClient) -> None:
+    ids = people(scim, 12)
+    group = new_group(scim, "front-desk", ids)["id"]
+    assert {account(scim, u)["roles"] == ["front_desk"] for u in ids} == {True}
+    for user_id in ids[:7]:  # the IdP removes them from the group one by one
+        patch(scim, f"/Groups/{group}", {"op": "remove", "path": f'members[value eq "{user_id}"]'})
+    assert [account(scim, u)["roles"] for u in ids[:5]] == [[]] * 5
+    assert [account(scim, u)["roles"] for u in ids[5:7]] == [["front_desk"]] * 2
+    (plan,) = scim_plans(scim)
+    shown = json.loads(bridge_cli(scim.server.config, "plans", "show", plan["id"], "--json"))
+    assert sorted(c["userName"] for c in shown["changes"]) == ["p005", "p006"]
+    assert {c["kind"] for c in shown["changes"]} == {"revoke_roles"}
+    bridge_cli(scim.server.config, "plans", "approve", plan["id"])
+    assert [account(scim, u)["roles"] for u in ids[:7]] == [[]] * 7
+    assert [account(scim, u)["roles"] for u in ids[7:]] == [["front_desk"]] * 5
