@@ -13,7 +13,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, g, request
 from sqlalchemy import Connection
 from sqlalchemy.exc import DataError, OperationalError
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 
 from bridge.errors import BridgeError, Conflict, InvalidValue
 from bridge.http import NO_STORE
@@ -179,6 +179,15 @@ def register(app: Flask, runtime: Runtime) -> None:
     def _unexpected(error: Exception) -> Response:
         log.exception("unexpected error in a SCIM request")
         return error_response(ScimError(500, "internal error; the request was not applied"))
+
+    @app.errorhandler(NotFound)
+    def _unrouted(error: NotFound) -> Response | NotFound:
+        # A path no URL rule can match (a newline in `/Schemas/<urn>`: werkzeug's path converter
+        # stops at it, the catch-all below too) never reaches the blueprint's handlers: under
+        # /scim/v2 it is still SCIM's 404; anywhere else, Flask's own page.
+        if request.path.startswith("/scim/v2/") and request.url_rule is None:
+            return error_response(ScimError(404, f"no SCIM endpoint at {request.path}"))
+        return error
 
     @bp.teardown_request
     def _close_cursor(_error: BaseException | None) -> None:

@@ -25,6 +25,7 @@ from bridge.scim.patch_path import matches
 from bridge.scim.resources import (
     Projection,
     etag,
+    location,
     render_group,
     require,
 )
@@ -120,7 +121,7 @@ class GroupHandlers(Handlers):
             return self.group(conn, anchor, projection)
 
         resource, tag = self.write(work)
-        return respond(resource, 201, {"Location": resource["meta"]["location"], "ETag": tag})
+        return respond(resource, 201, {"Location": location(GROUP_TYPE, self.base_url, resource["id"]), "ETag": tag})
 
     def save_group(
         self,

@@ -491,3 +491,21 @@ def test_a_rehire_is_found_by_name_and_an_operator_archive_reads_inactive(scim: 
     assert scim.ok("GET", f"/Users/{second}")["active"] is False
     assert find(scim, "active eq false") == [second]
     assert find(scim, 'userName eq "rehired" and active eq true') == []
+
+
+def test_a_create_asking_for_a_few_attributes_still_answers_201_with_its_location(scim: ScimClient) -> None:
+    # Found by Schemathesis: the Location was read from the body's `meta`, which `attributes`
+    # had left out, so the create committed and the client got a 500 saying it had not.
+    user_body = {"schemas": [USER], "userName": "projected", "emails": [{"value": "projected@example.org"}]}
+    for path, body in (("/Users", user_body), ("/Groups", {"schemas": [GROUP], "displayName": "Projected"})):
+        response = scim.call("POST", f"{path}?attributes=externalId", body)
+        assert response.status_code == 201, response.text
+        created = response.json()
+        assert set(created) == {"schemas", "id"}
+        assert response.headers["Location"] == f"{scim.server.base}{path}/{created['id']}"
+
+
+def test_a_path_no_route_can_match_is_still_a_scim_404(scim: ScimClient) -> None:
+    # A newline stops werkzeug's path converter: the request never reached the blueprint.
+    error(scim.call("GET", "/Schemas/%0Aurn"), 404)
+    assert requests.get(f"{scim.server.url}/nothing/%0A", timeout=30).status_code == 404
