@@ -73,6 +73,7 @@ _OUTBOX: _Spec = {
     "retry_base_seconds": ((int, float), 30),
     "retry_max_seconds": ((int, float), 3600),
 }
+USER_NAME_CHANGES = ("update", "recreate")
 _TENANT: _Spec = {
     "name": (str, None),
     "mappings": (str, None),
@@ -101,6 +102,9 @@ _TENANT: _Spec = {
     "scim_deprovision_limit": ((int, float), 0.10),
     "scim_deprovision_minimum": (int, 5),
     "scim_deprovision_window_minutes": (int, 60),
+    # Products whose login name cannot change (issue 19): "recreate" archives an account whose
+    # userName the source changed (reason `renamed`) and creates a new one with its own activation.
+    "user_name_changes": (str, "update"),
 }
 _SOURCE: _Spec = {
     "name": (str, None),
@@ -194,7 +198,13 @@ class TenantConfig:
     scim_deprovision_limit: float = 0.10
     scim_deprovision_minimum: int = 5
     scim_deprovision_window_minutes: int = 60
+    user_name_changes: str = "update"  # or "recreate" (docs/operations/renames.md)
     _mapping: list[RoleMapping] = field(default_factory=list, compare=False, repr=False)
+
+    @property
+    def recreate_renamed(self) -> bool:
+        """A changed userName makes a new account (the planner's `recreate_renamed`)."""
+        return self.user_name_changes == "recreate"
 
     def mapping(self) -> RoleMapping:
         """The tenant's mapping, loaded once (a mapping error surfaces as a ConfigError).
@@ -461,6 +471,8 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
         for key in ("alert_after_failed_runs", "alert_queued_minutes"):
             if t[key] < 1:
                 raise ConfigError(origin, f"{where}.{key}", "must be at least 1")
+        if t["user_name_changes"] not in USER_NAME_CHANGES:
+            raise ConfigError(origin, f"{where}.user_name_changes", 'must be "update" or "recreate"')
         tenants[t["name"]] = TenantConfig(
             name=t["name"],
             mappings_path=_resolve(base, t["mappings"]),
@@ -481,6 +493,7 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
             scim_deprovision_limit=float(t["scim_deprovision_limit"]),
             scim_deprovision_minimum=t["scim_deprovision_minimum"],
             scim_deprovision_window_minutes=t["scim_deprovision_window_minutes"],
+            user_name_changes=t["user_name_changes"],
         )
 
     sources: dict[str, SourceConfig] = {}

@@ -17,6 +17,7 @@ from bridge.core.plan import (
     ResendActivation,
     archive_plan,
     plan_without_source,
+    was_replaced,
 )
 from bridge.errors import BridgeError
 
@@ -56,6 +57,10 @@ def _manual(account: AccountState, change: Change, after: Status) -> AccountPlan
 def reactivate(account: AccountState, *, actor: str) -> AccountPlan:
     """archived -> no_access; the rules then apply again (the caller re-plans the person)."""
     _refuse_unless(account, Event.REACTIVATE, f"is {account.status.value}, not archived")
+    if was_replaced(account):
+        # Not a state the table knows: the account has no identity left (a rename under
+        # `recreate` gave it to the new account), so back to life it would be nobody's.
+        raise ActionRefused(f"{account.user_name} was replaced by a new account when renamed; act on that one")
     target = TRANSITIONS[(account.status, Event.REACTIVATE)].target
     return _manual(account, Reactivate(reason=f"reactivated by {actor}"), Status(target))
 

@@ -28,6 +28,7 @@ from bridge.core.plan import (
     GrantRoles,
     Plan,
     Reactivate,
+    Recreate,
     ResendActivation,
     Resume,
     RevokeRoles,
@@ -55,6 +56,7 @@ HELD_DIGEST = "heldDigest"
 COUNT_KEYS = ("created", "updated", "rolesChanged", "suspended", "archived", "reactivated", "unchanged")
 
 _CHANGES: dict[str, type] = {
+    "recreate": Recreate,
     "create": Create,
     "update": UpdateAttributes,
     "grant_roles": GrantRoles,
@@ -70,6 +72,7 @@ _CHANGES: dict[str, type] = {
 # The change a review names for an account with several (an archive revokes roles first; the
 # archive is what the reviewer must see).
 _PRECEDENCE = (
+    "recreate",
     "archive",
     "create",
     "reactivate",
@@ -150,8 +153,10 @@ def change_from_json(data: Mapping[str, Any]) -> Change:
         value = data[f.name]
         if f.name == "event":
             value = Event(value) if value is not None else None
-        elif f.name == "target":
+        elif f.name in ("target", "old_status"):
             value = Status(value)
+        elif f.name == "old_roles":
+            value = tuple(value)
         elif f.name == "expires_at":
             value = _parse_when(value)
         elif f.name == "fields":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -74,6 +74,37 @@ class Create:
     login_hours: Mapping[str, Any] | None = None  # LoginHours.to_json(); None: no restriction
     reason: str = "new in source"
     kind: str = "create"
+
+
+# The anchor a renamed account moves to (apply: `RENAMED_PREFIX + its id`). No source reports
+# it, so no read finds the old account again: it stays archived, and the source's anchor is free
+# for the new account under the unique (tenant, source, anchor).
+RENAMED_PREFIX = "renamed:"
+
+
+def was_replaced(account: AccountState) -> bool:
+    """Whether a rename under `recreate` replaced this account by a new one."""
+    return account.anchor.startswith(RENAMED_PREFIX)
+
+
+@dataclass(frozen=True, slots=True)
+class Recreate:
+    """The source renamed the person and the tenant's userNames cannot change
+    (`user_name_changes = "recreate"`): the account it knew them by, `replaces`, is archived
+    (reason `renamed`) and detached from the identity, and the plan's `Create` makes the new
+    account that the identity now belongs to. It is always the first change of a plan whose
+    `account_id` is None; apply writes both accounts in one transaction, the old one's archive
+    naming the new account (`renamedTo`) and the new one's creation naming the old (`replaces`).
+
+    The old account keeps its id and its history; it is already archived when `old_status` is
+    `archived` (a leaver back under a new name: no transition, only the link is recorded)."""
+
+    replaces: str  # the old account's id
+    old_user_name: str
+    old_status: Status
+    old_roles: tuple[str, ...]  # revoked with the archive
+    reason: str = "renamed"
+    kind: str = "recreate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +175,8 @@ class Activate:
 
 
 Change = (
-    Create
+    Recreate
+    | Create
     | UpdateAttributes
     | GrantRoles
     | RevokeRoles
@@ -192,6 +224,18 @@ class AccountPlan:
         return None if problem is None else f"{ADDRESS_UNUSABLE}: {problem}"
 
 
+# The `sync --json` count each kind of change adds to.
+_COUNT_KEYS = {
+    "create": "created",
+    "update": "updated",
+    "grant_roles": "rolesChanged",
+    "revoke_roles": "rolesChanged",
+    "suspend": "suspended",
+    "archive": "archived",
+    "reactivate": "reactivated",
+}
+
+
 @dataclass(slots=True)
 class Plan:
     source: str
@@ -204,21 +248,13 @@ class Plan:
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(("created", "updated", "rolesChanged", "suspended", "archived", "reactivated"), 0)
-        key_of = {
-            "create": "created",
-            "update": "updated",
-            "grant_roles": "rolesChanged",
-            "revoke_roles": "rolesChanged",
-            "suspend": "suspended",
-            "archive": "archived",
-            "reactivate": "reactivated",
-        }
         unchanged = self.unchanged
         for account in self.accounts:
             if not account.changes:
                 unchanged += 1
-            for key in {key_of[c.kind] for c in account.changes if c.kind in key_of}:
-                counts[key] += 1
+            for key in {_count_key(c) for c in account.changes}:
+                if key is not None:
+                    counts[key] += 1
         counts["unchanged"] = unchanged
         return counts
 
@@ -228,10 +264,31 @@ class Plan:
 
     @property
     def archives(self) -> int:
-        return sum(1 for a in self.accounts if any(c.kind == "archive" for c in a.changes))
+        # A rename under `recreate` archives an account too: a mass rename (a mail domain changed
+        # for everyone) re-invites everybody, which the deletion threshold must let a person decide.
+        return sum(1 for a in self.accounts if any(_archives(c) for c in a.changes))
 
     def denials(self) -> list[tuple[str, str, str]]:
         return [(a.user_name, role, why) for a in self.accounts for role, why in sorted(a.denied.items())]
+
+
+def _count_key(change: Change) -> str | None:
+    # A rename's Recreate counts as the archive it makes (none when the old account was archived).
+    if isinstance(change, Recreate):
+        return "archived" if _archives(change) else None
+    return _COUNT_KEYS.get(change.kind)
+
+
+def _archives(change: Change) -> bool:
+    if isinstance(change, Recreate):
+        return change.old_status is not Status.ARCHIVED
+    return change.kind == "archive"
+
+
+def renamed(account: AccountState | None, user: SourceUser) -> bool:
+    """Whether the source now calls the account's person by another userName. userNames compare
+    without case (RFC 7643 4.1.1, caseExact false): "Alice" becoming "alice" is no rename."""
+    return account is not None and account.user_name.casefold() != user.user_name.casefold()
 
 
 def frees_capacity(plan: AccountPlan, mapping: RoleMapping, *, seats_limited: bool = True) -> bool:
@@ -325,12 +382,18 @@ def build_plan(
     usage: Usage = Usage(),
     complete_scope: bool,
     suspended_counts_as_seat: bool = True,
+    recreate_renamed: bool = False,
 ) -> Plan:
     """Plan the changes for `subjects` against `accounts` (this source's accounts, by anchor).
 
     With `complete_scope` (a full read), accounts of this source missing from `subjects` are
     leavers and get archived. `usage` counts seats and limited roles held by accounts outside
     this plan; they are never taken away to make room.
+
+    With `recreate_renamed` (the tenant's `user_name_changes = "recreate"`), a person whose
+    userName changed is planned as a newcomer: a `Recreate` of the old account, then the new
+    account's `Create`. The old account's seat and limited roles are given up in this plan, and
+    the new account is admitted as any newcomer is (in userName order, if room is left).
     """
     subject_list = []
     held = 0
@@ -340,13 +403,23 @@ def build_plan(
             held += 1  # present in the source, but an administrator archived it: leave it be
             continue
         subject_list.append(subject)
+    # The accounts a rename replaces; the planner sees their people as newcomers.
+    replaced: dict[str, AccountState] = {}
+    if recreate_renamed:
+        for subject in subject_list:
+            old = accounts.get(subject.user.anchor)
+            if old is not None and renamed(old, subject.user):
+                replaced[subject.user.anchor] = old
     decisions = {s.user.anchor: decide_roles(s.user, s.groups, mapping) for s in subject_list}
     names = {s.user.anchor: s.user.user_name for s in subject_list}
     granted: dict[str, dict[str, str]] = {a: dict(d.granted) for a, d in decisions.items()}
     denied: dict[str, dict[str, str]] = {a: dict(d.denied) for a, d in decisions.items()}
 
+    def current(anchor: str) -> AccountState | None:
+        return None if anchor in replaced else accounts.get(anchor)
+
     def holds(anchor: str, role: str) -> bool:
-        account = accounts.get(anchor)
+        account = current(anchor)
         return account is not None and account.status is not Status.ARCHIVED and role in account.roles
 
     # Roles with max_holders, in file order so the outcome is stable.
@@ -367,7 +440,7 @@ def build_plan(
         return holds_seat(account, mapping, suspended_counts_as_seat)
 
     if seat_limit is not None:
-        wanting = [(a, names[a], seat_now(accounts.get(a))) for a, g in granted.items() if billable(g)]
+        wanting = [(a, names[a], seat_now(current(a))) for a, g in granted.items() if billable(g)]
         _, refused = _admit(wanting, max(seat_limit - usage.seats, 0))
         seat_refused = tuple(sorted((names[a] for a in refused), key=str.casefold))
         for anchor in refused:
@@ -391,7 +464,7 @@ def build_plan(
         plan = _plan_one(
             source,
             user,
-            accounts.get(user.anchor),
+            current(user.anchor),
             decision.user_type,
             granted[user.anchor],
             denied[user.anchor],
@@ -400,9 +473,25 @@ def build_plan(
             hours.to_json() if hours is not None else None,
         )
         account = accounts.get(user.anchor)
+        old = replaced.get(user.anchor)
+        if old is not None:
+            plan.changes.insert(
+                0,
+                Recreate(
+                    replaces=old.id,
+                    old_user_name=old.user_name,
+                    old_status=old.status,
+                    old_roles=tuple(sorted(old.roles)),
+                ),
+            )
+            create = plan.changes[1]
+            assert isinstance(create, Create)
+            plan.changes[1] = replace(create, reason=f"renamed from {old.user_name}")
+        # A replaced account's seat is given up by this plan (seat_before), the new one counted
+        # in seat_after: the seat delta and freed capacity read them as for any other plan.
         plan.seat_before = seat_now(account)
         plan.seat_after = is_seat(plan.after, billable(plan.roles_after), suspended_counts_as_seat)
-        plan.denied_changed = account is not None and dict(plan.denied) != dict(account.denied or {})
+        plan.denied_changed = old is None and account is not None and dict(plan.denied) != dict(account.denied or {})
         if plan.changes or plan.identity_changed or plan.denied_changed:
             plan.roles_after = role_sets.setdefault(plan.roles_after, plan.roles_after)
             plans.append(plan)

@@ -82,6 +82,7 @@ def plan_delta(
     now: datetime,
     seat_limit: int | None,
     suspended_counts_as_seat: bool,
+    recreate_renamed: bool = False,
 ) -> DeltaPlan:
     changed_users = snapshot.users
     new_members: dict[str, set[str]] = {a: set(g.members) for a, g in snapshot.groups.items()}
@@ -162,6 +163,7 @@ def plan_delta(
         usage=usage,
         complete_scope=False,
         suspended_counts_as_seat=suspended_counts_as_seat,
+        recreate_renamed=recreate_renamed,
     )
     groups = {a: replace(g, members=tuple(sorted(new_members[a]))) for a, g in changed_groups.items()}
     return DeltaPlan(plan=plan, groups=groups, affected=len(subjects))

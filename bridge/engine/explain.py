@@ -8,7 +8,7 @@ from typing import Any
 from bridge.core.address import ADDRESS_UNUSABLE, OUTSIDE_DOMAINS, address_problem, domain_problem
 from bridge.core.lifecycle import Status
 from bridge.core.mapping import decide_roles, decide_user_type, rule_matches
-from bridge.core.plan import build_plan
+from bridge.core.plan import RENAMED_PREFIX, build_plan
 from bridge.errors import BridgeError
 from bridge.provision.replan import planning_fingerprint, tenant_view
 from bridge.runtime import Runtime
@@ -78,6 +78,7 @@ def explain_account(runtime: Runtime, tenant_name: str, user: str) -> dict[str, 
             usage=usage,
             complete_scope=False,
             suspended_counts_as_seat=settings.suspended_counts_as_seat,
+            recreate_renamed=settings.recreate_renamed,
         )
         would = plan.accounts[0] if plan.accounts else None
     groups = subject.groups
@@ -151,6 +152,11 @@ def explain_account(runtime: Runtime, tenant_name: str, user: str) -> dict[str, 
         reason += (
             " — the mapping (or seat limit) changed since this tenant's accounts were planned; "
             f"{_not_applied(tenant_name).split(': ', 1)[1]} re-plans them"
+        )
+    if status is Status.ARCHIVED and account.anchor.startswith(RENAMED_PREFIX):
+        reason += (
+            ' (renamed in the source, user_name_changes = "recreate": replaced by a new account, '
+            "named by renamedTo in this account's history)"
         )
     if status is Status.ARCHIVED and account.admin_hold:
         reason += " (by an administrator: `bridge users reactivate` brings it back)"

@@ -221,6 +221,7 @@ def plan_source(
         usage=usage,
         complete_scope=False,  # a re-plan archives nobody
         suspended_counts_as_seat=cfg.suspended_counts_as_seat,
+        recreate_renamed=cfg.recreate_renamed,
     )
     return plan, states
 

@@ -476,6 +476,7 @@ class _SyncRun:
                 now=self.now,
                 seat_limit=effective_seat_limit(self.tenant_cfg.seat_limit, tenant.seat_limit),
                 suspended_counts_as_seat=self.tenant_cfg.suspended_counts_as_seat,
+                recreate_renamed=self.tenant_cfg.recreate_renamed,
             )
         except (DeltaUnavailable, DeltaTooLarge) as exc:
             log.info("sync %s: running full instead of delta: %s", self.source_name, exc)
@@ -533,6 +534,7 @@ class _SyncRun:
             usage=self.usage,
             complete_scope=not self.partial_read,
             suspended_counts_as_seat=self.tenant_cfg.suspended_counts_as_seat,
+            recreate_renamed=self.tenant_cfg.recreate_renamed,
         )
         result.plan = plan
         result.counts = plan.counts()

@@ -19,8 +19,8 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.core.address import ADDRESS_UNUSABLE, address_problem
-from bridge.core.lifecycle import Event, Status
-from bridge.core.plan import AccountPlan, Change, Plan
+from bridge.core.lifecycle import Event, Status, apply_event
+from bridge.core.plan import RENAMED_PREFIX, AccountPlan, Change, Plan, Recreate
 from bridge.store import changes
 from bridge.store.accounts import held_roles_text
 from bridge.store.changes import AccountMoved as AccountMoved  # raised by changes.write_rows
@@ -119,6 +119,10 @@ class _Rows:
     def __init__(self) -> None:
         self.identity_inserts: list[dict[str, Any]] = []
         self.identity_updates: list[dict[str, Any]] = []
+        # A rename under `recreate`: the old account's tombstone identity and its detaching UPDATE
+        # (written before the new account, which takes the anchor and the identity).
+        self.tombstones: list[dict[str, Any]] = []
+        self.detaches: list[dict[str, Any]] = []
         self.account_inserts: list[dict[str, Any]] = []
         self.account_updates: dict[frozenset[str], list[dict[str, Any]]] = {}
         self.activations: list[dict[str, Any]] = []
@@ -152,17 +156,21 @@ def _collect(
     now = ctx.now
     user = plan.user
     account_id = plan.account_id
+    identity_id = account_id
+    recreate = plan.changes[0] if plan.changes and isinstance(plan.changes[0], Recreate) else None
     if user is not None and (plan.identity_changed or account_id is None):
         values = identity_values(user, plan.digest)
+        # The identity is found by its anchor: an account made by a rename has an id of its own.
+        key = {"b_tenant": ctx.tenant_id, "b_source": plan.source, "b_anchor": plan.anchor}
         if account_id is None:
             # A channel may have stored the identity already (SCIM writes it before planning);
             # the account then takes that identity's id.
-            account_id = stored_identities.get((plan.source, plan.anchor))
-            if account_id is None:
-                account_id = new_id()
+            identity_id = stored_identities.get((plan.source, plan.anchor))
+            if identity_id is None:
+                identity_id = new_id()
                 rows.identity_inserts.append(
                     {
-                        "id": account_id,
+                        "id": identity_id,
                         "tenant_id": ctx.tenant_id,
                         "source": plan.source,
                         "kind": "user",
@@ -174,11 +182,12 @@ def _collect(
                     }
                 )
             elif plan.identity_changed:
-                rows.identity_updates.append(
-                    {"b_id": account_id, "b_tenant": ctx.tenant_id, "updated_at": now, **values}
-                )
+                rows.identity_updates.append({**key, "updated_at": now, **values})
+            # The old account keeps its id (its history, and what the product knows it by); the
+            # new one gets another and the identity (for SCIM: the resource id the IdP keeps).
+            account_id = new_id() if recreate is not None else identity_id
         else:
-            rows.identity_updates.append({"b_id": account_id, "b_tenant": ctx.tenant_id, "updated_at": now, **values})
+            rows.identity_updates.append({**key, "updated_at": now, **values})
     if not plan.changes:
         if plan.denied_changed and plan.account_id is not None:
             row = {"b_id": plan.account_id, "b_tenant": ctx.tenant_id, "denied": dict(plan.denied), "updated_at": now}
@@ -196,7 +205,11 @@ def _collect(
     new_account: dict[str, Any] | None = None
     activated = False
 
+    if recreate is not None:
+        _retire(rows, plan, recreate, account_id, ctx)
     for change in plan.changes:
+        if isinstance(change, Recreate):
+            continue  # the old account's changes, written by _retire
         before = _snapshot(status, roles)
         status = _status_after(change, status, plan)
         detail: dict[str, Any] = {}
@@ -205,7 +218,7 @@ def _collect(
             new_account = {
                 "id": account_id,
                 "tenant_id": ctx.tenant_id,
-                "identity_id": account_id,
+                "identity_id": identity_id,
                 "source": plan.source,
                 "anchor": plan.anchor,
                 "user_type": change.user_type,
@@ -217,6 +230,8 @@ def _collect(
                 **_account_fields(user, change.user_type),
             }
             detail = {"userName": user.user_name, "email": user.email, "userType": change.user_type}
+            if recreate is not None:
+                detail["replaces"] = recreate.replaces
         elif change.kind == "update":
             assert user is not None
             fields = _account_fields(user, plan.user_type)
@@ -243,35 +258,12 @@ def _collect(
             detail = {"password": change.password}
             activated = True
         after = _snapshot(status, roles)
-        rows.audit.append(
-            {
-                "tenant_id": ctx.tenant_id,
-                "account_id": account_id,
-                "actor": ctx.actor,
-                "action": change.kind,
-                "before": before,
-                "after": {**after, **({"detail": detail} if detail else {})},
-                "reason": change.reason,
-                "correlation_id": ctx.correlation_id,
-                "occurred_at": now,
-            }
-        )
         topic = _EVENT_TOPICS.get(change.kind)
         if change.kind == "grant_roles" and change.event is Event.GRANT_ROLES:
             topic = "account.pending"
-        if topic:
-            # Whether a password was set is for the audit, not for the product's event.
-            event_detail = {} if change.kind == "activate" else detail
-            payload = event_payload(
-                ctx.tenant_name,
-                topic,
-                {"before": before, "after": after, **({"detail": event_detail} if event_detail else {})},
-                now=ctx.now,
-                account_id=account_id,
-            )
-            rows.events.append(payload)
-            if ctx.webhooks:
-                rows.webhooks.append(webhook_row(ctx.tenant_id, payload, ctx.now))
+        # Whether a password was set is for the audit, not for the product's event.
+        event_detail = {} if change.kind == "activate" else detail
+        _record(rows, ctx, account_id, change, before, after, detail, topic, event_detail)
 
     assert status is plan.after, f"plan for {plan.user_name} ends in {plan.after}, apply reached {status}"
     # Archiving deletes every grant below, whatever the changes revoked.
@@ -323,6 +315,102 @@ def _collect(
         else:
             rows.mails_regrant.append(account_id)
     return account_id
+
+
+def _record(
+    rows: _Rows,
+    ctx: ApplyContext,
+    account_id: str,
+    change: Change,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    detail: dict[str, Any],
+    topic: str | None,
+    event_detail: dict[str, Any],
+    *,
+    action: str | None = None,
+) -> None:
+    """One change's audit event and, when it has a topic, its product event (feed, webhook)."""
+    rows.audit.append(
+        {
+            "tenant_id": ctx.tenant_id,
+            "account_id": account_id,
+            "actor": ctx.actor,
+            "action": action or change.kind,
+            "before": before,
+            "after": {**after, **({"detail": detail} if detail else {})},
+            "reason": change.reason,
+            "correlation_id": ctx.correlation_id,
+            "occurred_at": ctx.now,
+        }
+    )
+    if topic:
+        payload = event_payload(
+            ctx.tenant_name,
+            topic,
+            {"before": before, "after": after, **({"detail": event_detail} if event_detail else {})},
+            now=ctx.now,
+            account_id=account_id,
+        )
+        rows.events.append(payload)
+        if ctx.webhooks:
+            rows.webhooks.append(webhook_row(ctx.tenant_id, payload, ctx.now))
+
+
+def _retire(rows: _Rows, plan: AccountPlan, change: Recreate, new_account_id: str, ctx: ApplyContext) -> None:
+    """The old account of a rename under `recreate`: its roles revoked and its archive audited
+    (reason `renamed`, `renamedTo` the new account) with their product events, as any archive's;
+    then detached: it moves to a tombstone identity (deleted, invisible to SCIM and to every
+    source read) and the anchor `RENAMED_PREFIX + id`, which frees the identity and the anchor for the
+    new account under the unique constraints. An account already archived only records the link."""
+    old = change.replaces
+    link = {"renamedTo": new_account_id, "userName": plan.user_name, "anchor": plan.anchor}
+    status, roles = change.old_status, change.old_roles
+    if status is Status.ARCHIVED:
+        state = _snapshot(status, ())
+        _record(rows, ctx, old, change, state, state, link, None, {}, action="renamed")
+    else:
+        if roles:
+            before, after = _snapshot(status, roles), _snapshot(status, ())
+            detail = {"revoked": list(roles)}
+            topic = "account.roles_changed"
+            _record(rows, ctx, old, change, before, after, detail, topic, detail, action="revoke_roles")
+        archived, _ = apply_event(status, Event.ARCHIVE)
+        before, after = _snapshot(status, ()), _snapshot(archived, ())
+        _record(rows, ctx, old, change, before, after, link, "account.archived", link, action="archive")
+    tombstone = new_id()
+    rows.tombstones.append(
+        {
+            "id": tombstone,
+            "tenant_id": ctx.tenant_id,
+            "source": plan.source,
+            "kind": "user",
+            "anchor": RENAMED_PREFIX + old,
+            "name": change.old_user_name,
+            "name_norm": change.old_user_name.casefold(),
+            "active": False,
+            "attributes": {},
+            "scim_roles": [],
+            "deleted_at": ctx.now,
+            "created_at": ctx.now,
+            "updated_at": ctx.now,
+            "version": 1,
+        }
+    )
+    rows.detaches.append(
+        {
+            "b_id": old,
+            "b_tenant": ctx.tenant_id,
+            "identity_id": tombstone,
+            "anchor": RENAMED_PREFIX + old,
+            "status": Status.ARCHIVED.value,
+            "status_before_suspend": None,
+            "held_roles": held_roles_text(()),
+            "denied": {},
+            "updated_at": ctx.now,
+        }
+    )
+    rows.archive_deletes.append({"b_id": old})
 
 
 def _account_fields(user: Any, user_type: str) -> dict[str, Any]:

@@ -120,6 +120,7 @@ def replan(
         usage=usage,
         complete_scope=False,
         suspended_counts_as_seat=tenant.config.suspended_counts_as_seat,
+        recreate_renamed=tenant.config.recreate_renamed,
     )
     if source != SCIM_SOURCE:
         for account_plan in plan.accounts:

@@ -47,10 +47,14 @@ class UserHandlers(Handlers):
         # default; an identity provider's token gets what it provisioned, plus the extension
         # only when it asks for it with `attributes` (it never writes it).
         wanted = projection.wants(ACCOUNT) if caller.read_only else projection.names(ACCOUNT)
-        roles = storage.roles_of(conn, [r.id for r in rows]) if rows and wanted else None
+        roles = storage.roles_of(conn, [r.account_id for r in rows if r.account_id]) if rows and wanted else None
         return [
             render_user(
-                r, self.base_url, groups.get(r.anchor), roles.get(r.id, []) if roles is not None else None, projection
+                r,
+                self.base_url,
+                groups.get(r.anchor),
+                roles.get(r.account_id, []) if roles is not None else None,
+                projection,
             )
             for r in rows
         ]

@@ -47,9 +47,16 @@ activation_tokens = ActivationToken.__table__
 # Statements built once: building `insert(...).values(**literals)` per row cost more than the
 # database work itself on a first sync (SQLAlchemy coerces and cache-keys every literal).
 # Parameters are bound instead, and rows of one table go out as one executemany.
+# By anchor, not id (uq_identities_anchor serves it): an account made by a rename under
+# `recreate` has an id of its own, and its identity keeps the one it had.
 _UPDATE_IDENTITY = (
     update(identities)
-    .where(identities.c.id == bindparam("b_id"), identities.c.tenant_id == bindparam("b_tenant"))
+    .where(
+        identities.c.tenant_id == bindparam("b_tenant"),
+        identities.c.source == bindparam("b_source"),
+        identities.c.kind == "user",
+        identities.c.anchor == bindparam("b_anchor"),
+    )
     .values(version=identities.c.version + 1)
 )
 _DELETE_GRANT = delete(role_grants).where(
@@ -117,7 +124,8 @@ def stored_roles(conn: Connection, ids: Sequence[str]) -> dict[str, set[str]]:
 
 
 def write_rows(conn: Connection, rows: Any) -> None:
-    """Write a batch's `identity_inserts`, `identity_updates`, `account_inserts`, `account_updates`
+    """Write a batch's `identity_inserts`, `identity_updates`, `tombstones` and `detaches` (the
+    old accounts of renames under `recreate`), `account_inserts`, `account_updates`
     (lists by the set of columns they set), `activations` (each only if the account is still in
     `b_status`, else `AccountMoved`), `grant_deletes`, `archive_deletes` (every grant of an
     archived account), `grant_inserts` and `audit`, in that order."""
@@ -125,6 +133,10 @@ def write_rows(conn: Connection, rows: Any) -> None:
         insert_many(conn, identities, rows.identity_inserts)
     if rows.identity_updates:
         conn.execute(_UPDATE_IDENTITY, rows.identity_updates)
+    if rows.tombstones:
+        insert_many(conn, identities, rows.tombstones)
+        # Before the new accounts: they take the anchor and the identity the old ones leave.
+        conn.execute(_UPDATE_ACCOUNT, rows.detaches)
     if rows.account_inserts:
         insert_many(conn, accounts, rows.account_inserts)
     for update_rows in rows.account_updates.values():

@@ -57,10 +57,11 @@ def save_bookmark(conn: Connection, tenant_id: int, source: str, values: Mapping
 
 
 def stored_references(conn: Connection, tenant_id: int, source: str) -> list[tuple[str, str, str | None, str]]:
-    """(kind, anchor, dn, name) of every stored identity of the source."""
+    """(kind, anchor, dn, name) of every stored identity of the source (but the tombstones of
+    accounts a rename replaced: a group still naming the old login must not resolve to one)."""
     rows = conn.execute(
         select(identities.c.kind, identities.c.anchor, identities.c.dn, identities.c.name).where(
-            identities.c.tenant_id == tenant_id, identities.c.source == source
+            identities.c.tenant_id == tenant_id, identities.c.source == source, identities.c.deleted_at.is_(None)
         )
     )
     return [(r.kind, r.anchor, r.dn, r.name) for r in rows]

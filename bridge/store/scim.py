@@ -62,6 +62,9 @@ _USER_COLUMNS = (
     accounts.c.user_type,
     accounts.c.version.label("account_version"),
     accounts.c.login_hours,
+    # Not always the identity's id: an account made by a rename (user_name_changes = "recreate")
+    # has its own, and the SCIM resource keeps the identity's.
+    accounts.c.id.label("account_id"),
 )
 _GROUP_COLUMNS = (
     identities.c.id,
