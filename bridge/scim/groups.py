@@ -25,7 +25,6 @@ from bridge.scim.patch_path import matches
 from bridge.scim.resources import (
     Projection,
     etag,
-    location,
     render_group,
     require,
 )
@@ -121,7 +120,7 @@ class GroupHandlers(Handlers):
             return self.group(conn, anchor, projection)
 
         resource, tag = self.write(work)
-        return respond(resource, 201, {"Location": location(GROUP_TYPE, self.base_url, resource["id"]), "ETag": tag})
+        return respond(resource, 201, {"Location": GROUP_TYPE.location(self.base_url, resource["id"]), "ETag": tag})
 
     def save_group(
         self,

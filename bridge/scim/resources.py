@@ -334,15 +334,9 @@ def meta(
         "resourceType": rt.name,
         "created": _iso(created),
         "lastModified": _iso(modified),
-        "location": location(rt, base_url, resource_id),
+        "location": rt.location(base_url, resource_id),
         "version": version,
     }
-
-
-def location(rt: ResourceType, base_url: str, resource_id: str) -> str:
-    """A resource's URL (`meta.location`, and the Location of a 201 even when `attributes`
-    leaves `meta` out of the body)."""
-    return f"{base_url}{rt.endpoint}/{resource_id}"
 
 
 def _iso(moment: datetime) -> str:

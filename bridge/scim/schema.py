@@ -330,6 +330,11 @@ class ResourceType:
         folded = urn.casefold()
         return next((s for s in (self.schema, *self.extensions) if s.id.casefold() == folded), None)
 
+    def location(self, base_url: str, resource_id: str) -> str:
+        """A resource's URL: its `meta.location`, and the Location of a 201 (also when
+        `attributes` leaves `meta` out of the body)."""
+        return f"{base_url}{self.endpoint}/{resource_id}"
+
     def to_json(self, base_url: str) -> dict[str, Any]:
         return {
             "schemas": [RESOURCE_TYPE],

@@ -22,7 +22,6 @@ from bridge.scim.handlers import (
 from bridge.scim.patch import apply_patch, check_immutable, prepare_patch
 from bridge.scim.resources import (
     Projection,
-    location,
     render_user,
     require,
     source_user,
@@ -79,7 +78,7 @@ class UserHandlers(Handlers):
             return self.user(conn, anchor, projection, new=True)
 
         resource, tag = self.write(work)
-        return respond(resource, 201, {"Location": location(USER_TYPE, self.base_url, resource["id"]), "ETag": tag})
+        return respond(resource, 201, {"Location": USER_TYPE.location(self.base_url, resource["id"]), "ETag": tag})
 
     def replace_user(self, anchor: str) -> Response:
         body, doc = self.resource_body(USER_TYPE)
