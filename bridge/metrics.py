@@ -113,6 +113,16 @@ class StoreCollector(Collector):
         accounts = GaugeMetricFamily("bridge_accounts", "Accounts by tenant and status", labels=["tenant", "status"])
         seats = GaugeMetricFamily("bridge_seats_used", "Paid seats in use by tenant", labels=["tenant"])
         limits = GaugeMetricFamily("bridge_seat_limit", "Seat limit by tenant (absent: no limit)", labels=["tenant"])
+        module_seats = GaugeMetricFamily(
+            "bridge_module_seats_used",
+            "Paid seats in use by tenant and module ([modules.*])",
+            labels=["tenant", "module"],
+        )
+        module_limits = GaugeMetricFamily(
+            "bridge_module_seat_limit",
+            "Seat limit by tenant and module (absent: no limit)",
+            labels=["tenant", "module"],
+        )
         outbox = GaugeMetricFamily(
             "bridge_outbox_messages", "Outbox rows by channel and status", labels=["channel", "status"]
         )
@@ -133,7 +143,13 @@ class StoreCollector(Collector):
                     limit = effective_seat_limit(cfg.seat_limit if cfg else None, stored_limits.get(name))
                     if limit is not None:
                         limits.add_metric([name], limit)
-                    seats.add_metric([name], self._seats(conn, name, cfg))
+                    used, by_module, mapping = self._seats(conn, name, cfg)
+                    seats.add_metric([name], used)
+                    for module_id, n in by_module.items():
+                        module_seats.add_metric([name, module_id], n)
+                        module = mapping.modules[module_id] if mapping is not None else None
+                        if module is not None and module.seat_limit is not None:
+                            module_limits.add_metric([name, module_id], module.seat_limit)
                 for channel, status, count in undelivered_counts(conn):
                     outbox.add_metric([channel, status], count)
                 now = datetime.now(UTC)
@@ -143,22 +159,24 @@ class StoreCollector(Collector):
                     oldest.add_metric([channel], max(0.0, (now - created).total_seconds()))
         except Exception:  # a scrape must not fail because the database is briefly away
             log.exception("metrics: database figures unavailable")
-        yield from (accounts, seats, limits, outbox, oldest)
+        yield from (accounts, seats, limits, module_seats, module_limits, outbox, oldest)
 
     @staticmethod
-    def _seats(conn: Any, tenant: str, cfg: Any) -> int:
-        from bridge.store.accounts import seats_outside
+    def _seats(conn: Any, tenant: str, cfg: Any) -> tuple[int, dict[str, int], Any]:
+        """(seats, seats per module, the mapping) of a tenant: one read of the seat groups."""
+        from bridge.store.accounts import seat_counts
         from bridge.store.tenants import get_tenant
 
         if cfg is None:
-            return 0
+            return 0, {}, None
         try:
             mapping = cfg.mapping()
         except Exception:
-            return 0
-        return seats_outside(
+            return 0, {}, None
+        seats, by_module = seat_counts(
             conn, get_tenant(conn, tenant).id, mapping, suspended_counts_as_seat=cfg.suspended_counts_as_seat
         )
+        return seats, by_module, mapping
 
 
 def render(runtime: Runtime) -> tuple[bytes, str]:

@@ -34,4 +34,10 @@ def explain(state: State, user: str, tenant: str | None, as_json: bool) -> None:
         click.echo(f"  {role['role']}: {role['outcome']}" + (f" ({role['detail']})" if role.get("detail") else ""))
     if not data["roles"]:
         click.echo("  (none: no rule grants this person a role)")
+    if data["modules"]:
+        click.echo("modules:")
+        for module_id, m in data["modules"].items():
+            limit = m["limit"] if m["limit"] is not None else "no limit"
+            seat = "a seat" if m["seat"] else "no seat"
+            click.echo(f"  {module_id} ({m['title']}): {seat}; {m['used']} used of {limit}")
     click.echo(f"status: {data['statusReason']}")

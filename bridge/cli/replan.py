@@ -74,6 +74,9 @@ def _preview(state: State, tenant: str, mapping_file: Path, as_json: bool) -> No
         click.echo(f"  {user}: {before} -> {after}")
     for refused in preview.refusals:
         click.echo(f"  refused {refused.user_name}: {refused.role} ({refused.reason})")
+    for module_id, seats in preview.modules.items():
+        of = f" of {seats['limit']}" if seats["limit"] is not None else ""
+        click.echo(f"  module {module_id}: seats {seats['before']} -> {seats['after']}{of}")
     limit = f" of {preview.seat_limit}" if preview.seat_limit is not None else ""
     click.echo(
         f"preview ({tenant}, {mapping_file}): {len(preview.gains)} role grants, {len(preview.losses)} revokes "

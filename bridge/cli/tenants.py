@@ -7,6 +7,7 @@ import sys
 import click
 
 from bridge.cli.base import State, cli_actor, pass_state, print_json, table, utc_now
+from bridge.errors import ConfigError
 
 
 @click.group()
@@ -34,12 +35,25 @@ def tenants_add(state: State, name: str, seat_limit: int | None) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @pass_state
 def tenants_list(state: State, as_json: bool) -> None:
+    from bridge.store.accounts import seat_counts
     from bridge.store.db import transaction
     from bridge.store.tenants import list_tenants
 
+    configured = state.runtime.config.tenants
+    seats: dict[str, dict[str, dict[str, int | None]]] = {}
     with transaction(state.runtime.engine, write=False) as conn:
         rows = list_tenants(conn)
-    configured = state.runtime.config.tenants
+        for t in rows:
+            cfg = configured.get(t.name)
+            try:
+                mapping = cfg.mapping() if cfg is not None else None
+            except ConfigError:
+                mapping = None  # listing tenants must not need every mapping right; `sync` says what is wrong
+            if mapping is None or not mapping.modules:
+                seats[t.name] = {}
+                continue
+            _, used = seat_counts(conn, t.id, mapping, suspended_counts_as_seat=cfg.suspended_counts_as_seat)
+            seats[t.name] = {m.id: {"used": used[m.id], "limit": m.seat_limit} for m in mapping.modules.values()}
     data = [
         {
             "name": t.name,
@@ -49,6 +63,8 @@ def tenants_list(state: State, as_json: bool) -> None:
             "configured": t.name in configured,
             "created": t.created_at.isoformat(),
             "paused": t.paused_at.isoformat() if t.paused_at else None,
+            # Seats per module of the mapping's [modules] ({} without modules).
+            "seats": seats[t.name],
         }
         for t in rows
     ]
@@ -56,9 +72,18 @@ def tenants_list(state: State, as_json: bool) -> None:
         print_json(data)
     else:
         table(
-            ["NAME", "SEAT LIMIT", "IN CONFIG", "CREATED", "PAUSED"],
-            [[d["name"], d["seatLimit"], d["configured"], d["created"], d["paused"] or ""] for d in data],
+            ["NAME", "SEAT LIMIT", "IN CONFIG", "CREATED", "PAUSED", "MODULE SEATS"],
+            [
+                [d["name"], d["seatLimit"], d["configured"], d["created"], d["paused"] or "", _module_seats(d["seats"])]
+                for d in data
+            ],
         )
+
+
+def _module_seats(seats: dict[str, dict[str, int | None]]) -> str:
+    return ", ".join(
+        f"{m} {s['used']}/{s['limit']}" if s["limit"] is not None else f"{m} {s['used']}" for m, s in seats.items()
+    )
 
 
 @tenants.command("pause")

@@ -101,6 +101,8 @@ def plan_header(plan: Plan) -> dict[str, Any]:
         "unchanged": plan.unchanged,
         "activeBefore": plan.active_before,
         "seatRefused": list(plan.seat_refused),
+        "modules": list(plan.modules),
+        "moduleRefused": {m: list(names) for m, names in plan.module_refused.items()},
     }
 
 
@@ -111,6 +113,8 @@ def plan_from_json(header: Mapping[str, Any], accounts: Iterable[Mapping[str, An
         unchanged=int(header["unchanged"]),
         active_before=int(header["activeBefore"]),
         seat_refused=tuple(header.get("seatRefused") or ()),
+        modules=tuple(header.get("modules") or ()),
+        module_refused={m: tuple(names) for m, names in (header.get("moduleRefused") or {}).items()},
     )
 
 
@@ -223,6 +227,8 @@ def account_plan_to_json(plan: AccountPlan) -> dict[str, Any]:
         "user_type": plan.user_type,
         "digest": plan.digest,
         "denied_changed": plan.denied_changed,
+        "modules_before": sorted(plan.modules_before),
+        "modules_after": sorted(plan.modules_after),
     }
 
 
@@ -248,6 +254,8 @@ def account_plan_from_json(data: Mapping[str, Any]) -> AccountPlan:
         user_type=data["user_type"],
         digest=data["digest"],
         denied_changed=bool(data["denied_changed"]),
+        modules_before=frozenset(data.get("modules_before") or ()),
+        modules_after=frozenset(data.get("modules_after") or ()),
     )
 
 
@@ -295,7 +303,10 @@ def inputs_digest(
     payload = {
         "people": people,
         "accounts": stored,
-        "usage": [usage.seats, _canonical(usage.holders)],
+        # Module seats only when there are some, so the digest of a plan without modules is the
+        # one it had before modules existed (a plan held across the upgrade stays approvable).
+        "usage": [usage.seats, _canonical(usage.holders)]
+        + ([_canonical(usage.module_seats)] if usage.module_seats else []),
         "mapping": fingerprint,
     }
     raw = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)

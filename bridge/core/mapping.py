@@ -40,6 +40,19 @@ class Role:
     billable: bool = True
     external_allowed: bool = False
     max_holders: int | None = None
+    # The product's module this role is a profile of: holding it (billable) is a seat of that
+    # module. `all_modules`: an administrator profile, a seat in every module.
+    module: str | None = None
+    all_modules: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Module:
+    """A module of a product that bills per module (`[modules.<id>]`)."""
+
+    id: str
+    title: str
+    seat_limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +96,27 @@ class RoleMapping:
     external_expires_after_days: int | None = None
     login_hours: tuple[LoginHoursEntry, ...] = ()
     origin: str = "<mapping>"
+    modules: Mapping[str, Module] = field(default_factory=dict)  # in file order
+
+    def seat_modules(self, roles: Iterable[str]) -> frozenset[str]:
+        """The modules in which holding `roles` is a seat: one per module however many of its
+        roles, every module for an `all_modules` role; non-billable roles take none."""
+        if not self.modules:
+            return _NO_MODULES
+        out: set[str] = set()
+        for role_id in roles:
+            role = self.roles.get(role_id)
+            if role is None or not role.billable:
+                continue
+            if role.all_modules:
+                return frozenset(self.modules)
+            if role.module is not None:
+                out.add(role.module)
+        return frozenset(out)
+
+    def limited_modules(self) -> tuple[str, ...]:
+        """The modules with a `seat_limit`, in file order."""
+        return tuple(m.id for m in self.modules.values() if m.seat_limit is not None)
 
     def attribute_names(self) -> tuple[str, ...]:
         """The user attributes the rules and `[user_type]` read, lower-cased, in file order.
@@ -107,10 +141,13 @@ class RoleDecision:
     denied: Mapping[str, str] = field(default_factory=dict)  # role id -> reason
 
 
-_ROLE_KEYS = {"title", "billable", "external_allowed", "max_holders"}
+_NO_MODULES: frozenset[str] = frozenset()
+_ROLE_KEYS = {"title", "billable", "external_allowed", "max_holders", "module", "all_modules"}
+_MODULE_KEYS = {"title", "seat_limit"}
+_MODULE_ID = re.compile(r"[A-Za-z0-9_-]+")
 _RULE_KINDS: tuple[RuleKind, ...] = ("group", "group_name", "group_pattern", "attribute", "scim_role")
 _USER_TYPE_KEYS = {"external_groups", "external_attribute", "external_expires_after_days"}
-_TOP_KEYS = {"roles", "rules", "user_type", "login_hours"}
+_TOP_KEYS = {"roles", "rules", "user_type", "login_hours", "modules"}
 _LOGIN_HOURS_KEYS = {"days", "hours", "time_zone"}
 
 
@@ -137,6 +174,7 @@ def parse_mapping(data: Mapping[str, Any], origin: str) -> RoleMapping:
         if key not in _TOP_KEYS:
             raise ConfigError(origin, key, f"unknown key (expected one of {', '.join(sorted(_TOP_KEYS))})")
 
+    modules = _parse_modules(data, origin)
     roles: dict[str, Role] = {}
     raw_roles = _expect(data.get("roles", {}), dict, origin, "roles", "a table of roles")
     if not raw_roles:
@@ -152,6 +190,19 @@ def parse_mapping(data: Mapping[str, Any], origin: str) -> RoleMapping:
             _expect(max_holders, int, origin, f"{where}.max_holders", "a whole number")
             if max_holders < 0:
                 raise ConfigError(origin, f"{where}.max_holders", "must not be negative")
+        module = spec.get("module")
+        if module is not None:
+            _expect(module, str, origin, f"{where}.module", "a module id of [modules]")
+            if module not in modules:
+                known = ", ".join(modules) or "none"
+                raise ConfigError(
+                    origin, f"{where}.module", f'module "{module}" is not defined in [modules] (defined: {known})'
+                )
+        all_modules = _expect(spec.get("all_modules", False), bool, origin, f"{where}.all_modules", "true or false")
+        if all_modules and module is not None:
+            raise ConfigError(origin, f"{where}.all_modules", "a role has module or all_modules = true, not both")
+        if all_modules and not modules:
+            raise ConfigError(origin, f"{where}.all_modules", "no [modules] are defined")
         roles[role_id] = Role(
             id=role_id,
             title=_expect(spec.get("title", role_id), str, origin, f"{where}.title", "a string"),
@@ -160,6 +211,8 @@ def parse_mapping(data: Mapping[str, Any], origin: str) -> RoleMapping:
                 spec.get("external_allowed", False), bool, origin, f"{where}.external_allowed", "true or false"
             ),
             max_holders=max_holders,
+            module=module,
+            all_modules=all_modules,
         )
 
     rules: list[Rule] = []
@@ -216,6 +269,7 @@ def parse_mapping(data: Mapping[str, Any], origin: str) -> RoleMapping:
         external_expires_after_days=expires,
         login_hours=login_hours,
         origin=origin,
+        modules=modules,
     )
 
 
@@ -274,6 +328,29 @@ def _parse_login_hours(raw: Any, origin: str) -> tuple[LoginHoursEntry, ...]:
         window = Window(days=values.get("days", tuple(range(7))), start=start, end=end, time_zone=values["time_zone"])
         entries.append(LoginHoursEntry(matcher=matcher, window=window))
     return tuple(entries)
+
+
+def _parse_modules(data: Mapping[str, Any], origin: str) -> dict[str, Module]:
+    modules: dict[str, Module] = {}
+    raw = _expect(data.get("modules", {}), dict, origin, "modules", "a table of modules")
+    for module_id, spec in raw.items():
+        where = f"modules.{module_id}"
+        # The id is written into reasons (`seat_limit:<module>`), JSON keys and metric labels.
+        if not _MODULE_ID.fullmatch(module_id):
+            raise ConfigError(origin, where, "a module id is letters, digits, '_' and '-' only")
+        _expect(spec, dict, origin, where, "a table")
+        for key in spec:
+            if key not in _MODULE_KEYS:
+                expected = ", ".join(sorted(_MODULE_KEYS))
+                raise ConfigError(origin, f"{where}.{key}", f"unknown key (expected one of {expected})")
+        limit = spec.get("seat_limit")
+        if limit is not None:
+            _expect(limit, int, origin, f"{where}.seat_limit", "a whole number")
+            if limit < 0:
+                raise ConfigError(origin, f"{where}.seat_limit", "must not be negative")
+        title = _expect(spec.get("title", module_id), str, origin, f"{where}.title", "a string")
+        modules[module_id] = Module(id=module_id, title=title, seat_limit=limit)
+    return modules
 
 
 def load_mapping(path: Path) -> RoleMapping:

@@ -62,6 +62,7 @@ class Usage:
 
     seats: int = 0
     holders: Mapping[str, int] = field(default_factory=dict)
+    module_seats: Mapping[str, int] = field(default_factory=dict)  # module id -> seats held in it
 
 
 # ---- changes -------------------------------------------------------------------------------
@@ -211,6 +212,9 @@ class AccountPlan:
     # The roles left out differ from the stored ones: written even when `changes` is empty (a
     # person joining a group whose limited role is full changes nothing else).
     denied_changed: bool = False
+    # The modules ([modules.*]) the account is a seat of, before and after the plan.
+    modules_before: frozenset[str] = frozenset()
+    modules_after: frozenset[str] = frozenset()
 
     def activation_problem(self) -> str | None:
         """Why the activation mail this plan queues cannot be sent ("address_unusable: ..."), or
@@ -245,6 +249,10 @@ class Plan:
     # userNames whose billable roles the seat limit left out, changed or not: a refusal repeated by
     # every run is still one an administrator must hear about (the summary's `seatRefused`).
     seat_refused: tuple[str, ...] = ()
+    # The mapping's modules (the keys of the per-module seat delta, 0 included) and, per module
+    # with a seat limit, the userNames it left out (they are in `seat_refused` too).
+    modules: tuple[str, ...] = ()
+    module_refused: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(("created", "updated", "rolesChanged", "suspended", "archived", "reactivated"), 0)
@@ -261,6 +269,17 @@ class Plan:
     @property
     def seat_delta(self) -> int:
         return sum(int(a.seat_after) - int(a.seat_before) for a in self.accounts)
+
+    @property
+    def seat_delta_by_module(self) -> dict[str, int]:
+        delta = dict.fromkeys(self.modules, 0)
+        for a in self.accounts:
+            if a.modules_before != a.modules_after:
+                for module in a.modules_after - a.modules_before:
+                    delta[module] = delta.get(module, 0) + 1
+                for module in a.modules_before - a.modules_after:
+                    delta[module] = delta.get(module, 0) - 1
+        return delta
 
     @property
     def archives(self) -> int:
@@ -294,20 +313,45 @@ def renamed(account: AccountState | None, user: SourceUser) -> bool:
 def frees_capacity(plan: AccountPlan, mapping: RoleMapping, *, seats_limited: bool = True) -> bool:
     """Whether applying `plan` may leave room for someone waiting: it revokes a role with
     `max_holders`, or (when the tenant has a seat limit: `seats_limited`) a billable role, or the
-    account stops counting as a seat. Without a seat limit nobody waits for a seat."""
+    account stops counting as a seat; or it gives up a seat of a module with a seat limit.
+    Without a seat limit nobody waits for a seat."""
     if seats_limited and plan.seat_before and not plan.seat_after:
+        return True
+    limited = mapping.limited_modules()
+    if limited and not (plan.modules_before - plan.modules_after).isdisjoint(limited):
         return True
     for change in plan.changes:
         if isinstance(change, RevokeRoles):
             for role_id in change.roles:
                 role = mapping.roles.get(role_id)
-                if role is not None and (role.max_holders is not None or (seats_limited and role.billable)):
+                if role is None:
+                    continue
+                if role.max_holders is not None or (seats_limited and role.billable):
+                    return True
+                if limited and role.billable and (role.all_modules or role.module in limited):
                     return True
     return False
 
 
-# Denials that a freed seat or role slot can lift (`external_not_allowed` waits for nothing).
+# Denials that a freed seat or role slot can lift (`external_not_allowed` waits for nothing);
+# a module's seat limit is `seat_limit:<module>` (MODULE_SEAT_LIMIT and the module's id).
 CAPACITY_DENIALS = ("max_holders", "seat_limit")
+MODULE_SEAT_LIMIT = "seat_limit:"
+
+
+def module_denial(module: str) -> str:
+    """The reason a role is left out by the seat limit of `module`."""
+    return f"{MODULE_SEAT_LIMIT}{module}"
+
+
+def is_seat_denial(why: str) -> bool:
+    """Whether `why` is a seat limit's refusal: the tenant's pool or a module's."""
+    return why == "seat_limit" or why.startswith(MODULE_SEAT_LIMIT)
+
+
+def lifts_with_capacity(why: str) -> bool:
+    """Whether a freed seat or role slot can lift the denial `why`."""
+    return why in CAPACITY_DENIALS or why.startswith(MODULE_SEAT_LIMIT)
 
 
 def identity_digest(user: SourceUser) -> str:
@@ -439,17 +483,45 @@ def build_plan(
     def seat_now(account: AccountState | None) -> bool:
         return holds_seat(account, mapping, suspended_counts_as_seat)
 
+    def modules_now(account: AccountState | None) -> frozenset[str]:
+        return module_seats_held(account, mapping, suspended_counts_as_seat)
+
+    # A person the source disables is suspended; where suspended accounts are not seats
+    # (`suspended_counts_as_seat = false`) they neither take room nor wait for it: they keep the
+    # roles the rules grant, and compete again, as newcomers, once enabled.
+    seatless = set() if suspended_counts_as_seat else {s.user.anchor for s in subject_list if not s.user.active}
+
+    # Each module with a seat limit, in file order, before the tenant's pool: a person a module
+    # leaves out may still need a tenant seat for another module's role, never the reverse.
+    module_refused: dict[str, tuple[str, ...]] = {}
+    refused_any: set[str] = set()
+    for module_id in mapping.limited_modules():
+        limit = mapping.modules[module_id].seat_limit
+        assert limit is not None
+        wanting = [
+            (a, names[a], module_id in modules_now(current(a)))
+            for a, g in granted.items()
+            if g and a not in seatless and module_id in mapping.seat_modules(g)
+        ]
+        _, refused = _admit(wanting, max(limit - usage.module_seats.get(module_id, 0), 0))
+        module_refused[module_id] = tuple(sorted((names[a] for a in refused), key=str.casefold))
+        refused_any |= refused
+        for anchor in refused:
+            for role_id in list(granted[anchor]):
+                role = mapping.roles[role_id]
+                if role.billable and (role.all_modules or role.module == module_id):
+                    del granted[anchor][role_id]
+                    denied[anchor][role_id] = module_denial(module_id)
+
     if seat_limit is not None:
-        wanting = [(a, names[a], seat_now(current(a))) for a, g in granted.items() if billable(g)]
+        wanting = [(a, names[a], seat_now(current(a))) for a, g in granted.items() if a not in seatless and billable(g)]
         _, refused = _admit(wanting, max(seat_limit - usage.seats, 0))
-        seat_refused = tuple(sorted((names[a] for a in refused), key=str.casefold))
+        refused_any |= refused
         for anchor in refused:
             for role_id in [r for r in granted[anchor] if mapping.roles[r].billable]:
                 del granted[anchor][role_id]
                 denied[anchor][role_id] = "seat_limit"
-
-    else:
-        seat_refused = ()
+    seat_refused = tuple(sorted((names[a] for a in refused_any), key=str.casefold))
 
     plans: list[AccountPlan] = []
     unchanged = held
@@ -491,6 +563,10 @@ def build_plan(
         # in seat_after: the seat delta and freed capacity read them as for any other plan.
         plan.seat_before = seat_now(account)
         plan.seat_after = is_seat(plan.after, billable(plan.roles_after), suspended_counts_as_seat)
+        if mapping.modules:
+            plan.modules_before = modules_now(account)
+            if is_seat(plan.after, True, suspended_counts_as_seat):
+                plan.modules_after = mapping.seat_modules(plan.roles_after)
         plan.denied_changed = old is None and account is not None and dict(plan.denied) != dict(account.denied or {})
         if plan.changes or plan.identity_changed or plan.denied_changed:
             plan.roles_after = role_sets.setdefault(plan.roles_after, plan.roles_after)
@@ -503,10 +579,20 @@ def build_plan(
         for anchor, account in accounts.items():
             if anchor in present or account.status is Status.ARCHIVED:
                 continue
-            plans.append(archive_plan(account, revoke_reason="left", seat_before=seat_now(account)))
+            plans.append(
+                archive_plan(
+                    account, revoke_reason="left", seat_before=seat_now(account), modules_before=modules_now(account)
+                )
+            )
     active_before = sum(1 for a in accounts.values() if a.status is not Status.ARCHIVED)
     return Plan(
-        source=source, accounts=plans, unchanged=unchanged, active_before=active_before, seat_refused=seat_refused
+        source=source,
+        accounts=plans,
+        unchanged=unchanged,
+        active_before=active_before,
+        seat_refused=seat_refused,
+        modules=tuple(mapping.modules),
+        module_refused=module_refused,
     )
 
 
@@ -524,6 +610,17 @@ def holds_seat(account: AccountState | None, mapping: RoleMapping, suspended_cou
     return is_seat(account.status, billable, suspended_counts_as_seat)
 
 
+def module_seats_held(
+    account: AccountState | None, mapping: RoleMapping, suspended_counts_as_seat: bool = True
+) -> frozenset[str]:
+    """The modules the account is a seat of now: those of its billable roles (every module for an
+    `all_modules` role), when its state is a seat state (a suspended account as for the tenant's
+    pool: `suspended_counts_as_seat`)."""
+    if account is None or not mapping.modules or not is_seat(account.status, True, suspended_counts_as_seat):
+        return frozenset()
+    return mapping.seat_modules(account.roles)
+
+
 def archive_plan(
     account: AccountState,
     *,
@@ -531,6 +628,7 @@ def archive_plan(
     revoke_reason: str | None = None,
     denied: Mapping[str, str] | None = None,
     seat_before: bool = False,
+    modules_before: frozenset[str] = frozenset(),
 ) -> AccountPlan:
     """The one plan of an archive, whoever asks (a leaver, SCIM DELETE, an administrator, an
     expiry): revoke every role, then archive, through the lifecycle table (which raises
@@ -543,7 +641,9 @@ def archive_plan(
         roles = tuple(sorted(account.roles))
         changes.append(RevokeRoles(roles=roles, event=None, reason=revoke) if revoke else RevokeRoles(roles, None))
     changes.append(Archive(reason=reason) if reason else Archive())
-    return plan_without_source(account, changes, after, denied=denied, seat_before=seat_before)
+    return plan_without_source(
+        account, changes, after, denied=denied, seat_before=seat_before, modules_before=modules_before
+    )
 
 
 def plan_without_source(
@@ -553,6 +653,7 @@ def plan_without_source(
     *,
     denied: Mapping[str, str] | None,
     seat_before: bool = False,
+    modules_before: frozenset[str] = frozenset(),
 ) -> AccountPlan:
     """A plan that no read of the source made (an archive, an administrator's action): no
     identity to store, no role granted by a rule, and no seat held afterwards."""
@@ -573,6 +674,7 @@ def plan_without_source(
         seat_before=seat_before,
         seat_after=False,
         user_type=account.user_type,
+        modules_before=modules_before,
     )
 
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from bridge.core.address import ADDRESS_UNUSABLE, OUTSIDE_DOMAINS, address_problem, domain_problem
 from bridge.core.lifecycle import Status
-from bridge.core.mapping import decide_roles, decide_user_type, rule_matches
-from bridge.core.plan import RENAMED_PREFIX, build_plan
+from bridge.core.mapping import RoleMapping, decide_roles, decide_user_type, rule_matches
+from bridge.core.plan import MODULE_SEAT_LIMIT, RENAMED_PREFIX, build_plan, module_seats_held
 from bridge.errors import BridgeError
 from bridge.provision.replan import planning_fingerprint, tenant_view
 from bridge.runtime import Runtime
@@ -30,6 +30,18 @@ _STATUS_TEXT = {
     Status.SUSPENDED: "suspended: disabled in the source; resumes when enabled again",
     Status.ARCHIVED: "archived: left the source's scope or archived by an administrator; roles revoked",
 }
+
+
+def _denial_text(why: str, mapping: RoleMapping) -> str:
+    if why.startswith(MODULE_SEAT_LIMIT):
+        module_id = why[len(MODULE_SEAT_LIMIT) :]
+        module = mapping.modules.get(module_id)
+        title = f"{module.title} ({module_id})" if module is not None else module_id
+        return (
+            f"left out: the seat limit of module {title} is reached "
+            f"({why}; holders keep their seat, newcomers wait in userName order)"
+        )
+    return _DENIAL_TEXT.get(why, why)
 
 
 def _not_applied(tenant_name: str) -> str:
@@ -60,6 +72,7 @@ def explain_account(runtime: Runtime, tenant_name: str, user: str) -> dict[str, 
             suspended_counts_as_seat=settings.suspended_counts_as_seat,
         )
         mapping_changed = stored_fingerprint(conn, tenant.id) != planning_fingerprint(view)
+    held_modules = module_seats_held(states.get(account.anchor), mapping, settings.suspended_counts_as_seat)
     if not subjects:
         raise BridgeError(f"{account.user_name}: the source's record of this person is missing")
     subject = subjects[0]
@@ -115,11 +128,11 @@ def explain_account(runtime: Runtime, tenant_name: str, user: str) -> dict[str, 
         elif role_id in held and live:
             role_rows.append({"role": role_id, "outcome": "held", "detail": held[role_id]})
         elif role_id in denied:
-            role_rows.append({"role": role_id, "outcome": _DENIAL_TEXT.get(denied[role_id], denied[role_id])})
+            why = denied[role_id]
+            role_rows.append({"role": role_id, "outcome": _denial_text(why, mapping), "reason": why})
         elif role_id in decision.denied:
-            role_rows.append(
-                {"role": role_id, "outcome": _DENIAL_TEXT.get(decision.denied[role_id], decision.denied[role_id])}
-            )
+            why = decision.denied[role_id]
+            role_rows.append({"role": role_id, "outcome": _denial_text(why, mapping), "reason": why})
         else:
             role_rows.append(
                 {
@@ -174,4 +187,15 @@ def explain_account(runtime: Runtime, tenant_name: str, user: str) -> dict[str, 
         "mapping": str(settings.mappings_path) if settings.mappings_path else None,
         "rules": rules,
         "roles": role_rows,
+        # The modules ([modules.*]) this account is a seat of as it stands, with each module's
+        # use and limit (the account's own seat included); {} without modules.
+        "modules": {
+            m.id: {
+                "title": m.title,
+                "seat": m.id in held_modules,
+                "used": usage.module_seats.get(m.id, 0) + (m.id in held_modules),
+                "limit": m.seat_limit,
+            }
+            for m in mapping.modules.values()
+        },
     }

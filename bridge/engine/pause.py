@@ -176,6 +176,7 @@ def catch_up_scim(config: Config, engine: Engine, tenant_name: str, *, actor: st
         accounts=list(merged.values()),
         unchanged=len(live) + len(deleted) - len(merged),
         active_before=len(live) + len(deleted),
+        modules=tuple(view.config.mapping().modules),
     )
     result.counts = result.plan.counts()
     result.planned = {**result.counts, "seatRefused": len(result.seat_refused)}

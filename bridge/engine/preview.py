@@ -22,7 +22,7 @@ from bridge.core.plan import GrantRoles, RevokeRoles
 from bridge.engine.replan import plan_source
 from bridge.provision.replan import TenantView, tenant_view
 from bridge.runtime import Runtime
-from bridge.store.accounts import live_accounts, refused_accounts, seats_outside
+from bridge.store.accounts import live_accounts, refused_accounts, seat_counts, seats_outside
 from bridge.store.db import read_only_transaction
 
 ORIGIN = "<pasted mapping>"
@@ -55,6 +55,9 @@ class Preview:
     losses: list[RoleMove] = field(default_factory=list)
     refusals: list[Refused] = field(default_factory=list)
     status_changes: list[tuple[str, str, str]] = field(default_factory=list)  # user, before, after
+    # Seats per module of the edited mapping's [modules]: before (under the current mapping, a
+    # module it does not have counts 0), after, and the edited limit.
+    modules: dict[str, dict[str, int | None]] = field(default_factory=dict)
 
     @property
     def seat_delta(self) -> int:
@@ -84,6 +87,7 @@ class Preview:
             "losses": [{k: v for k, v in dataclasses.asdict(m).items() if k != "rule"} for m in self.losses],
             "refused": [dataclasses.asdict(r) for r in self.refusals],
             "statusChanges": [{"userName": u, "from": b, "to": a} for u, b, a in self.status_changes],
+            "moduleSeats": {m: dict(v) for m, v in self.modules.items()},
         }
 
 
@@ -115,6 +119,11 @@ def preview_parsed(runtime: Runtime, tenant_name: str, mapping: RoleMapping, *, 
         seats_before = seats_outside(conn, view.id, current, suspended_counts_as_seat=counts_suspended)
         # The same accounts judged by the edited mapping's billable roles, before its plan changes any.
         seats_after = seats_outside(conn, view.id, mapping, suspended_counts_as_seat=counts_suspended)
+        modules_before: dict[str, int] = {}
+        modules_after: dict[str, int] = {}
+        if mapping.modules:
+            modules_before = seat_counts(conn, view.id, current, suspended_counts_as_seat=counts_suspended)[1]
+            modules_after = seat_counts(conn, view.id, mapping, suspended_counts_as_seat=counts_suspended)[1]
         live = live_accounts(conn, view.id)
         result = Preview(
             tenant=view.name,
@@ -127,6 +136,8 @@ def preview_parsed(runtime: Runtime, tenant_name: str, mapping: RoleMapping, *, 
         for source, anchors in sorted(live.items()):
             plan, _ = plan_source(conn, view, source, anchors, now, whole_source=True)
             result.seats_after += plan.seat_delta
+            for module_id, delta in plan.seat_delta_by_module.items():
+                modules_after[module_id] = modules_after.get(module_id, 0) + delta
             for account in plan.accounts:
                 if account.account_id is not None:
                     planned.add(account.account_id)
@@ -160,4 +171,8 @@ def preview_parsed(runtime: Runtime, tenant_name: str, mapping: RoleMapping, *, 
     result.losses.sort(key=key)
     result.refusals.sort(key=key)
     result.status_changes.sort(key=lambda c: c[0].casefold())
+    result.modules = {
+        m.id: {"before": modules_before.get(m.id, 0), "after": modules_after.get(m.id, 0), "limit": m.seat_limit}
+        for m in mapping.modules.values()
+    }
     return result

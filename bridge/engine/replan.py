@@ -36,7 +36,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.config import Config
-from bridge.core.plan import AccountPlan, AccountState, Plan, build_plan, frees_capacity
+from bridge.core.plan import AccountPlan, AccountState, Plan, build_plan, frees_capacity, is_seat_denial
 from bridge.engine.sync import SyncResult
 from bridge.logs import correlation_id as correlation_var
 from bridge.provision.apply import ApplyContext
@@ -139,13 +139,15 @@ def _run(
     finally:
         # Whose seat the plan refused, as the accounts now stand (a re-plan may have changed it).
         for account in merged.values():
-            (refused.add if "seat_limit" in account.denied.values() else refused.discard)(account.user_name)
+            seat_denied = any(is_seat_denial(why) for why in account.denied.values())
+            (refused.add if seat_denied else refused.discard)(account.user_name)
         result.plan = Plan(
             source=SOURCE,
             accounts=list(merged.values()),
             unchanged=considered - len(merged),
             active_before=considered,
             seat_refused=tuple(sorted(refused, key=str.casefold)),
+            modules=tuple(tenant_cfg.mapping().modules),
         )
         result.counts = result.plan.counts()
         result.planned = {**result.counts, "seatRefused": len(refused)}
@@ -291,7 +293,10 @@ def replan_chunks(
                 merged[key] = account
             else:  # planned twice: one account, all its changes, the outcome of the last
                 merged[key] = replace(
-                    account, changes=[*before.changes, *account.changes], seat_before=before.seat_before
+                    account,
+                    changes=[*before.changes, *account.changes],
+                    seat_before=before.seat_before,
+                    modules_before=before.modules_before,
                 )
 
 

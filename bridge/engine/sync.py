@@ -135,6 +135,8 @@ class SyncResult:
             "mode": self.mode,
             **{k: int(self.counts.get(k, 0)) for k in keys},
             "seatDelta": 0 if self.aborted or not self.plan else self.plan.seat_delta,
+            # The same per module of the mapping's [modules] ({} without modules).
+            "seatDeltaByModule": {} if self.aborted or not self.plan else self.plan.seat_delta_by_module,
             # Accounts the seat limit left without their billable roles (named in a dry run).
             "seatRefused": 0 if self.aborted else len(self.seat_refused),
             # The plan's counts whatever happened to it: for an aborted run, what it would have done.

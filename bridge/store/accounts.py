@@ -24,7 +24,7 @@ from sqlalchemy import Connection, Text, bindparam, cast, func, or_, select, uni
 
 from bridge.core.lifecycle import SEAT_STATES, Status
 from bridge.core.mapping import RoleMapping
-from bridge.core.plan import CAPACITY_DENIALS, AccountState, Usage
+from bridge.core.plan import CAPACITY_DENIALS, MODULE_SEAT_LIMIT, AccountState, Usage
 from bridge.errors import Ambiguous, InvalidValue, NotFound
 from bridge.store.ids import fold
 from bridge.store.tables import Account, AuditEvent, Credential, Identity, RoleGrant
@@ -173,7 +173,7 @@ def held_roles_text(roles: Iterable[str]) -> str:
     return json.dumps(sorted(roles))
 
 
-def _usage_queries(by_source: bool, by_ids: bool) -> tuple[Any, Any, Any, Any]:
+def _usage_queries(by_source: bool, by_ids: bool) -> tuple[Any, Any, Any, Any, Any]:
     conditions = [accounts.c.tenant_id == bindparam("tenant_id")]
     if by_source:
         conditions.append(accounts.c.source != bindparam("source"))
@@ -204,6 +204,18 @@ def _usage_queries(by_source: bool, by_ids: bool) -> tuple[Any, Any, Any, Any]:
             role_grants.c.role.in_(bindparam("billable", expanding=True)),
         )
     )
+    # The same accounts' billable grants, for the seats per module (a mapping with [modules]).
+    unknown_roles = (
+        select(accounts.c.id, role_grants.c.role)
+        .join(role_grants, role_grants.c.account_id == accounts.c.id)
+        .where(
+            *conditions,
+            seat_state,
+            accounts.c.held_roles.is_(None),
+            role_grants.c.tenant_id == bindparam("tenant_id"),
+            role_grants.c.role.in_(bindparam("billable", expanding=True)),
+        )
+    )
     holders = (
         select(role_grants.c.role, func.count())
         .join(accounts, accounts.c.id == role_grants.c.account_id)
@@ -217,7 +229,7 @@ def _usage_queries(by_source: bool, by_ids: bool) -> tuple[Any, Any, Any, Any]:
         )
         .group_by(role_grants.c.role)
     )
-    return by_roles, excluded, unknown, holders
+    return by_roles, excluded, unknown, holders, unknown_roles
 
 
 # Prebuilt for each combination of exclusions (a sync excludes its source, a re-plan its people).
@@ -233,12 +245,14 @@ def usage_outside(
     exclude_ids: Iterable[str] = (),
     suspended_counts_as_seat: bool = True,
 ) -> Usage:
-    """Seats (`seats_outside`) and limited-role holders among accounts that a plan will not touch."""
+    """Seats (`seats_outside`), seats per module (`seat_counts`) and limited-role holders
+    among accounts that a plan will not touch."""
     params = _usage_params(tenant_id, mapping, exclude_source, exclude_ids, suspended_counts_as_seat)
     holders: dict[str, int] = {}
     if params["limited"]:
         holders = dict(conn.execute(_USAGE[(exclude_source is not None, bool(params["ids"]))][3], params).all())
-    return Usage(seats=_seats(conn, params), holders=holders)
+    seats, modules = _seats(conn, params, mapping)
+    return Usage(seats=seats, holders=holders, module_seats=modules)
 
 
 def seats_outside(
@@ -253,7 +267,17 @@ def seats_outside(
     """Seats among accounts outside the exclusions: accounts in a seat state (suspended ones
     only if `suspended_counts_as_seat`) holding at least one billable role of `mapping`, each
     counted once however many it holds. The count the seat limit is checked against."""
-    return _seats(conn, _usage_params(tenant_id, mapping, exclude_source, exclude_ids, suspended_counts_as_seat))
+    return _seats(conn, _usage_params(tenant_id, mapping, exclude_source, exclude_ids, suspended_counts_as_seat))[0]
+
+
+def seat_counts(
+    conn: Connection, tenant_id: int, mapping: RoleMapping, *, suspended_counts_as_seat: bool = True
+) -> tuple[int, dict[str, int]]:
+    """The tenant's seats (`seats_outside` of everyone) and its seats per module of `mapping`
+    (every module, 0 included, in file order): the accounts `seats_outside` counts, each once in
+    every module of its billable roles (`RoleMapping.seat_modules`). One read of the seat groups:
+    what `tenants list`, /metrics and the console show, and what the limits are checked against."""
+    return _seats(conn, _usage_params(tenant_id, mapping, None, (), suspended_counts_as_seat), mapping)
 
 
 def _usage_params(
@@ -274,25 +298,43 @@ def _usage_params(
     }
 
 
-def _seats(conn: Connection, params: dict[str, Any]) -> int:
+def _seats(conn: Connection, params: dict[str, Any], mapping: RoleMapping | None = None) -> tuple[int, dict[str, int]]:
+    """(seats, seats per module) from the same few groups of role sets: the modules cost no
+    query of their own, but for the accounts whose held_roles is unknown."""
     billable = set(params["billable"])
+    modules = dict.fromkeys(mapping.modules if mapping is not None else (), 0)
     if not billable:
-        return 0
-    by_roles, excluded, unknown, _ = _USAGE[(params["source"] is not None, bool(params["ids"]))]
-    takes_seat: dict[str | None, bool] = {}
+        return 0, modules
+    by_roles, excluded, unknown, _, unknown_roles = _USAGE[(params["source"] is not None, bool(params["ids"]))]
+    takes_seat: dict[str | None, tuple[bool, frozenset[str]]] = {}
 
-    def is_seat(held: str | None) -> bool:
+    def seat_of(held: str | None) -> tuple[bool, frozenset[str]]:
         if held not in takes_seat:
-            takes_seat[held] = held is not None and not billable.isdisjoint(json.loads(held))
+            roles = json.loads(held) if held is not None else ()
+            in_modules = mapping.seat_modules(roles) if modules and mapping is not None else frozenset()
+            takes_seat[held] = (held is not None and not billable.isdisjoint(roles), in_modules)
         return takes_seat[held]
 
+    def add(held: str | None, n: int) -> int:
+        seat, in_modules = seat_of(held)
+        for module in in_modules:
+            modules[module] += n
+        return n if seat else 0
+
     groups = conn.execute(by_roles, params).all()
-    seats = sum(n for held, n in groups if is_seat(held))
+    seats = sum(add(held, n) for held, n in groups)
     if params["ids"]:
-        seats -= sum(1 for (held,) in conn.execute(excluded, params) if is_seat(held))
+        seats += sum(add(held, -1) for (held,) in conn.execute(excluded, params))
     if any(held is None for held, _ in groups):
         seats += conn.execute(unknown, params).scalar_one()
-    return seats
+        if modules and mapping is not None:
+            by_account: dict[str, list[str]] = {}
+            for account_id, role in conn.execute(unknown_roles, params):
+                by_account.setdefault(account_id, []).append(role)
+            for roles in by_account.values():
+                for module in mapping.seat_modules(roles):
+                    modules[module] += 1
+    return seats, modules
 
 
 def live_accounts(conn: Connection, tenant_id: int, *, waiting_only: bool = False) -> dict[str, list[str]]:
@@ -308,7 +350,9 @@ def live_accounts(conn: Connection, tenant_id: int, *, waiting_only: bool = Fals
     )
     if waiting_only:
         text = cast(accounts.c.denied, Text)
-        query = query.where(or_(*(text.like(f'%"{why}"%') for why in CAPACITY_DENIALS)))
+        waiting = [text.like(f'%"{why}"%') for why in CAPACITY_DENIALS]
+        waiting.append(text.like(f'%"{MODULE_SEAT_LIMIT}%'))  # seat_limit:<module>
+        query = query.where(or_(*waiting))
     out: dict[str, list[str]] = {}
     for source, anchor in conn.execute(query.order_by(accounts.c.source, accounts.c.user_name_norm, accounts.c.id)):
         out.setdefault(source, []).append(anchor)

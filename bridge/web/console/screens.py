@@ -16,7 +16,7 @@ from flask import Response, abort, redirect, request, stream_with_context
 
 from bridge.core.lifecycle import Status
 from bridge.errors import Ambiguous, NotFound
-from bridge.store.accounts import find_account, search_accounts, status_counts
+from bridge.store.accounts import find_account, search_accounts, seat_counts, status_counts
 from bridge.store.activation import activation_links
 from bridge.store.alerts import open_alerts
 from bridge.store.audit import audit_page, audit_rows, list_audit, seat_history
@@ -86,6 +86,12 @@ def overview(name: str) -> Response:
             days=90,
             suspended_counts_as_seat=settings.suspended_counts_as_seat,
         )
+        mapping = settings.mapping()
+        _, module_used = (
+            seat_counts(conn, tenant.id, mapping, suspended_counts_as_seat=settings.suspended_counts_as_seat)
+            if mapping.modules
+            else (0, {})
+        )
         runs = last_runs(conn, tenant.id)
         health = mail_health(conn, tenant.id, moment)
         alerts = open_alerts(conn, tenant.id)
@@ -107,6 +113,10 @@ def overview(name: str) -> Response:
         statuses=STATUSES,
         seats_used=used,
         seat_limit=settings.seat_limit,
+        modules=[
+            {"id": m.id, "title": m.title, "used": module_used.get(m.id, 0), "limit": m.seat_limit}
+            for m in mapping.modules.values()
+        ],
         chart=chart,
         runs=runs,
         health=health,

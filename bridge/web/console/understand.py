@@ -12,6 +12,7 @@ from typing import Any
 
 from flask import Response, request
 
+from bridge.core.plan import is_seat_denial
 from bridge.errors import ConfigError
 from bridge.provision.replan import tenant_view
 from bridge.store.accounts import refused_accounts
@@ -30,7 +31,7 @@ def _refusals(tenant: Tenant) -> dict[str, Any]:
     with transaction(runtime().engine, write=False) as conn:
         rows, total = refused_accounts(conn, tenant.id, limit=500)
         limit = tenant_view(conn, cfg).seat_limit
-    seat = [r for r in rows if "seat_limit" in r.denied.values()]
+    seat = [r for r in rows if any(is_seat_denial(why) for why in r.denied.values())]
     return {"refused": rows, "refused_total": total, "seat_refused": seat, "seat_limit": limit}
 
 
