@@ -1,7 +1,9 @@
 """Schemathesis against a real `bridge serve`: requests generated from docs/openapi.yaml, and every
-answer checked against the document (status code, content type, headers, body) and for 5xx.
+answer checked against the document (status code, content type, headers, body), for 5xx, and
+that a 2xx needs its token. Found so far (fixed): a create with `attributes=` answered 500 after
+committing; a /scim/v2 path no route matched answered Flask's HTML 404.
 
-Bounded and deterministic: a few derandomized examples per operation (the same cases on every
+Bounded and deterministic: 30 derandomized examples per operation (about 20 s) (the same cases on every
 run, so CI is not flaky), no example database, a deadline per case. One SQLite deployment and
 tenant for the module; the operations on one resource get a real id of it every other case,
 since a generated id is only ever a 404.
@@ -10,6 +12,7 @@ since a generated id is only ever a 404.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -22,6 +25,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    ignored_auth,
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
@@ -34,10 +38,11 @@ CHECKS = [
     not_a_server_error,
     status_code_conformance,
     content_type_conformance,
+    ignored_auth,
     response_headers_conformance,
     response_schema_conformance,
 ]
-EXAMPLES = 10
+EXAMPLES = 30
 # verify-password runs argon2 on every request (same work whether or not the person exists).
 FEWER = {"/api/v1/verify-password": 4}
 
@@ -66,6 +71,21 @@ OPERATIONS = [
     ("/scim/v2/Schemas", "GET", "none"),
     ("/scim/v2/Schemas/{urn}", "GET", "none"),
 ]
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def without_controls(value: Any) -> Any:
+    """`value` with C0 control characters taken out of every string and key: bridge refuses
+    them at the door (400, documented), which would otherwise stop most generated bodies there."""
+    if isinstance(value, str):
+        return _CONTROL.sub("", value)
+    if isinstance(value, list):
+        return [without_controls(v) for v in value]
+    if isinstance(value, dict):
+        return {without_controls(k): without_controls(v) for k, v in value.items()}
+    return value
 
 
 @dataclass
@@ -115,6 +135,11 @@ def test_bridge_answers_as_its_openapi_document_says(live: Live, path: str, meth
             # Every other case on a resource that exists (DELETE may have removed it since: 404).
             known = live.ids[resource]
             case.path_parameters = {**(case.path_parameters or {}), "id": known[turn // 2 % len(known)]}
+        if turn % 3:
+            # Two cases in three get past the control-character check, to reach what is behind it.
+            case.query = without_controls(case.query)
+            if isinstance(case.body, dict | list | str):
+                case.body = without_controls(case.body)
         case.call_and_validate(base_url=live.server.url, headers=headers, checks=CHECKS, timeout=30)
 
     run()
