@@ -242,31 +242,47 @@ def approved_event(
 
 def reject(engine: Engine, row: Any, *, actor: str, now: datetime) -> bool:
     """Mark the held plan `row` rejected (audited); False when it is no longer held."""
-    with transaction(engine) as conn:
-        if not decide(conn, row.id, REJECTED, actor=actor, now=now):
-            return False
-        keep_scim_accounts(conn, row, now)
-        close_alerts(conn, row.tenant_id, "plan_held", now, subject=row.source)
-        plan_event(
-            conn,
-            row.tenant_id,
-            row.tenant,
-            None,
-            action="plan_rejected",
-            actor=actor,
-            detail={"plan": row.id, "source": row.source, "reason": row.reason, "counts": dict(row.counts)},
-            reason=f"rejected by {actor}: nothing of it is applied",
-            correlation_id=row.correlation_id,
-            now=now,
-            webhooks=False,
-        )
-    return True
+    return _close(
+        engine,
+        row,
+        REJECTED,
+        action="plan_rejected",
+        detail={"plan": row.id, "source": row.source, "reason": row.reason, "counts": dict(row.counts)},
+        reason=f"rejected by {actor}: nothing of it is applied",
+        actor=actor,
+        now=now,
+    )
 
 
 def expire(engine: Engine, row: Any, *, actor: str, now: datetime) -> bool:
     """Mark the held plan `row` expired (audited); False when it is no longer held."""
+    return _close(
+        engine,
+        row,
+        EXPIRED,
+        action="plan_expired",
+        detail={"plan": row.id, "source": row.source, "expires": row.expires_at.isoformat()},
+        reason="nobody approved it before it expired: nothing of it is applied",
+        actor=actor,
+        now=now,
+    )
+
+
+def _close(
+    engine: Engine,
+    row: Any,
+    status: str,
+    *,
+    action: str,
+    detail: dict[str, Any],
+    reason: str,
+    actor: str,
+    now: datetime,
+) -> bool:
+    """A held plan ends without being applied (rejected, expired): its accounts stay as they
+    are, its alert closes, and the decision is audited, in one transaction."""
     with transaction(engine) as conn:
-        if not decide(conn, row.id, EXPIRED, actor=actor, now=now):
+        if not decide(conn, row.id, status, actor=actor, now=now):
             return False
         keep_scim_accounts(conn, row, now)
         close_alerts(conn, row.tenant_id, "plan_held", now, subject=row.source)
@@ -275,10 +291,10 @@ def expire(engine: Engine, row: Any, *, actor: str, now: datetime) -> bool:
             row.tenant_id,
             row.tenant,
             None,
-            action="plan_expired",
+            action=action,
             actor=actor,
-            detail={"plan": row.id, "source": row.source, "expires": row.expires_at.isoformat()},
-            reason="nobody approved it before it expired: nothing of it is applied",
+            detail=detail,
+            reason=reason,
             correlation_id=row.correlation_id,
             now=now,
             webhooks=False,
