@@ -171,3 +171,18 @@ def test_a_preview_of_a_lower_module_limit_takes_nobody_s_seat(deployment: Deplo
     assert used > LIMIT
     assert preview["moduleSeats"]["point_of_sale"] == {"before": used, "after": used, "limit": LIMIT}
     assert not any(r["reason"].startswith("seat_limit") for r in preview["refused"])
+
+
+def test_a_module_seat_freed_by_an_archive_goes_to_the_next_person_at_once(deployment: Deployment) -> None:
+    limit_point_of_sale(deployment, LIMIT)
+    sync_json(deployment)
+    accounts = users(deployment)
+    left_out = waiting(accounts)
+    holder = next(s for s in pos_seats(accounts) if "administration" not in accounts[s]["roles"])
+    # No sync: the archive frees the seat, and the re-plan of the waiting gives it right after.
+    archived = bridge(deployment, "users", "archive", holder)
+    assert archived.exit_code == 0, archived.output
+    after = users(deployment)
+    assert after[holder]["status"] == "archived"
+    assert "point_of_sale" in after[left_out[0]]["roles"] and not after[left_out[0]]["leftOut"]
+    assert waiting(after) == left_out[1:] and len(pos_seats(after)) == LIMIT
