@@ -6,6 +6,7 @@ searches, and the WSGI fast lane in front of them. The handlers are in `users`, 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -289,6 +290,10 @@ def register(app: Flask, runtime: Runtime) -> None:
     @bp.route("/", defaults={"rest": ""}, methods=all_methods)
     @bp.route("/<path:rest>", methods=all_methods)
     def unknown(rest: str) -> Response:
+        allowed = next((methods for rule, methods in _METHODS_OF if rule.fullmatch(rest)), None)
+        if allowed is not None:
+            # A method the resource does not take (DELETE on /Users): RFC 9110 15.5.6, not a 404.
+            raise ScimError(405, f"{request.method} is not allowed on {request.path}", headers={"Allow": allowed})
         raise ScimError(404, f"no SCIM endpoint at {request.path}")
 
     app.register_blueprint(bp)
@@ -329,6 +334,14 @@ def _record_request(api: ScimApi, request_log: RequestLog, response: Response, *
             response_body=b"" if response.is_streamed else response.get_data(),
         )
     )
+
+
+# The resource paths the rules above serve, and their methods, for the 405 of any other method.
+_METHODS_OF = (
+    (re.compile(r"(?:Users|Groups)"), "GET, POST"),
+    (re.compile(r"(?:(?:Users|Groups)/)?\.search"), "POST"),
+    (re.compile(r"(?:Users|Groups)/[^/]+"), "GET, PUT, PATCH, DELETE"),
+)
 
 
 def search_params(body: Any) -> dict[str, Any]:

@@ -509,3 +509,17 @@ def test_a_path_no_route_can_match_is_still_a_scim_404(scim: ScimClient) -> None
     # A newline stops werkzeug's path converter: the request never reached the blueprint.
     error(scim.call("GET", "/Schemas/%0Aurn"), 404)
     assert requests.get(f"{scim.server.url}/nothing/%0A", timeout=30).status_code == 404
+
+
+def test_a_method_a_resource_does_not_take_is_405_with_allow(scim: ScimClient) -> None:
+    user = new_user(scim, "allow")
+    for method, path, allowed in (
+        ("DELETE", "/Users", "GET, POST"),
+        ("PUT", "/Groups", "GET, POST"),
+        ("POST", f"/Users/{user['id']}", "GET, PUT, PATCH, DELETE"),
+        ("GET", "/.search", "POST"),
+    ):
+        response = scim.call(method, path)
+        error(response, 405)
+        assert response.headers["Allow"] == allowed
+    error(scim.call("GET", "/Users/"), 404)
