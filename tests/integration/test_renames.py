@@ -247,3 +247,22 @@ def test_other_tenants_of_the_server_rename_in_place(recreating_server: ScimServ
 
 
 ACCOUNT_EXT = "urn:bridge:params:scim:schemas:extension:2.0:Account"
+
+
+def test_a_csv_export_with_a_changed_address_recreates_the_account(tmp_path: Any, db_url: str) -> None:
+    # The staff export's userName is its mail column: a corrected address is a new login.
+    from tests.integration.test_sync_csv import CsvDeployment
+
+    d = CsvDeployment(tmp_path, db_url)
+    text = d.config.read_text(encoding="utf-8")
+    text = text.replace('mappings = "staff.toml"\n', 'mappings = "staff.toml"\nuser_name_changes = "recreate"\n', 1)
+    d.config.write_text(text, encoding="utf-8")
+    assert d.sync()["exit"] == 0
+    old_mail, new_mail = "theo.lefevre@example.org", "theo.lefevre-martin@example.org"
+    raw = d.csv.read_bytes().replace(old_mail.encode("cp1252"), new_mail.encode("cp1252"))
+    d.csv.write_bytes(raw)
+    summary = d.sync()
+    assert (summary["exit"], summary["created"], summary["archived"]) == (0, 1, 1)
+    users = d.users()
+    assert users[old_mail]["status"] == "archived" and users[new_mail]["status"] != "archived"
+    assert users[old_mail]["id"] != users[new_mail]["id"]
