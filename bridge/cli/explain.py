@@ -40,4 +40,12 @@ def explain(state: State, user: str, tenant: str | None, as_json: bool) -> None:
             limit = m["limit"] if m["limit"] is not None else "no limit"
             seat = "a seat" if m["seat"] else "no seat"
             click.echo(f"  {module_id} ({m['title']}): {seat}; {m['used']} used of {limit}")
+    hours = data["loginHours"]
+    click.echo("login hours:" + ("" if hours or data["loginHoursEntries"] else " any time"))
+    for entry in data["loginHoursEntries"]:
+        mark = "MATCH" if entry["matched"] else "  -  "
+        click.echo(f"  {mark} {entry['entry']} -> {entry['days']} {entry['hours']} {entry['time_zone']}")
+    if hours and "logonHours" in hours:
+        windows = ", ".join(f"{w['days']} {w['hours']}" for w in hours["logonHours"]) or "no hour at all"
+        click.echo(f"  AD logonHours (UTC): {windows}")
     click.echo(f"status: {data['statusReason']}")

@@ -70,6 +70,7 @@ _AD_USER_ATTRIBUTES = (
     "primaryGroupID",
     "objectSid",
     "sAMAccountType",
+    "logonHours",  # when the person may sign in (bridge/core/login_hours.py)
     "memberOf",
 )
 _OPENLDAP_USER_ATTRIBUTES = ("pwdAccountLockedTime", "nsAccountLock", "memberOf")
@@ -543,6 +544,9 @@ class LdapSource:
                 s.email_attribute,
                 ",".join(sorted(s.keep_attributes)),
                 ",".join(f"{k}={v}" for k, v in sorted(s.attribute_map.items())),
+                # AD users are read with logonHours since issue 19: the first delta after that
+                # change is a full run, so every person's hours arrive, not only the changed ones'.
+                *(["logonhours"] if self.flavor == "ad" else []),
             ]
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -56,6 +56,7 @@ BINARY_ATTRIBUTES = frozenset(
         "objectguid",
         "objectsid",
         "sidhistory",
+        "logonhours",  # 21 bytes; all zeros ("never") would decode as UTF-8
         "ms-ds-consistencyguid",
         "msds-consistencyguid",
         "msexchmailboxguid",

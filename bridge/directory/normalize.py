@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from bridge.core.dn import normalize_dn
+from bridge.core.login_hours import LOGON_HOURS_ATTRIBUTE, LOGON_HOURS_BYTES
 from bridge.core.model import Snapshot, SourceGroup, SourceUser
 from bridge.directory.values import (
     FILETIME_NEVER,
@@ -322,7 +323,12 @@ class _Collector:
         self.anchor_attribute = settings.anchor_attribute or ""
         self.user_name_attribute = settings.user_name_attribute or ""
         self.email_attribute = settings.email_attribute
-        self.kept = tuple((name, settings.attribute_map.get(name, name)) for name in settings.keep_attributes)
+        self.kept = tuple(
+            (name, settings.attribute_map.get(name, name))
+            for name in settings.keep_attributes
+            # Binary: read by _logon_hours, never decoded as text.
+            if not (self.flavor == "ad" and name == LOGON_HOURS_ATTRIBUTE)
+        )
         self.users: dict[str, _PendingUser] = {}
         self.user_links: dict[str, _UserLinks] = {}
         self.uids: dict[str, str] = {}  # anchor -> uid, when userName is another attribute
@@ -392,6 +398,10 @@ class _Collector:
             values = attributes.get(source_name)
             if values:
                 kept[target_name] = _texts(values)
+        if self.flavor == "ad":
+            logon_hours = self._logon_hours(dn, attributes)
+            if logon_hours is not None:
+                kept[LOGON_HOURS_ATTRIBUTE] = (logon_hours,)
         self.users[anchor] = (
             user_name,
             _first(attributes, self.email_attribute),
@@ -423,6 +433,23 @@ class _Collector:
             member_of_dns = tuple(shared.setdefault(v, v) for v in _texts(member_of or ()))
             self.user_links[anchor] = _UserLinks(dn, member_of_dns, primary_group_id, domain_sid)
         return True
+
+    def _logon_hours(self, dn: str, attributes: Mapping[str, Sequence[str | bytes]]) -> str | None:
+        """AD's `logonHours` as 42 hex digits (the core decodes it: bridge/core/login_hours.py),
+        or None when absent. Binary, so never through `text_of`: its UTF-8 "replace" would turn
+        most bytes into U+FFFD. A value of the wrong length is left out with a warning (no
+        restriction: the person's hours cannot be told)."""
+        values = _values(attributes, LOGON_HOURS_ATTRIBUTE)
+        if not values:
+            return None
+        value = values[0]
+        raw = value.encode("utf-8") if isinstance(value, str) else bytes(value)  # decoded by chance
+        if len(raw) != LOGON_HOURS_BYTES:
+            self.report.warnings.append(
+                f"{dn}: logonHours has {len(raw)} bytes, not {LOGON_HOURS_BYTES}; ignored (no login hours restriction)"
+            )
+            return None
+        return raw.hex()
 
     def _add_group(self, anchor: str, dn: str, attributes: Mapping[str, Sequence[str | bytes]]) -> bool:
         report = self.report

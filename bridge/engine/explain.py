@@ -103,6 +103,16 @@ def explain_account(runtime: Runtime, tenant_name: str, user: str) -> dict[str, 
         because = rule_matches(rule, subject.user, groups)
         via = because.split(" (", 1)[1].rstrip(")") if because and " (member of " in because else None
         rules.append({"rule": rule.describe(), "roles": list(rule.roles), "matched": because is not None, "via": via})
+    # The [[login_hours]] entries against this person; `loginHours` (below) is what the last plan
+    # stored, which verify-password checks.
+    hour_entries = [
+        {
+            "entry": entry.matcher.describe(),
+            "matched": rule_matches(entry.matcher, subject.user, groups) is not None,
+            **entry.window.to_json(),
+        }
+        for entry in mapping.login_hours
+    ]
 
     user_type = decide_user_type(subject.user, groups, mapping)
     if user_type == "external":
@@ -198,4 +208,6 @@ def explain_account(runtime: Runtime, tenant_name: str, user: str) -> dict[str, 
             }
             for m in mapping.modules.values()
         },
+        "loginHoursEntries": hour_entries,
+        "loginHours": account.login_hours or None,
     }

@@ -59,6 +59,13 @@ def test_verify_password_refuses_a_correct_password_outside_the_login_hours(site
     shown = restrict_alice(site, outside)
     assert shown["loginHours"] == {"mapping": [{"days": "mon-sun", "hours": outside, "time_zone": "UTC"}]}
     assert check(site, token, "agarnier", PASSWORD).json() == {"valid": False, "reason": "outside_login_hours"}
+    explained = json.loads(bridge(site.deployment, "explain", "agarnier", "--json").output)
+    assert explained["loginHours"] == shown["loginHours"]
+    assert explained["loginHoursEntries"] == [
+        {"entry": 'login_hours 1: attribute employeenumber = "1001"', "matched": True, "days": "mon-sun"}
+        | {"hours": outside, "time_zone": "UTC"}
+    ]
+    assert "MATCH login_hours 1" in bridge(site.deployment, "explain", "agarnier").output
     # A wrong password keeps its plain answer: the reason is only for someone who knows it.
     assert check(site, token, "agarnier", PASSWORD + "x").json() == {"valid": False}
     # The change is audited as an update of the account.

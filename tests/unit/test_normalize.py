@@ -674,3 +674,35 @@ def test_the_ldap_source_has_no_decoder_of_its_own() -> None:
 
     assert ldap_source.decode_anchor is normalize.decode_anchor
     assert not hasattr(ldap_source, "_anchor_text") and not hasattr(ldap_source, "_strip_uid")
+
+
+# --- logonHours (issue 19) ------------------------------------------------------------------
+
+
+def test_ad_logon_hours_are_kept_as_hex_bytes_whatever_the_reader_gave() -> None:
+    from bridge.core.login_hours import encode_logon_hours
+    from bridge.directory.ldif import parse_ldif
+
+    raw = encode_logon_hours([(day, 8, 17) for day in range(5)])
+    user = only_user([ad_user("alice", 1, logonhours=[raw])])
+    assert user.attributes["logonhours"] == (raw.hex(),)
+    # All zeros ("never") is valid UTF-8: an LDIF reader must still hand over the bytes.
+    text = (
+        "dn: CN=Bob,OU=Staff,DC=corp,DC=example\nobjectClass: user\nsAMAccountName: bob\n"
+        "objectGUID:: AAAAAAAAAAAAAAAAAAAAAg==\nlogonHours:: AAAAAAAAAAAAAAAAAAAAAAAAAAAA\n"
+    )
+    ((dn, attributes),) = [(e.dn, e.attributes) for e in parse_ldif(text, "t.ldif")]
+    assert attributes["logonhours"] == [bytes(21)]
+    assert only_user([(dn, attributes)]).attributes["logonhours"] == ("00" * 21,)
+
+
+def test_an_ad_logon_hours_of_the_wrong_length_is_a_warning_and_no_restriction() -> None:
+    snapshot, report = build_snapshot([ad_user("alice", 1, logonhours=[b"\xff" * 20])], AD, NOW)
+    (user,) = snapshot.users.values()
+    assert "logonhours" not in user.attributes
+    assert any("logonHours has 20 bytes" in w for w in report.warnings)
+
+
+def test_openldap_entries_keep_no_logon_hours() -> None:
+    user = only_user([person("alice", 1, logonhours=[b"\xff" * 21])], OPENLDAP)
+    assert "logonhours" not in user.attributes
