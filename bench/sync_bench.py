@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/sync_bench.py                      # 100k users, 1k groups (about 4 min)
     .venv/bin/python bench/sync_bench.py --users 10000 --groups 100
+    .venv/bin/python bench/sync_bench.py --postgres           # the same into PostgreSQL (--store both)
+    .venv/bin/python bench/sync_bench.py --curve --store both # 10k / 100k / 1M (about 40 min)
 
 One command, prints a table (`--json FILE` also writes the figures). What it does:
 1. Generates users and groups (each user in about 3 groups, as in the recipe's gen.py) and loads
@@ -16,6 +18,17 @@ One command, prints a table (`--json FILE` also writes the figures). What it doe
    - full sync (first: every account, audit event and activation mail is written), a second full
      sync with nothing changed, a delta with nothing changed, and a delta after 1% of the users
      changed (their `title` and `mail`, written with ldapmodify, untimed).
+The store is SQLite (a file in the temp dir) or, with `--postgres`, a database of a throwaway
+PostgreSQL cluster (tests/fixtures/postgres.py; fsync off, as in the tests); `--store both` runs
+the whole bench once per store.
+
+`--curve` (the million-user curve, docs/benchmarks.md): for each of `--sizes` (10k, 100k, 1M
+users, with users/100 groups), one slapd loaded as above and warmed with one `ldapsearch` (the C
+client: an untimed ldap3 dump of a million entries would take minutes), one timed raw dump, then
+per store a fresh database, its first full sync and a no-change delta. The table shows each first
+sync against the size before (x10 users each step: linear is 10) and its peak RSS.
+The mapping grants `member` through the first half of the groups and `reports` through the last
+tenth, whatever their count, so the same share of people holds each role at every size.
 The machine is shared and noisy: compare the ratios to the raw dump of the same run.
 """
 
@@ -46,13 +59,23 @@ title = "Reports"
 billable = false
 
 [[rules]]
-group_pattern = "^group0[0-4]"
+group_pattern = "^group{zeros}[0-4]"
 roles = ["member"]
 
 [[rules]]
-group_pattern = "^group09"
+group_pattern = "^group{zeros}9"
 roles = ["reports"]
 """
+
+
+def mapping(g: int) -> str:
+    """The first half of the groups grant member, the last tenth reports, whatever their count
+    (a power of ten, 10 to 10,000; group names have 4 digits): the same share of people holds
+    each role at every size. 1,000 groups: ^group0[0-4] and ^group09, as before."""
+    digits = len(str(g - 1)) if g > 1 else 1
+    if g not in (10, 100, 1_000, 10_000):
+        digits = 3  # any other count: the 1,000-group patterns
+    return MAPPING.format(zeros="0" * (4 - digits))
 
 
 def groups_of(i: int, g: int) -> list[int]:
@@ -89,11 +112,12 @@ def generate(path: Path, n: int, g: int) -> None:
             w("\n")
 
 
-def write_config(root: Path, url: str) -> Path:
-    (root / "mapping.toml").write_text(MAPPING)
+def write_config(root: Path, url: str, groups: int, database_url: str | None = None) -> Path:
+    (root / "mapping.toml").write_text(mapping(groups))
     config = root / "bridge.toml"
+    database_url = database_url or f"sqlite:///{root / 'bridge.db'}"
     config.write_text(
-        f'[database]\nurl = "sqlite:///{root / "bridge.db"}"\n\n'
+        f'[database]\nurl = "{database_url}"\n\n'
         '[[tenants]]\nname = "bench"\nmappings = "mapping.toml"\n\n'
         f'[[sources]]\nname = "dir"\ntenant = "bench"\nkind = "ldap"\nflavor = "openldap"\nurl = "{url}"\n'
         f'bind_dn = "cn=admin,{BASE}"\nbind_password_env = "{PASSWORD_ENV}"\n'
@@ -182,10 +206,103 @@ def change_users(slapd: Any, n: int, count: int) -> None:
     slapd.add_ldif("\n".join(records))
 
 
+class Directory:
+    """A throwaway slapd loaded with `users` users and `groups` groups (generated, slapadd -q)."""
+
+    def __init__(self, root: Path, users: int, groups: int) -> None:
+        from tests.fixtures.slapd import Slapd
+
+        self.users, self.groups = users, groups
+        ldif = root / f"data-{users}.ldif"
+        t0 = time.perf_counter()
+        generate(ldif, users, groups)
+        # about 2.5 KB of mdb per user with these indexes (2.4 GB at 1M): room for growth too
+        self.slapd = Slapd(maxsize=max(4 << 30, users * 8192))
+        try:
+            self.slapd.slapadd(ldif)
+            ldif.unlink()
+            self.slapd.start()
+            # slapadd bypasses syncprov, which keeps contextCSN (the delta bookmark) from its
+            # first online write on: one write, as any production server has had.
+            self.slapd.add_ldif(f"dn: ou=former,{BASE}\nchangetype: modify\nreplace: description\ndescription: x\n")
+        except BaseException:
+            self.slapd.close()
+            raise
+        self.load_seconds = time.perf_counter() - t0
+        print(f"generated and loaded {users} users, {groups} groups in {self.load_seconds:.1f}s", file=sys.stderr)
+
+    @property
+    def url(self) -> str:
+        return str(self.slapd.url)
+
+    def warm(self) -> None:
+        """slapd's first read after slapadd pays for cold pages (measured 24 s warm, 45 s cold at
+        100k): one read with the C client (a few seconds, where an ldap3 dump of a million users
+        takes minutes), so that the baseline and bridge both read a warm server."""
+        from tests.fixtures.slapd import find_tool
+
+        tool = find_tool("ldapsearch")
+        assert tool is not None, "ldapsearch not found (apt-get install ldap-utils)"
+        for base in (f"ou=people,{BASE}", f"ou=groups,{BASE}"):
+            command = [tool, "-x", "-LLL", "-H", self.url, "-D", f"cn=admin,{BASE}", "-w", "secret", "-b", base]
+            command += ["-E", "pr=1000/noprompt", "(objectClass=*)", "*", "+"]
+            subprocess.run(command, stdout=subprocess.DEVNULL, check=True)
+
+    def close(self) -> None:
+        self.slapd.close()
+
+
+class Databases:
+    """Empty bridge databases: SQLite files under `root`, or databases of one throwaway
+    PostgreSQL cluster (tests/fixtures/postgres.py) started on first use."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.pg: Any = None
+        self.count = 0
+
+    def new(self, store: str) -> str:
+        self.count += 1
+        if store == "sqlite":
+            return f"sqlite:///{self.root / f'bridge-{self.count}.db'}"
+        from tests.fixtures.postgres import PgServer, _connect_admin
+
+        if self.pg is None:
+            self.pg = PgServer()
+            self.pg.start()
+        name = f"bench_{self.count}"
+        with _connect_admin(self.pg.cluster) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return str(self.pg.cluster.url(name))
+
+    def close(self) -> None:
+        if self.pg is not None:
+            self.pg.close()
+
+
+def prepare(root: Path, directory: Directory, database_url: str) -> Path:
+    """A config reading `directory` into `database_url`, and its schema."""
+    from click.testing import CliRunner
+
+    from bridge.cli import main as bridge_main
+
+    sub = Path(tempfile.mkdtemp(dir=root))
+    config = write_config(sub, directory.url, directory.groups, database_url)
+    upgrade = CliRunner().invoke(bridge_main, ["--config", str(config), "db", "upgrade"])
+    assert upgrade.exit_code == 0, upgrade.output
+    return config
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=100_000)
-    parser.add_argument("--groups", type=int, default=1_000)
+    parser.add_argument("--groups", type=int, default=None, help="default: 1,000, or users/100 past 100,000")
+    parser.add_argument(
+        "--store", choices=["sqlite", "postgres", "both"], default="sqlite", help="the store bridge writes to"
+    )
+    parser.add_argument("--postgres", action="store_const", const="postgres", dest="store", help="--store postgres")
+    parser.add_argument("--curve", action="store_true", help="the million-user curve (see the docstring)")
+    parser.add_argument("--sizes", default="10000,100000,1000000", help="user counts of --curve")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
@@ -194,32 +311,25 @@ def main() -> None:
     if args.phase:
         run_phase(args)
         return
+    if args.groups is None:
+        args.groups = max(args.users // 100, 1_000)
+    stores = ["sqlite", "postgres"] if args.store == "both" else [args.store]
+    if args.curve:
+        curve(args, stores)
+    else:
+        for store in stores:
+            single(args, store)
 
-    from click.testing import CliRunner
 
-    from bridge.cli import main as bridge_main
-    from tests.fixtures.slapd import Slapd
-
+def single(args: argparse.Namespace, store: str) -> None:
     rows: list[tuple[str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="bridge-sync-bench-") as tmp:
         root = Path(tmp)
-        ldif = root / "data.ldif"
-        t0 = time.perf_counter()
-        generate(ldif, args.users, args.groups)
-        slapd = Slapd()
+        directory = Directory(root, args.users, args.groups)
+        databases = Databases(root)
         try:
-            slapd.slapadd(ldif)
-            slapd.start()
-            # slapadd bypasses syncprov, which keeps contextCSN (the delta bookmark) from its
-            # first online write on: one write, as any production server has had.
-            slapd.add_ldif(f"dn: ou=former,{BASE}\nchangetype: modify\nreplace: description\ndescription: x\n")
-            load = time.perf_counter() - t0
-            print(f"generated and loaded {args.users} users, {args.groups} groups in {load:.1f}s", file=sys.stderr)
-            config = write_config(root, slapd.url)
-            upgrade = CliRunner().invoke(bridge_main, ["--config", str(config), "db", "upgrade"])
-            assert upgrade.exit_code == 0, upgrade.output
-            # slapd's first read after slapadd pays for cold pages (measured 24 s warm, 45 s cold
-            # at 100k): an untimed read first, so the baseline and bridge both read a warm server.
+            config = prepare(root, directory, databases.new(store))
+            directory.warm()
             child(config, "raw")
             for label, phase in (
                 ("raw ldap3 paged dump (baseline)", "raw"),
@@ -230,7 +340,7 @@ def main() -> None:
                 rows.append((label, child(config, phase)))
                 print(f"  {label}: {rows[-1][1]['seconds']:.2f}s", file=sys.stderr)
             changed = max(args.users // 100, 1)
-            change_users(slapd, args.users, changed)
+            change_users(directory.slapd, args.users, changed)
             rows.append((f"delta after {changed} users (1%) changed", child(config, "delta")))
             print(f"  {rows[-1][0]}: {rows[-1][1]['seconds']:.2f}s", file=sys.stderr)
             # The same dump again at the end: on a shared machine one reading of the baseline
@@ -238,17 +348,90 @@ def main() -> None:
             rows.append(("raw ldap3 paged dump, again", child(config, "raw")))
             print(f"  {rows[-1][0]}: {rows[-1][1]['seconds']:.2f}s", file=sys.stderr)
         finally:
-            slapd.close()
+            directory.close()
+            databases.close()
 
     baseline = (rows[0][1]["seconds"] + rows[-1][1]["seconds"]) / 2
-    print(f"\nDirectory sync, {args.users:,} users / {args.groups:,} groups, slapd on loopback, SQLite store")
+    names = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
+    print(f"\nDirectory sync, {args.users:,} users / {args.groups:,} groups, slapd on loopback, {names[store]} store")
     print(f"(x raw: against the mean of the two raw dumps, {baseline:.2f} s)")
     print(f"{'phase':<42} {'seconds':>8} {'x raw':>6} {'peak RSS MB':>12}  detail")
     for label, r in rows:
         ratio = r["seconds"] / baseline
         print(f"{label:<42} {r['seconds']:>8.2f} {ratio:>6.2f} {r['peak_rss_mb']:>12.0f}  {r['detail']}")
     if args.json:
-        args.json.write_text(json.dumps({"users": args.users, "groups": args.groups, "phases": dict(rows)}, indent=2))
+        path = args.json if args.store != "both" else args.json.with_suffix(f".{store}.json")
+        out = {"users": args.users, "groups": args.groups, "store": store, "phases": dict(rows)}
+        path.write_text(json.dumps(out, indent=2))
+
+
+def curve(args: argparse.Namespace, stores: list[str]) -> None:
+    """Per size (users/100 groups, at least 100): load slapd, warm it, one raw dump, then for each
+    store a fresh database, its first full sync and a no-change delta. One slapd at a time."""
+    sizes = [int(x) for x in args.sizes.split(",")]
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bridge-sync-curve-") as tmp:
+        root = Path(tmp)
+        databases = Databases(root)
+        try:
+            for users in sizes:
+                groups = max(users // 100, 100)
+                directory = Directory(root, users, groups)
+                try:
+                    directory.warm()
+                    config = prepare(root, directory, databases.new(stores[0]))
+                    raw = child(config, "raw")
+                    print(f"  {users}: raw {raw['seconds']:.2f}s", file=sys.stderr)
+                    for store in stores:
+                        if store != stores[0]:
+                            config = prepare(root, directory, databases.new(store))
+                        first = child(config, "full")
+                        print(f"  {users} {store}: first full sync {first['seconds']:.2f}s", file=sys.stderr)
+                        delta = child(config, "delta")
+                        results.append(
+                            {
+                                "users": users,
+                                "groups": groups,
+                                "store": store,
+                                "load_seconds": directory.load_seconds,
+                                "raw": raw,
+                                "first": first,
+                                "delta": delta,
+                            }
+                        )
+                finally:
+                    directory.close()
+        finally:
+            databases.close()
+    print_curve(results, sizes, stores)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+def print_curve(results: list[dict[str, Any]], sizes: list[int], stores: list[str]) -> None:
+    names = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
+    print("\nThe million-user curve: first full sync per size (slapd on loopback)")
+    print(
+        f"| {'users / groups':<18} | {'store':<10} | {'raw dump s':>10} | {'first sync s':>12} | {'x raw':>5} "
+        f"| {'x prev size':>11} | {'µs/user':>7} | {'peak RSS MB':>11} | {'no-change delta s':>17} | steps (s)"
+    )
+    print(
+        f"|{'-' * 20}|{'-' * 12}|{'-' * 11}:|{'-' * 13}:|{'-' * 6}:|{'-' * 12}:|{'-' * 8}:|{'-' * 12}:|{'-' * 18}:|---"
+    )
+    previous: dict[str, dict[str, Any]] = {}
+    for r in results:
+        first, store = r["first"], r["store"]
+        prev = previous.get(store)
+        growth = f"{first['seconds'] / prev['first']['seconds']:.2f}" if prev else "-"
+        steps = " ".join(f"{k} {v:.1f}" for k, v in first.get("steps", {}).items())
+        print(
+            f"| {r['users']:>9,} / {r['groups']:>6,} | {names[store]:<10} | {r['raw']['seconds']:>10.1f} "
+            f"| {first['seconds']:>12.1f} | {first['seconds'] / r['raw']['seconds']:>5.2f} | {growth:>11} "
+            f"| {first['seconds'] / r['users'] * 1e6:>7.0f} | {first['peak_rss_mb']:>11.0f} "
+            f"| {r['delta']['seconds']:>17.2f} | {steps}"
+        )
+        previous[store] = r
+    print("(x prev size: the first sync's time against the size before; x10 users each step)")
 
 
 if __name__ == "__main__":
