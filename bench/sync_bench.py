@@ -16,8 +16,14 @@ One command, prints a table (`--json FILE` also writes the figures). What it doe
      so that slapd's cache is warm for every timed phase, and once more at the end: the ratios
      use the mean of the two timed dumps);
    - full sync (first: every account, audit event and activation mail is written), a second full
-     sync with nothing changed, a delta with nothing changed, and a delta after 1% of the users
-     changed (their `title` and `mail`, written with ldapmodify, untimed).
+     sync with nothing changed, a delta with nothing changed, a delta after 1% of the users
+     changed (their `title` and `mail`, written with ldapmodify, untimed), and a delta that reads
+     every entry (the stored bookmark moved before the load, untimed: what a delta inside the
+     clock-overlap window does on a server without syncprov, or on AD after a script touched
+     every user's uSNChanged).
+`--lean`: users carry only uid, cn, sn, givenName, mail, departmentNumber and memberOf (the
+mapping gains a rule on departmentNumber, so the sync and the raw dump request it).
+`BRIDGE_BENCH_PROFILE=FILE` in a `--phase` child writes a cProfile of the sync there instead.
 The store is SQLite (a file in the temp dir) or, with `--postgres`, a database of a throwaway
 PostgreSQL cluster (tests/fixtures/postgres.py; fsync off, as in the tests); `--store both` runs
 the whole bench once per store.
@@ -66,6 +72,17 @@ roles = ["member"]
 group_pattern = "^group{zeros}9"
 roles = ["reports"]
 """
+# --lean: the mapping also reads departmentNumber, which the lean entries carry.
+LEAN_RULE = """
+[[rules]]
+attribute = "departmentNumber"
+equals = "D7"
+roles = ["reports"]
+"""
+# A bookmark from before any entry was written: the next delta reads every entry, as a delta
+# inside the clock-overlap window does on a server without syncprov, or one on AD after a
+# script touched every user's uSNChanged.
+REWOUND_MARK = "csn:20000101000000.000000Z#000000#000#000000"
 
 
 def mapping(g: int) -> str:
@@ -86,8 +103,9 @@ def groups_of(i: int, g: int) -> list[int]:
     return out
 
 
-def generate(path: Path, n: int, g: int) -> None:
-    """The recipe's gen.py, offline mode (users carry memberOf), without the base entries."""
+def generate(path: Path, n: int, g: int, lean: bool = False) -> None:
+    """The recipe's gen.py, offline mode (users carry memberOf), without the base entries.
+    `lean`: users carry uid, cn, sn, givenName, mail, departmentNumber and memberOf only."""
     members: list[list[int]] = [[] for _ in range(g)]
     for i in range(n):
         for x in groups_of(i, g):
@@ -96,9 +114,10 @@ def generate(path: Path, n: int, g: int) -> None:
         w = f.write
         w(f"dn: ou=former,{BASE}\nobjectClass: organizationalUnit\nou: former\n\n")
         for i in range(n):
+            extra = f"departmentNumber: D{i % 10}\n" if lean else f"employeeNumber: {i}\n"
             w(
                 f"dn: uid=user{i:06d},ou=people,{BASE}\nobjectClass: inetOrgPerson\nuid: user{i:06d}\n"
-                f"cn: User {i}\ngivenName: User\nsn: N{i}\nmail: user{i:06d}@example.org\nemployeeNumber: {i}\n"
+                f"cn: User {i}\ngivenName: User\nsn: N{i}\nmail: user{i:06d}@example.org\n{extra}"
             )
             for x in groups_of(i, g):
                 w(f"memberOf: cn=group{x:04d},ou=groups,{BASE}\n")
@@ -112,8 +131,8 @@ def generate(path: Path, n: int, g: int) -> None:
             w("\n")
 
 
-def write_config(root: Path, url: str, groups: int, database_url: str | None = None) -> Path:
-    (root / "mapping.toml").write_text(mapping(groups))
+def write_config(root: Path, url: str, groups: int, database_url: str | None = None, lean: bool = False) -> Path:
+    (root / "mapping.toml").write_text(mapping(groups) + (LEAN_RULE if lean else ""))
     config = root / "bridge.toml"
     database_url = database_url or f"sqlite:///{root / 'bridge.db'}"
     config.write_text(
@@ -142,7 +161,7 @@ def phase_raw(config_path: Path) -> dict[str, Any]:
     server = Server(cfg.get("url"), get_info=NONE)
     conn = Connection(server, cfg.get("bind_dn"), cfg.secret("bind_password"), auto_bind=True, auto_referrals=False)
     entries = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for base, filter_, attributes in (
         (cfg.get("user_base"), source.user_filter, source.user_attributes),
         (cfg.get("group_base"), source.group_filter, source.group_attributes),
@@ -152,9 +171,9 @@ def phase_raw(config_path: Path) -> dict[str, Any]:
         ):
             if e["type"] == "searchResEntry":
                 entries += bool(e["dn"]) and bool(e["raw_attributes"])
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     conn.unbind()
-    return {"seconds": seconds, "detail": f"{entries} entries"}
+    return {"seconds": seconds, "cpu_seconds": cpu, "detail": f"{entries} entries"}
 
 
 def phase_sync(config_path: Path, mode: str) -> dict[str, Any]:
@@ -164,15 +183,27 @@ def phase_sync(config_path: Path, mode: str) -> dict[str, Any]:
 
     config = load_config(config_path)
     engine = make_engine(config.database_url)
-    t0 = time.perf_counter()
+    if os.environ.get("BRIDGE_BENCH_PROFILE"):
+        import cProfile
+
+        profile = cProfile.Profile()
+        profile.enable()
+        try:
+            run_sync(config, engine, "dir", mode=mode)
+        finally:
+            profile.disable()
+            profile.dump_stats(os.environ["BRIDGE_BENCH_PROFILE"])
+        return {"seconds": 0.0, "cpu_seconds": 0.0, "detail": "profiled", "steps": {}}
+    t0, c0 = time.perf_counter(), time.process_time()
     result = run_sync(config, engine, "dir", mode=mode)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     if result.aborted:
         raise SystemExit(f"sync aborted: {result.reason}")
     counts = {k: v for k, v in result.counts.items() if v}
     steps = " ".join(f"{k} {v:.1f}" for k, v in result.timings.items())
     detail = f"{result.mode}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
-    return {"seconds": seconds, "detail": detail + (f" [s: {steps}]" if steps else ""), "steps": result.timings}
+    detail += f" [s: {steps}]" if steps else ""
+    return {"seconds": seconds, "cpu_seconds": cpu, "detail": detail, "steps": result.timings}
 
 
 def run_phase(args: argparse.Namespace) -> None:
@@ -206,16 +237,35 @@ def change_users(slapd: Any, n: int, count: int) -> None:
     slapd.add_ldif("\n".join(records))
 
 
+def rewind_bookmark(config_path: Path) -> None:
+    """Move the stored delta bookmark before every entry's change stamp (REWOUND_MARK)."""
+    from datetime import UTC, datetime
+
+    from bridge.config import load_config
+    from bridge.store.db import make_engine, transaction
+    from bridge.store.delta import load_bookmark, save_bookmark
+    from bridge.store.tenants import get_tenant
+
+    engine = make_engine(load_config(config_path).database_url)
+    with transaction(engine) as conn:
+        tenant = get_tenant(conn, "bench")
+        state = load_bookmark(conn, tenant.id, "dir")
+        assert state.get("mark"), state
+        values = {k: v or "" for k, v in state.items()}
+        save_bookmark(conn, tenant.id, "dir", {**values, "mark": REWOUND_MARK}, datetime.now(UTC))
+    engine.dispose()
+
+
 class Directory:
     """A throwaway slapd loaded with `users` users and `groups` groups (generated, slapadd -q)."""
 
-    def __init__(self, root: Path, users: int, groups: int) -> None:
+    def __init__(self, root: Path, users: int, groups: int, lean: bool = False) -> None:
         from tests.fixtures.slapd import Slapd
 
-        self.users, self.groups = users, groups
+        self.users, self.groups, self.lean = users, groups, lean
         ldif = root / f"data-{users}.ldif"
         t0 = time.perf_counter()
-        generate(ldif, users, groups)
+        generate(ldif, users, groups, lean)
         # about 2.5 KB of mdb per user with these indexes (2.4 GB at 1M): room for growth too
         self.slapd = Slapd(maxsize=max(4 << 30, users * 8192))
         try:
@@ -287,7 +337,7 @@ def prepare(root: Path, directory: Directory, database_url: str) -> Path:
     from bridge.cli import main as bridge_main
 
     sub = Path(tempfile.mkdtemp(dir=root))
-    config = write_config(sub, directory.url, directory.groups, database_url)
+    config = write_config(sub, directory.url, directory.groups, database_url, directory.lean)
     upgrade = CliRunner().invoke(bridge_main, ["--config", str(config), "db", "upgrade"])
     assert upgrade.exit_code == 0, upgrade.output
     return config
@@ -301,6 +351,11 @@ def main() -> None:
         "--store", choices=["sqlite", "postgres", "both"], default="sqlite", help="the store bridge writes to"
     )
     parser.add_argument("--postgres", action="store_const", const="postgres", dest="store", help="--store postgres")
+    parser.add_argument(
+        "--lean",
+        action="store_true",
+        help="users with uid, cn, sn, givenName, mail, departmentNumber and memberOf only",
+    )
     parser.add_argument("--curve", action="store_true", help="the million-user curve (see the docstring)")
     parser.add_argument("--sizes", default="10000,100000,1000000", help="user counts of --curve")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
@@ -325,7 +380,7 @@ def single(args: argparse.Namespace, store: str) -> None:
     rows: list[tuple[str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="bridge-sync-bench-") as tmp:
         root = Path(tmp)
-        directory = Directory(root, args.users, args.groups)
+        directory = Directory(root, args.users, args.groups, args.lean)
         databases = Databases(root)
         try:
             config = prepare(root, directory, databases.new(store))
@@ -343,6 +398,9 @@ def single(args: argparse.Namespace, store: str) -> None:
             change_users(directory.slapd, args.users, changed)
             rows.append((f"delta after {changed} users (1%) changed", child(config, "delta")))
             print(f"  {rows[-1][0]}: {rows[-1][1]['seconds']:.2f}s", file=sys.stderr)
+            rewind_bookmark(config)
+            rows.append(("delta reading every entry", child(config, "delta")))
+            print(f"  {rows[-1][0]}: {rows[-1][1]['seconds']:.2f}s", file=sys.stderr)
             # The same dump again at the end: on a shared machine one reading of the baseline
             # moved between 21 and 45 s; the ratios use the mean of the two.
             rows.append(("raw ldap3 paged dump, again", child(config, "raw")))
@@ -353,15 +411,22 @@ def single(args: argparse.Namespace, store: str) -> None:
 
     baseline = (rows[0][1]["seconds"] + rows[-1][1]["seconds"]) / 2
     names = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
-    print(f"\nDirectory sync, {args.users:,} users / {args.groups:,} groups, slapd on loopback, {names[store]} store")
+    kind = "lean entries" if args.lean else "bench entries"
+    print(
+        f"\nDirectory sync, {args.users:,} users / {args.groups:,} groups ({kind}), slapd on loopback, "
+        f"{names[store]} store"
+    )
     print(f"(x raw: against the mean of the two raw dumps, {baseline:.2f} s)")
-    print(f"{'phase':<42} {'seconds':>8} {'x raw':>6} {'peak RSS MB':>12}  detail")
+    # CPU seconds of the phase's own process (all its threads; slapd and SQLite's I/O waits are
+    # not in them): steadier than wall time when other work shares the machine.
+    print(f"{'phase':<42} {'seconds':>8} {'x raw':>6} {'CPU s':>6} {'peak RSS MB':>12}  detail")
     for label, r in rows:
         ratio = r["seconds"] / baseline
-        print(f"{label:<42} {r['seconds']:>8.2f} {ratio:>6.2f} {r['peak_rss_mb']:>12.0f}  {r['detail']}")
+        cpu = r["cpu_seconds"]
+        print(f"{label:<42} {r['seconds']:>8.2f} {ratio:>6.2f} {cpu:>6.1f} {r['peak_rss_mb']:>12.0f}  {r['detail']}")
     if args.json:
         path = args.json if args.store != "both" else args.json.with_suffix(f".{store}.json")
-        out = {"users": args.users, "groups": args.groups, "store": store, "phases": dict(rows)}
+        out = {"users": args.users, "groups": args.groups, "lean": args.lean, "store": store, "phases": dict(rows)}
         path.write_text(json.dumps(out, indent=2))
 
 
