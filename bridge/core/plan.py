@@ -108,11 +108,37 @@ class Recreate:
     kind: str = "recreate"
 
 
+# The account fields a product sees (`GET /api/v1/accounts`, `users list --json`), by the name it
+# sees them under. A change of any of them is an `account.updated` product event (feed and
+# webhook), whatever else the plan changes; a change of a field not listed here is not. What the
+# product does not get this way: the groups (membership is the source's; what the product acts on,
+# the roles, has `account.roles_changed`), `leftOut` (bridge's explanation), the identity's
+# `externalId`, and `lastModified`.
+PRODUCT_FIELDS = {
+    "user_name": "userName",
+    "email": "email",
+    "given_name": "givenName",
+    "family_name": "familyName",
+    "display_name": "displayName",
+    "user_type": "userType",
+    "login_hours": "loginHours",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class UpdateAttributes:
     fields: Mapping[str, tuple[object, object]]  # name -> (before, after)
     reason: str = "changed in source"
     kind: str = "update"
+
+    def product_changes(self) -> dict[str, dict[str, object]]:
+        """What of this change the product sees, by its JSON names (`{"email": {"from", "to"}}`):
+        the `detail` of its `account.updated` event; empty, no event (see PRODUCT_FIELDS)."""
+        return {
+            PRODUCT_FIELDS[name]: {"from": old, "to": new}
+            for name, (old, new) in self.fields.items()
+            if name in PRODUCT_FIELDS and old != new
+        }
 
 
 @dataclass(frozen=True, slots=True)

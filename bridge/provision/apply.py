@@ -204,6 +204,7 @@ def _collect(
     # A new account is inserted once, in its final state (not inserted then updated).
     new_account: dict[str, Any] | None = None
     activated = False
+    visible: dict[str, Any] = {}
 
     if recreate is not None:
         _retire(rows, plan, recreate, account_id, ctx)
@@ -238,6 +239,7 @@ def _collect(
             if "login_hours" in change.fields:
                 fields["login_hours"] = change.fields["login_hours"][1]
             detail = {name: {"from": old, "to": new} for name, (old, new) in change.fields.items()}
+            visible = change.product_changes()
         elif change.kind == "grant_roles":
             grants += [
                 {"account_id": account_id, "role": role, "tenant_id": ctx.tenant_id, "rule": rule, "granted_at": now}
@@ -259,10 +261,13 @@ def _collect(
             activated = True
         after = _snapshot(status, roles)
         topic = _EVENT_TOPICS.get(change.kind)
-        if change.kind == "grant_roles" and change.event is Event.GRANT_ROLES:
-            topic = "account.pending"
         # Whether a password was set is for the audit, not for the product's event.
         event_detail = {} if change.kind == "activate" else detail
+        if change.kind == "grant_roles" and change.event is Event.GRANT_ROLES:
+            topic = "account.pending"
+        elif change.kind == "update" and visible:
+            # Only what the product sees, by the names it knows (core.plan.PRODUCT_FIELDS).
+            topic, event_detail = "account.updated", visible
         _record(rows, ctx, account_id, change, before, after, detail, topic, event_detail)
 
     assert status is plan.after, f"plan for {plan.user_name} ends in {plan.after}, apply reached {status}"

@@ -37,6 +37,7 @@ def account_documents(conn: Connection, tenant_id: int, tenant_name: str, rows: 
             "email": r.email,
             "givenName": r.given_name,
             "familyName": r.family_name,
+            "displayName": r.display_name,
             "status": r.status,
             "userType": r.user_type,
             "roles": sorted(role for role, _ in roles.get(r.id, [])),

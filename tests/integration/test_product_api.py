@@ -241,3 +241,64 @@ def test_the_access_log_names_the_tenant_and_the_token_label(site: Site, caplog:
         assert get(site, token, "/api/v1/events", limit=1).status_code == 200
     lines = [r.getMessage() for r in caplog.records if r.name == "bridge.access" and "/api/v1/events" in r.getMessage()]
     assert lines and "tenant=example token_label=crm" in lines[-1] and token not in lines[-1]
+
+
+def webhooks_of(site: Site, event_id: str) -> list[dict[str, Any]]:
+    with runtime_of(site.deployment) as runtime, runtime.engine.connect() as conn:
+        payloads = conn.execute(select(OutboxMessage.payload).where(OutboxMessage.channel == "webhook")).scalars()
+        return [p for p in payloads if p["id"] == event_id]
+
+
+def test_a_changed_email_alone_is_one_account_updated_in_the_feed_and_by_webhook(site: Site) -> None:
+    token = token_for(site, "example", "--read-only")
+    _, end = follow(site, token)
+    uid = site.deployment.people()[0]
+    before = next(a for a in snapshot(site, token)[0] if a["userName"] == uid)
+    site.deployment.edit_person(uid, "mail", f"{uid}.new@example.org")
+    assert bridge(site.deployment, "sync").exit_code == 0
+    events, end = follow(site, token, after=end)
+    assert [e["type"] for e in events] == ["account.updated"]
+    event = events[0]
+    assert event["account"]["id"] == before["id"] and event["account"]["email"] == f"{uid}.new@example.org"
+    assert event["change"]["detail"] == {"email": {"from": before["email"], "to": f"{uid}.new@example.org"}}
+    # Status and roles did not move: before and after say so.
+    state = {"status": before["status"], "roles": before["roles"]}
+    assert event["change"]["before"] == event["change"]["after"] == state
+    # The same event, with the same id, waits in the outbox for the webhook endpoint.
+    assert [h["type"] for h in webhooks_of(site, event["id"])] == ["account.updated"]
+    # The same directory again, and a full sync: nothing the product sees changed, no event.
+    assert bridge(site.deployment, "sync").exit_code == 0
+    assert bridge(site.deployment, "sync", "--full").exit_code == 0
+    assert follow(site, token, after=end)[0] == []
+
+
+def test_a_scim_patch_of_the_display_name_is_one_account_updated(site: Site) -> None:
+    token = token_for(site, "example", "--read-only")
+    headers = {"Authorization": f"Bearer {token_for(site, 'example')}", "Content-Type": "application/scim+json"}
+    scim = f"{site.base}/scim/v2"
+    user = {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": "dana@example.org",
+        "displayName": "Dana",
+        "emails": [{"value": "dana@example.org", "primary": True}],
+    }
+    created = requests.post(f"{scim}/Users", json=user, headers=headers, timeout=30)
+    assert created.status_code == 201, created.text
+    _, end = follow(site, token)
+    body = {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "displayName", "value": "Dana Rossi"}],
+    }
+    patched = requests.patch(f"{scim}/Users/{created.json()['id']}", json=body, headers=headers, timeout=30)
+    assert patched.status_code in (200, 204), patched.text
+    events, end = follow(site, token, after=end)
+    assert [(e["type"], e["change"]["detail"]) for e in events] == [
+        ("account.updated", {"displayName": {"from": "Dana", "to": "Dana Rossi"}})
+    ]
+    assert webhooks_of(site, events[0]["id"])
+    shown = next(a for a in snapshot(site, token)[0] if a["userName"] == "dana@example.org")
+    assert shown["displayName"] == "Dana Rossi"
+    # The same value again changes nothing the product sees.
+    again = requests.patch(f"{scim}/Users/{created.json()['id']}", json=body, headers=headers, timeout=30)
+    assert again.status_code in (200, 204), again.text
+    assert follow(site, token, after=end)[0] == []
