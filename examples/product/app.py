@@ -24,7 +24,7 @@ import requests
 from flask import Flask, Response, jsonify, request, session
 from markupsafe import escape
 
-from .follower import BridgeClient, BridgeError, Follower, Store
+from .follower import BridgeClient, BridgeError, Follower, Store, display_name
 
 log = logging.getLogger("product")
 
@@ -150,7 +150,7 @@ _FORM = """<form method="post" action="/signin">
 
 def _welcome(user: Any) -> str:
     roles = ", ".join(json.loads(user["roles"])) or "none"
-    name = user["display_name"] or user["user_name"]
+    name = display_name(user)
     return f'<p>Signed in as <strong id="user">{escape(name)}</strong>.</p><p id="roles">Roles: {escape(roles)}</p>'
 
 

@@ -13,6 +13,7 @@ The rules it follows (docs/product-integration.md has bridge's side of each):
   the feed from the snapshot's `eventsCursor`.
 - An event of a type this product does not know (a newer bridge), or about an account it has
   never seen, is not guessed at: the account is marked and re-read from the snapshot.
+- Events never stop the follower: an odd field is skipped, a failed read is retried later.
 """
 
 from __future__ import annotations
@@ -43,8 +44,13 @@ KNOWN_ACCOUNT_EVENTS = frozenset(
         "account.resumed",
         "account.archived",
         "account.reactivated",
+        "account.updated",  # status and roles unchanged by it; its detail has the changed fields
     }
 )
+# Changes of the account's own fields: `change.detail` names each, {"email": {"from", "to"}}.
+UPDATED = "account.updated"
+# The fields of `account.updated` this product keeps (snapshot name -> column).
+NAME_FIELDS = {"givenName": "given_name", "familyName": "family_name", "displayName": "display_name"}
 # Events about the tenant (held plans, failed syncs): recorded, nothing to apply to a user.
 TENANT_EVENTS = frozenset({"plan.held", "plan.approved", "sync.failed"})
 
@@ -53,7 +59,9 @@ CREATE TABLE IF NOT EXISTS users (
     bridge_id      TEXT PRIMARY KEY,          -- bridge's account id: stable, unlike userName or email
     user_name      TEXT NOT NULL,
     email          TEXT,
-    display_name   TEXT,
+    given_name     TEXT,
+    family_name    TEXT,
+    display_name   TEXT,                      -- bridge's displayName (the directory's displayName or cn)
     status         TEXT NOT NULL,             -- no_access, pending, active, suspended, archived
     roles          TEXT NOT NULL DEFAULT '[]',-- JSON array of role ids, sorted
     user_type      TEXT,
@@ -84,9 +92,10 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def _display_name(account: dict[str, Any]) -> str | None:
-    name = " ".join(p for p in (account.get("givenName"), account.get("familyName")) if isinstance(p, str) and p)
-    return name or None
+def display_name(user: sqlite3.Row) -> str:
+    """What the product shows: bridge's displayName, else the given and family names, else the login."""
+    parts = [p for p in (user["given_name"], user["family_name"]) if p]
+    return str(user["display_name"] or " ".join(parts) or user["user_name"])
 
 
 def _roles_text(roles: Any) -> str:
@@ -218,16 +227,20 @@ class Store:
 def _upsert_document(conn: sqlite3.Connection, account: dict[str, Any], now: str) -> None:
     """An account of the snapshot, as bridge has it now."""
     conn.execute(
-        "INSERT INTO users (bridge_id, user_name, email, display_name, status, roles, user_type, updated_at)"
-        " VALUES (:id, :user_name, :email, :display_name, :status, :roles, :user_type, :now)"
+        "INSERT INTO users (bridge_id, user_name, email, given_name, family_name, display_name, status, roles,"
+        " user_type, updated_at) VALUES (:id, :user_name, :email, :given_name, :family_name, :display_name,"
+        " :status, :roles, :user_type, :now)"
         " ON CONFLICT (bridge_id) DO UPDATE SET user_name = excluded.user_name, email = excluded.email,"
+        " given_name = excluded.given_name, family_name = excluded.family_name,"
         " display_name = excluded.display_name, status = excluded.status, roles = excluded.roles,"
         " user_type = excluded.user_type, needs_refresh = 0, updated_at = excluded.updated_at",
         {
             "id": account["id"],
             "user_name": account.get("userName") or account["id"],
             "email": account.get("email"),
-            "display_name": _display_name(account),
+            "given_name": account.get("givenName"),
+            "family_name": account.get("familyName"),
+            "display_name": account.get("displayName"),
             "status": account.get("status") or "no_access",
             "roles": _roles_text(account.get("roles")),
             "user_type": account.get("userType"),
@@ -291,9 +304,17 @@ def _apply_event(conn: sqlite3.Connection, event: dict[str, Any]) -> None:
             "UPDATE users SET status = ?, roles = ? WHERE bridge_id = ?",
             (after["status"], _roles_text(after.get("roles")), account_id),
         )
+    if known and kind == UPDATED:
+        # userName, email and userType came with `account` above; the names are in the detail,
+        # each as it was at the event (a later account.updated, applied after it, wins).
+        detail = change.get("detail") if isinstance(change.get("detail"), dict) else {}
+        for field, column in NAME_FIELDS.items():
+            value = detail.get(field)
+            if isinstance(value, dict) and "to" in value:
+                conn.execute(f"UPDATE users SET {column} = ? WHERE bridge_id = ?", (value["to"], account_id))
     else:
-        # A type this product does not know (say `account.updated` from a newer bridge): what it
-        # changed is not guessed from its body; the account is re-read from the snapshot.
+        # A type this product does not know (a newer bridge's): what it changed is not guessed
+        # from its body; the account is re-read from the snapshot.
         log.info("event %s of unknown type %r: re-reading account %s", event_id, kind, account_id)
         conn.execute("UPDATE users SET needs_refresh = 1 WHERE bridge_id = ?", (account_id,))
 

@@ -225,14 +225,18 @@ class World:
             u["userName"]: {
                 "bridge_id": u["id"],
                 "email": u["email"],
-                "display_name": f"{u['givenName']} {u['familyName']}",
+                "given_name": u["givenName"],
+                "family_name": u["familyName"],
+                "display_name": u["displayName"],
                 "status": u["status"],
                 "roles": u["roles"],
             }
             for u in self.deploy.users().values()
         }
         product_side = {
-            name: {k: u[k] for k in ("bridge_id", "email", "display_name", "status", "roles")}
+            name: {
+                k: u[k] for k in ("bridge_id", "email", "given_name", "family_name", "display_name", "status", "roles")
+            }
             for name, u in self.product_users().items()
         }
         assert product_side == bridge_side
@@ -417,31 +421,41 @@ def test_unknown_event_types_are_re_read_and_a_410_reconciles(world: World) -> N
     assert requests.post(hook, data=b"not json", headers=signed(b"not json"), timeout=10).status_code == 400
     assert world.status()["webhooksRefused"] == 4 and world.status()["webhooksReceived"] == 0
 
-    # bob's name changes in the directory, and the feed brings an event of a type this product
-    # has never heard of (a newer bridge's): the product re-reads bob from the snapshot.
-    world.directory_change(dn("bob"), {"givenName": [(MODIFY_REPLACE, ["Robert"])]})
-    world.sync()
-    bob = world.deploy.account_ids()["bob"]
+    # bob's name changes in the directory: account.updated, with the changed fields.
+    world.directory_change(
+        dn("bob"), {"givenName": [(MODIFY_REPLACE, ["Robert"])], "cn": [(MODIFY_REPLACE, ["Robert Tester"])]}
+    )
+    assert world.sync()["updated"] == 1
+    wait_for(lambda: world.product_users()["bob"]["display_name"] == "Robert Tester", "bob's new name in the product")
+    assert world.product_users()["bob"]["given_name"] == "Robert"
+
+    # The feed brings an event of a type this product has never heard of (a newer bridge's,
+    # about carol): not guessed at, carol is re-read from the snapshot. Her name, spoiled here in
+    # the product's database, shows that the re-read happened.
+    with sqlite3.connect(world.product_db, timeout=30) as product_db:
+        product_db.execute("UPDATE users SET display_name = 'Spoiled' WHERE user_name = 'carol'")
+    product_db.close()
+    carol, unknown = world.deploy.account_ids()["carol"], new_id()
     with runtime_of(world.deploy) as runtime, transaction(runtime.engine) as conn:
         tenant_id = conn.execute(select(Tenant.id).where(Tenant.name == "example")).scalar_one()
         now = datetime.now(UTC)
-        queue_event(
-            conn,
-            tenant_id,
-            now,
-            {
-                "id": new_id(),
-                "type": "account.something_new",
-                "tenant": "example",
-                "occurred_at": now.isoformat(),
-                "account": {"id": bob},
-                "change": {"after": {"shape": ["nobody", "knows"]}},
-            },
-        )
-    hint = encode_event({"id": "hint", "type": "account.something_new"})
+        event = {
+            "id": unknown,
+            "type": "account.something_new",
+            "tenant": "example",
+            "occurred_at": now.isoformat(),
+            "account": {"id": carol},
+            "change": {"after": {"shape": ["nobody", "knows"]}},
+        }
+        queue_event(conn, tenant_id, now, event)
+    # bridge sends no webhook for an event written this way: the test sends the hint itself.
+    hint = encode_event(event)
     assert requests.post(hook, data=hint, headers=signed(hint), timeout=10).status_code == 202
-    wait_for(world.in_step, "the product to read the unknown event and re-read bob")
-    assert world.product_users()["bob"]["display_name"] == "Robert Tester"
+    wait_for(world.in_step, "the product to read the unknown event and re-read carol")
+    assert world.product_users()["carol"]["display_name"] == "Carol Tester"
+    assert world.product_rows(f"SELECT type FROM applied_events WHERE event_id = '{unknown}'") == [
+        {"type": "account.something_new"}
+    ]
     world.assert_same_accounts()
 
     # Down longer than bridge keeps events: its cursor answers 410 and the product reconciles.
