@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from bridge.core.login_hours import allowed, login_hours_from_json
 from bridge.runtime import Runtime
@@ -30,6 +31,7 @@ from bridge.web.passwords import MAX_LENGTH, hash_password, verify
 from bridge.web.ratelimit import limiter
 
 blueprint = Blueprint("verify_password", __name__)
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 def register(app: Flask, runtime: Runtime) -> None:
@@ -40,6 +42,43 @@ def register(app: Flask, runtime: Runtime) -> None:
         limiter(runtime.engine, "verify.token", 1200, 60),
     )
     app.register_blueprint(blueprint)
+
+
+@blueprint.route("/api/v1/", defaults={"rest": ""}, methods=_ALL_METHODS, strict_slashes=False)
+@blueprint.route("/api/v1/<path:rest>", methods=_ALL_METHODS)
+def unknown(rest: str) -> Response:
+    """Whatever no route of the API takes: werkzeug routes here a path under /api/v1 that no
+    rule matches, and a method the path's rule does not take (a rule that matches the path and
+    the method wins; this one only when none does). OPTIONS comes here too: the API's routes
+    leave Flask's automatic answer off, which would list this rule's methods as the path's."""
+    allowed = sorted(
+        {
+            method
+            for rule in current_app.url_map.iter_rules()
+            if rule.rule == request.path and rule.endpoint != "verify_password.unknown"
+            for method in rule.methods or ()
+        }
+        | {"OPTIONS"}
+    )
+    if allowed == ["OPTIONS"]:
+        raise NotFound(f"no API endpoint at {request.path}")
+    if request.method == "OPTIONS":
+        return Response(status=204, headers={"Allow": ", ".join(allowed)})
+    raise MethodNotAllowed(allowed, f"{request.method} is not allowed on {request.path}")
+
+
+# Code by code, as well as for any HTTPException: Flask tries the handlers of a status code
+# first, and the SCIM door's app-wide 404 handler would otherwise answer with Flask's page.
+@blueprint.errorhandler(404)
+@blueprint.errorhandler(405)
+@blueprint.errorhandler(HTTPException)
+def _http_error(error: HTTPException) -> Response:
+    # Flask's own answers (404, 405, 413...) in the API's shape, never an HTML page.
+    response = _error(error.code or 500, error.description or error.name)
+    if isinstance(error, MethodNotAllowed) and error.valid_methods:
+        # RFC 9110 15.5.6: a 405 names the methods the resource takes.
+        response.headers["Allow"] = ", ".join(error.valid_methods)
+    return response
 
 
 def _error(status: int, message: str) -> Response:
@@ -88,7 +127,7 @@ def _limit() -> int | Response:
 DEFAULT_LIMIT = 100
 
 
-@blueprint.get("/api/v1/events")
+@blueprint.get("/api/v1/events", provide_automatic_options=False)
 def events() -> Response:
     runtime: Runtime = current_app.extensions["bridge"]
     found = _product_token(runtime)
@@ -122,7 +161,7 @@ def events() -> Response:
     return jsonify(events=listed, next=encode_cursor(found.tenant_id, page.last), hasMore=page.has_more)
 
 
-@blueprint.get("/api/v1/accounts")
+@blueprint.get("/api/v1/accounts", provide_automatic_options=False)
 def accounts() -> Response:
     runtime: Runtime = current_app.extensions["bridge"]
     found = _product_token(runtime)
@@ -148,7 +187,7 @@ def accounts() -> Response:
     )
 
 
-@blueprint.post("/api/v1/verify-password")
+@blueprint.post("/api/v1/verify-password", provide_automatic_options=False)
 def verify_password() -> Response:
     runtime: Runtime = current_app.extensions["bridge"]
     per_user, per_token = current_app.extensions["bridge.verify_limits"]

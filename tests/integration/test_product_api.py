@@ -302,3 +302,39 @@ def test_a_scim_patch_of_the_display_name_is_one_account_updated(site: Site) -> 
     again = requests.patch(f"{scim}/Users/{created.json()['id']}", json=body, headers=headers, timeout=30)
     assert again.status_code in (200, 204), again.text
     assert follow(site, token, after=end)[0] == []
+
+
+@pytest.mark.parametrize("path", ["/api/v1/nothing", "/api/v1/", "/api/v1", "/api/v1/events/", "/api/v1/a/b"])
+def test_a_path_the_api_does_not_serve_is_a_json_404(site: Site, path: str) -> None:
+    token = token_for(site, "example", "--read-only")
+    for method in ("GET", "POST", "DELETE"):
+        response = requests.request(
+            method, f"{site.base}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+        assert response.status_code == 404, (method, response.text)
+        assert response.headers["Content-Type"] == "application/json"
+        assert path in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("POST", "/api/v1/events", "GET, HEAD, OPTIONS"),
+        ("DELETE", "/api/v1/accounts", "GET, HEAD, OPTIONS"),
+        ("PUT", "/api/v1/accounts", "GET, HEAD, OPTIONS"),
+        ("GET", "/api/v1/verify-password", "OPTIONS, POST"),
+    ],
+)
+def test_a_method_an_api_path_does_not_take_is_a_json_405_with_allow(
+    site: Site, method: str, path: str, allow: str
+) -> None:
+    for token in (token_for(site, "example", "--read-only"), None):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        response = requests.request(method, f"{site.base}{path}", headers=headers, timeout=30)
+        assert response.status_code == 405, response.text
+        assert response.headers["Allow"] == allow
+        assert response.headers["Content-Type"] == "application/json"
+        assert method in response.json()["error"]
+    # OPTIONS names the same methods (Flask's own answer would have listed the 405 route's).
+    options = requests.options(f"{site.base}{path}", timeout=30)
+    assert options.status_code == 204 and options.headers["Allow"] == allow
