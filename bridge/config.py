@@ -128,6 +128,8 @@ _SOURCE: _Spec = {
     "page_size": (int, 500),
     "range_size": (int, 1500),  # AD: values asked per `member;range=` step (MaxValRange)
     "delta_overlap": ((int, float), 0),  # seconds a delta re-reads before its bookmark (replication lag)
+    # A delta whose changes touch more people than this runs as a full run (bridge.engine.delta).
+    "delta_max_people": (int, 10_000),
     "timeout": ((int, float), 30),
     "start_tls": (bool, False),
     "ca_file": (str, None),
@@ -525,6 +527,8 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
                 raise ConfigError(origin, f"{where}.{required}", "missing")
         if not 0 <= float(s["deletion_threshold"]) <= 1:
             raise ConfigError(origin, f"{where}.deletion_threshold", "must be a share between 0 and 1")
+        if s["delta_max_people"] < 1:
+            raise ConfigError(origin, f"{where}.delta_max_people", "must be at least 1")
         for key in ("path", "ca_file", "bind_password_file"):
             if s[key]:
                 s[key] = str(_resolve(base, s[key]))

@@ -184,10 +184,15 @@ class LdapSource:
         return snapshot, report
 
     def fetch_delta(
-        self, now: datetime, since: Bookmark, known: Callable[[], KnownReferences]
+        self,
+        now: datetime,
+        since: Bookmark,
+        known: Callable[[], KnownReferences],
+        limit: int | None = None,
     ) -> tuple[Snapshot, NormalizeReport]:
         """The users and groups changed since `since`. Raises `DeltaUnavailable` when a delta from
-        that bookmark cannot be trusted, and `SourceUnavailable` when the read fails."""
+        that bookmark cannot be trusted or, with `limit`, when more than `limit` users changed
+        (a full run is then the better tool), and `SourceUnavailable` when the read fails."""
         if since.scope != self.scope:
             raise DeltaUnavailable("the source's bases, filters or attributes changed since the last full run")
         mark = self._current_mark(now)
@@ -206,6 +211,11 @@ class LdapSource:
             clause = f"(modifyTimestamp>={escape_filter_chars(since.mark.removeprefix('time:'))})"
         user_filter = f"(&{self.user_filter}{clause})"
         group_filter = f"(&{self.group_filter}{clause})"
+        if limit is not None and self._more_than(self.settings.user_base, user_filter, limit):
+            # Counted first on DNs alone (no attribute is sent): a delta inside the clock-overlap
+            # window, or after a script touched every user's uSNChanged, would otherwise read (and
+            # hold) every entry, and then the full run read them all again.
+            raise DeltaUnavailable(f"more than {limit} users changed since the last run")
         # A delta is small by nature; holding it lets the group references be resolved after.
         entries = list(self._entries(user_filter, group_filter))
         snapshot, report = build_snapshot(iter(entries), self.settings, now)
@@ -342,6 +352,43 @@ class LdapSource:
                 cookie = None
             if not cookie:
                 return
+
+    def _more_than(self, base: str, filter_: str, limit: int) -> bool:
+        """Whether the search matches more than `limit` entries, read page by page without
+        attributes ("1.1") and abandoned (a page size of 0 with the cookie, RFC 2696) as soon as
+        the count passes `limit`. Every page is checked as `_paged` checks them."""
+        conn = self._connection()
+        cookie: bytes | None = None
+        count = 0
+        while True:
+            try:
+                conn.search(
+                    base,
+                    filter_,
+                    SUBTREE,
+                    attributes=["1.1"],
+                    dereference_aliases=DEREF_NEVER,
+                    paged_size=self.page_size,
+                    paged_criticality=True,
+                    paged_cookie=cookie,
+                )
+            except LDAPException as exc:
+                raise SourceUnavailable(f"search of {base} failed: {_describe(exc)}") from None
+            _check_result(conn, base)
+            count += sum(1 for entry in conn.response or () if entry.get("type") == "searchResEntry")
+            conn.response = None
+            try:
+                cookie = (conn.result.get("controls") or {})["1.2.840.113556.1.4.319"]["value"]["cookie"]
+            except (KeyError, TypeError):
+                cookie = None
+            if count > limit:
+                if cookie:
+                    with contextlib.suppress(LDAPException):
+                        conn.search(base, filter_, SUBTREE, attributes=["1.1"], paged_size=0, paged_cookie=cookie)
+                    conn.response = None
+                return True
+            if not cookie:
+                return False
 
     def _entries(self, user_filter: str, group_filter: str) -> Iterator[tuple[str, dict[str, Any]]]:
         yield from self._paged(self.settings.user_base, user_filter, self.user_attributes)

@@ -35,7 +35,8 @@ from bridge.store.identities import stored_groups
 
 __all__ = ["MAX_DELTA_PEOPLE", "DeltaPlan", "DeltaTooLarge", "known_references", "plan_delta"]
 
-# Beyond this many people a delta is no cheaper than a full run and its IN lists get long.
+# Beyond this many people a delta is no cheaper than a full run and its IN lists get long (the
+# default of a source's `delta_max_people`).
 MAX_DELTA_PEOPLE = 10_000
 
 
@@ -83,6 +84,7 @@ def plan_delta(
     seat_limit: int | None,
     suspended_counts_as_seat: bool,
     recreate_renamed: bool = False,
+    max_people: int = MAX_DELTA_PEOPLE,
 ) -> DeltaPlan:
     changed_users = snapshot.users
     new_members: dict[str, set[str]] = {a: set(g.members) for a, g in snapshot.groups.items()}
@@ -120,10 +122,10 @@ def plan_delta(
                 moved |= new_members[anchor] ^ old
         overlay = MembershipOverlay(conn, tenant_id, source, new_members)
         # A nested group that joined or left passes the change on to everyone below it.
-        below = overlay.descendants(moved, MAX_DELTA_PEOPLE)
+        below = overlay.descendants(moved, max_people)
         candidates = below | set(changed_users)
-        if len(candidates) > MAX_DELTA_PEOPLE:
-            raise DeltaTooLarge(f"the changes touch more than {MAX_DELTA_PEOPLE} people and groups")
+        if len(candidates) > max_people:
+            raise DeltaTooLarge(f"the changes touch more than {max_people} people and groups")
         states = load_account_states(conn, tenant_id, source, list(candidates))
         # Unchanged people are re-planned only when an account is live: an archived person's
         # return shows as a change of their own entry (a move back into scope), never here.

@@ -461,11 +461,14 @@ class _SyncRun:
         from bridge.engine.sources import DeltaUnavailable, KnownReferences
 
         result, source, engine, tenant = self.result, self.source, self.engine, self.tenant
+        max_people = int(self.source_cfg.get("delta_max_people"))
         try:
+            # More changed users than a delta plans: the source says so before reading them.
             snapshot, report = source.fetch_delta(  # type: ignore[union-attr]
                 self.now,
                 self.bookmark,
                 lambda: KnownReferences(*known_references(engine, tenant.id, self.source_name)),
+                limit=max_people,
             )
             result.errors.extend(getattr(report, "errors", []) or [])
             result.warnings.extend(getattr(report, "warnings", []) or [])
@@ -479,6 +482,7 @@ class _SyncRun:
                 seat_limit=effective_seat_limit(self.tenant_cfg.seat_limit, tenant.seat_limit),
                 suspended_counts_as_seat=self.tenant_cfg.suspended_counts_as_seat,
                 recreate_renamed=self.tenant_cfg.recreate_renamed,
+                max_people=max_people,
             )
         except (DeltaUnavailable, DeltaTooLarge) as exc:
             log.info("sync %s: running full instead of delta: %s", self.source_name, exc)

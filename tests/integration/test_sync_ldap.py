@@ -275,6 +275,34 @@ def test_changed_scope_makes_the_next_delta_a_full_run(deploy_sqlite: LdapDeploy
     assert deploy_sqlite.sync()["mode"] == "delta"
 
 
+def test_a_delta_with_more_changed_people_than_delta_max_people_runs_full(
+    deploy_sqlite: LdapDeployment, directory: Slapd
+) -> None:
+    # One entry a page: the count of changed people stops (and abandons its search) mid-way.
+    deploy_sqlite.write_config(delta_max_people=2, page_size=1)
+    deploy_sqlite.sync()
+    for uid in ("alice", "bob"):
+        directory.modify(f"uid={uid},{PEOPLE}", {"mail": [(MODIFY_REPLACE, [f"{uid}.new@example.org"])]})
+    out = deploy_sqlite.sync()
+    assert out["exit"] == 0 and out["mode"] == "delta" and out["updated"] == 2, out
+    for uid in ("carol", "dave", "erin", "pat"):
+        directory.modify(f"uid={uid},{PEOPLE}", {"mail": [(MODIFY_REPLACE, [f"{uid}.new@example.org"])]})
+    conn = directory.connect()
+    try:
+        assert conn.delete(f"uid=frank,{PEOPLE}")
+    finally:
+        conn.unbind()
+    # Four changed people: a full run on the same connection, which archives the leaver (a
+    # delta never does) and takes the four changes.
+    out = deploy_sqlite.sync()
+    assert out["exit"] == 0 and out["mode"] == "full", out
+    assert out["updated"] == 4 and out["archived"] == 1, out
+    users = deploy_sqlite.users()
+    assert users["pat"]["email"] == "pat.new@example.org" and users["frank"]["status"] == "archived"
+    assert deploy_sqlite.last_run_mode() == "full"
+    assert deploy_sqlite.sync()["mode"] == "delta"
+
+
 def test_failover_to_the_next_url(deploy_sqlite: LdapDeployment, directory: Slapd) -> None:
     from tests.fixtures.slapd import free_port
 

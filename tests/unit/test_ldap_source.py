@@ -157,3 +157,20 @@ def test_a_mapping_reading_another_attribute_changes_the_delta_scope() -> None:
         _made(on_number).scope
         == _made(_mapping({"attribute": "departmentnumber", "equals": "1", "roles": ["r"]})).scope
     )
+
+
+def test_delta_max_people_below_1_is_a_config_error() -> None:
+    import tomllib
+
+    from bridge.config import parse_config
+
+    def config(value: int) -> dict[str, object]:
+        return tomllib.loads(
+            '[[tenants]]\nname = "t"\n[[sources]]\nname = "dir"\ntenant = "t"\nkind = "ldap"\n'
+            'url = "ldap://localhost"\nuser_base = "ou=people,dc=x"\ngroup_base = "ou=groups,dc=x"\n'
+            f"delta_max_people = {value}\n"
+        )
+
+    assert parse_config(config(50), Path("b.toml")).source("dir").get("delta_max_people") == 50
+    with pytest.raises(ConfigError, match=r"sources\[1\]\.delta_max_people"):
+        parse_config(config(0), Path("b.toml"))
