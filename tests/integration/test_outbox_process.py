@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -46,6 +47,20 @@ def wait_until(check: object, timeout: float, what: str) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_until_running(worker: subprocess.Popen[bytes]) -> None:
+    """Until the worker says it runs (its SIGTERM handler is in place), or it exits."""
+    assert worker.stderr is not None
+    said: list[bytes] = []
+    while worker.poll() is None:
+        line = worker.stderr.readline()
+        said.append(line)
+        if b"running; SIGTERM" in line:
+            # Keep draining: a worker blocked on a full stderr pipe would stop making progress.
+            threading.Thread(target=worker.stderr.read, daemon=True).start()
+            return
+    raise AssertionError(f"the worker exited with {worker.returncode}: {b''.join(said).decode()}")
 
 
 def test_bridge_serve_delivers_the_mail_whose_link_activates_and_stops_cleanly(
@@ -98,6 +113,7 @@ def wait_for_progress(
 MAILS = 1000
 KILLS = 12
 CONNECTIONS = 4  # [email] connections, the default
+SMTP_TIMEOUT = 15
 
 
 @pytest.mark.slow
@@ -117,12 +133,14 @@ def test_sigkilled_worker_loses_no_mail_and_repeats_only_what_was_in_flight(
 def _crash_test(deployment: Deployment, smtp_server: SmtpServer, seed: int) -> None:
     rng = random.Random(seed)
     deployment.ldif.write_text(people_ldif(MAILS))
-    # The SMTP timeout stays the default: a client that gives up on a slow (busy) server after the
-    # server took the mail sends it again, a duplicate no kill caused, and retries then run out.
+    # A client that gives up on a slow (busy) server after the server took the mail sends it again,
+    # a duplicate no kill caused: the timeout is generous. Not the default 60 s, though: a claim
+    # lives twice the send bound, so every SIGKILLed worker's rows wait that long for the next one
+    # (at 60 s that wait was half the test's four minutes).
     deployment.write_config(
         seat_limit=None,
         extra=notify_config(smtp=smtp_server, outbox="lease_seconds = 2\nbatch_size = 50\n").replace(
-            "timeout = 5", "timeout = 60"
+            "timeout = 5", f"timeout = {SMTP_TIMEOUT}"
         ),
     )
     assert bridge(deployment, "sync").exit_code == 0
@@ -160,6 +178,9 @@ def _crash_test(deployment: Deployment, smtp_server: SmtpServer, seed: int) -> N
             kills += 1
             mid_delivery += int(sent() > before)
         final = start(deployment, "outbox", "run")
+        # The last killed worker may have sent everything: a SIGTERM before the worker installed
+        # its handler would kill it the default way (-15), which is not what this checks.
+        wait_until_running(final)
 
         def all_sent() -> bool:
             counts = statuses()
