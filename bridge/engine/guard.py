@@ -186,15 +186,7 @@ def approve_scim(config: Config, engine: Engine, row: Any, *, actor: str) -> Sci
         parts, _ = plan_accounts(conn, row.id)
         held_kind = {p.account_id: (p.user_name, p.kind) for p in parts if p.account_id is not None}
         anchors = list(held_kind)  # a SCIM user's account id is its identity's anchor
-        ctx = ApplyContext(
-            tenant_id=view.id,
-            tenant_name=view.name,
-            actor=actor,
-            correlation_id=correlation,
-            now=now,
-            webhooks=bool(config.webhook.get("url")),
-            default_language=settings.default_language,
-        )
+        ctx = ApplyContext.for_tenant(config, view.id, view.name, actor=actor, correlation_id=correlation, now=now)
         window.forget(conn, anchors)  # an earlier rejection of some of them is overruled
         deleted = window.deleted_among(conn, view.id, anchors)
         applied: list[AccountPlan] = []

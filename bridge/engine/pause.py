@@ -143,15 +143,7 @@ def catch_up_scim(config: Config, engine: Engine, tenant_name: str, *, actor: st
         view = tenant_view(conn, tenant_cfg)
         live = user_anchors(conn, view.id)
         deleted = deleted_with_live_account(conn, view.id)
-    ctx = ApplyContext(
-        tenant_id=view.id,
-        tenant_name=view.name,
-        actor=actor,
-        correlation_id=correlation_id,
-        now=now,
-        webhooks=bool(config.webhook.get("url")),
-        default_language=tenant_cfg.default_language,
-    )
+    ctx = ApplyContext.for_tenant(config, view.id, view.name, actor=actor, correlation_id=correlation_id, now=now)
     result = SyncResult(source=SCIM_SOURCE, tenant=tenant_name, dry_run=False, run_id=correlation_id, mode="resume")
     merged: dict[tuple[str, str], AccountPlan] = {}
     # What the identity provider pushed while paused meets the SCIM guard, as each write would

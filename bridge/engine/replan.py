@@ -109,14 +109,8 @@ def _run(
                 _record(conn, view.id, result, "paused", reason, correlation_id, now)
         return result
     fingerprint = planning_fingerprint(view)
-    ctx = ApplyContext(
-        tenant_id=view.id,
-        tenant_name=view.name,
-        actor=actor or "replan",
-        correlation_id=correlation_id,
-        now=now,
-        webhooks=bool(config.webhook.get("url")),
-        default_language=tenant_cfg.default_language,
+    ctx = ApplyContext.for_tenant(
+        config, view.id, view.name, actor=actor or "replan", correlation_id=correlation_id, now=now
     )
     merged: dict[tuple[str, str], AccountPlan] = {}
     refused: set[str] = set()

@@ -735,15 +735,14 @@ class _SyncRun:
     def write_plan(self, plan: Plan) -> Any:
         """Apply a plan (full or delta); a seat or limited role it freed goes to whoever waits
         for it in another source (this source's own people were planned together)."""
-        ctx = ApplyContext(
-            tenant_id=self.tenant.id,
-            tenant_name=self.tenant.name,
+        ctx = ApplyContext.for_tenant(
+            self.config,
+            self.tenant.id,
+            self.tenant.name,
             # An approved plan's changes are the approver's decision, and audited as theirs.
             actor=self.actor if self.approve is not None else f"sync:{self.source_name}",
             correlation_id=self.correlation_id,
             now=self.now,
-            webhooks=bool(self.config.webhook.get("url")),
-            default_language=self.tenant_cfg.default_language,
         )
         self.applied_count, self.apply_total = 0, len(plan.accounts)
         applied = apply_plan(self.engine, plan, ctx, progress=self.applied_some)

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -28,6 +28,9 @@ from bridge.store.db import transaction
 from bridge.store.events import queue_event
 from bridge.store.identities import identity_values
 from bridge.store.ids import fold, new_id
+
+if TYPE_CHECKING:
+    from bridge.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,22 @@ class ApplyContext:
     now: datetime
     webhooks: bool = False  # also post product events as webhooks (an endpoint is configured)
     default_language: str = "en"
+
+    @classmethod
+    def for_tenant(
+        cls, config: Config, tenant_id: int, tenant_name: str, *, actor: str, correlation_id: str, now: datetime
+    ) -> ApplyContext:
+        """What every writer of a tenant's accounts derives from the configuration, in one place
+        (a door that built its own once forgot the tenant's language for its mails)."""
+        return cls(
+            tenant_id=tenant_id,
+            tenant_name=tenant_name,
+            actor=actor,
+            correlation_id=correlation_id,
+            now=now,
+            webhooks=bool(config.webhook.get("url")),
+            default_language=config.tenant_settings(tenant_name).default_language,
+        )
 
 
 @dataclass

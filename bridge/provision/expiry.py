@@ -77,13 +77,8 @@ def _archive_due(runtime: Runtime, now: datetime, *, actor: str, due: Due, reaso
                 row = get_account(conn, tenant.id, account_id)
                 if row.status == Status.ARCHIVED.value:
                     continue
-                ctx = ApplyContext(
-                    tenant_id=tenant.id,
-                    tenant_name=name,
-                    actor=actor,
-                    correlation_id=correlation_id,
-                    now=now,
-                    webhooks=bool(runtime.config.webhook.get("url")),
+                ctx = ApplyContext.for_tenant(
+                    runtime.config, tenant.id, name, actor=actor, correlation_id=correlation_id, now=now
                 )
                 roles = [r for r, _ in account_roles(conn, [row.id]).get(row.id, [])]
                 plan = archive_account(conn, row, roles, ctx, reason=reason(row, settings), tenant=view)

@@ -76,14 +76,13 @@ def run_action(
     with transaction(runtime.engine) as conn:
         view = tenant_view(conn, tenant_cfg)
         row = find_account(conn, view.id, user)
-        ctx = ApplyContext(
-            tenant_id=view.id,
-            tenant_name=view.name,
+        ctx = ApplyContext.for_tenant(
+            runtime.config,
+            view.id,
+            view.name,
             actor=actor,
             correlation_id=correlation_id or correlation_for(actor),
             now=now or datetime.now(UTC),
-            webhooks=bool(runtime.config.webhook.get("url")),
-            default_language=tenant_cfg.default_language,
         )
         freed = False
         if action == "archive":

@@ -111,14 +111,13 @@ class Handlers:
             g.scim_room_freed = False
             try:
                 with transaction(self.runtime.engine) as conn:
-                    ctx = ApplyContext(
-                        tenant_id=caller.tenant_id,
-                        tenant_name=caller.tenant_name,
+                    ctx = ApplyContext.for_tenant(
+                        self.runtime.config,
+                        caller.tenant_id,
+                        caller.tenant_name,
                         actor=caller.actor,
                         correlation_id=correlation[:64],
                         now=datetime.now(UTC),
-                        webhooks=bool(self.runtime.config.webhook.get("url")),
-                        default_language=config.default_language,
                     )
                     done = work(conn, caller, ctx, tenant_view(conn, config))
             except DBAPIError as exc:

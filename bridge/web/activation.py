@@ -267,15 +267,13 @@ def _resend_for(email: str) -> None:
     now = _now()
     with transaction(runtime.engine) as conn:
         for row in pending_accounts_by_email(conn, fold(email)):
-            tenant_cfg = runtime.config.tenant(row.tenant_name)
-            ctx = ApplyContext(
-                tenant_id=row.tenant_id,
-                tenant_name=row.tenant_name,
+            ctx = ApplyContext.for_tenant(
+                runtime.config,
+                row.tenant_id,
+                row.tenant_name,
                 actor="web:new-link",
                 correlation_id=f"web-{uuid.uuid4().hex[:16]}",
                 now=now,
-                webhooks=bool(runtime.config.webhook.get("url")),
-                default_language=tenant_cfg.default_language if tenant_cfg else "en",
             )
             resend_activation(conn, row, ctx)
 
