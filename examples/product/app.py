@@ -15,7 +15,9 @@ import os
 import secrets
 import signal
 import sys
+import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,14 +70,16 @@ def create_app(settings: Settings, store: Store, client: BridgeClient, follower:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
     )
-    received = {"webhooks": 0, "refused": 0}
+    received = Counter[str]()  # webhooks taken and refused, for /status (this process only)
+    counting = threading.Lock()  # requests run on several threads
 
     @app.post("/webhooks/bridge")
     def webhook() -> tuple[Response, int]:
         body = request.get_data()  # the raw bytes: the signature is over them, not over parsed JSON
         header = request.headers.get(SIGNATURE_HEADER, "")
         if not signature_is_valid(settings.webhook_secret, header, body, time.time()):
-            received["refused"] += 1
+            with counting:
+                received["refused"] += 1
             return jsonify(error="bad or missing Bridge-Signature"), 401
         try:
             json.loads(body)
@@ -83,7 +87,8 @@ def create_app(settings: Settings, store: Store, client: BridgeClient, follower:
             return jsonify(error="the body is not JSON"), 400
         # The webhook only says that something changed. Its event may be late, repeated or out
         # of order, and others may be lost: the feed, read now, is what gets applied.
-        received["webhooks"] += 1
+        with counting:
+            received["webhooks"] += 1
         follower.hint()
         return jsonify(accepted=True), 202
 
