@@ -410,7 +410,7 @@ def test_unknown_event_types_are_re_read_and_a_410_reconciles(world: World) -> N
     world.start_product()
     hook = f"{world.product_url}/webhooks/bridge"
     body = encode_event({"id": "x", "type": "account.pending"})
-    # Bad signatures are refused and make the product read nothing.
+    # A missing, foreign, stale or mismatched signature is refused; a body that is not JSON too.
     assert requests.post(hook, data=body, timeout=10).status_code == 401
     assert (
         requests.post(hook, data=body, headers=signed(body, "another secret of enough length!"), timeout=10).status_code
@@ -419,7 +419,9 @@ def test_unknown_event_types_are_re_read_and_a_410_reconciles(world: World) -> N
     assert requests.post(hook, data=body, headers=signed(body, at=time.time() - 3600), timeout=10).status_code == 401
     assert requests.post(hook, data=body + b" ", headers=signed(body), timeout=10).status_code == 401
     assert requests.post(hook, data=b"not json", headers=signed(b"not json"), timeout=10).status_code == 400
-    assert world.status()["webhooksRefused"] == 4 and world.status()["webhooksReceived"] == 0
+    # Only these: bridge's own webhooks (the first sync's, delivered once the product listens)
+    # are signed as the product checks them.
+    assert world.status()["webhooksRefused"] == 4
 
     # bob's name changes in the directory: account.updated, with the changed fields.
     world.directory_change(
