@@ -15,6 +15,13 @@ One command, prints a table (and --json FILE writes the figures). What it does:
    with scim2-tester's), loaded over /Bulk with --reference-users users (default 10k: loading
    100k into it takes longer than the whole bench; it gets the smaller, easier data set).
 
+4. SCIM writes: POST /Users with one client and with --clients; a PATCH that swaps --swap members
+   of the big group for as many others (one Remove and one Add operation, back and forth); and an
+   Entra-like initial cycle into an empty tenant (bridge: a second tenant of the same deployment;
+   scim2-server: a fresh instance): --cycle-users POST /Users, then --cycle-groups POST /Groups
+   (no members, as Entra creates them), then one PATCH add per membership (Entra sends one member
+   per PATCH), --cycle-members per group, all with --clients connections.
+
 The client is a raw-socket HTTP/1.1 keep-alive client, one connection per thread: requests or
 httpx would cap near 700 req/s here and measure themselves (shared/reference/performance.md).
 """
@@ -181,6 +188,99 @@ def post_rate(port: int, token: str | None, base: str, prefix: str, n: int, thre
     return per * threads / (time.monotonic() - started)
 
 
+def parallel(
+    port: int, token: str | None, jobs: list[tuple[str, str, Any]], threads: int, expect: tuple[int, ...]
+) -> tuple[float, list[bytes]]:
+    """Send `jobs` (method, path, body) over `threads` connections, job k on thread k % threads;
+    returns the seconds taken and each job's response body, in job order."""
+    out: list[bytes] = [b""] * len(jobs)
+    errors: list[str] = []
+
+    def run(i: int) -> None:
+        conn = Conn(port, token)
+        try:
+            for k in range(i, len(jobs), threads):
+                method, path, body = jobs[k]
+                status, payload = conn.request(method, path, body)
+                if status not in expect:
+                    errors.append(f"{method} {path}: {status} {payload[:300]!r}")
+                    return
+                out[k] = payload
+        finally:
+            conn.close()
+
+    started = time.monotonic()
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    if errors:
+        raise RuntimeError(errors[0])
+    return time.monotonic() - started, out
+
+
+def entra_cycle(port: int, token: str, prefix: str, args: Any) -> dict[str, float]:
+    """An initial provisioning cycle into an empty tenant, as Entra runs it: every user created,
+    then every group (without members), then the memberships added one PATCH per member."""
+    users, groups, members = args.cycle_users, args.cycle_groups, args.cycle_members
+    print(f"  cycle: {users} users, {groups} groups of {members} ...", file=sys.stderr)
+    posts = [("POST", f"{prefix}/Users", user_body(f"cycle{i}@entra.example")) for i in range(users)]
+    t_users, bodies = parallel(port, token, posts, args.clients, (201,))
+    user_ids = [str(json.loads(b)["id"]) for b in bodies]
+    group_posts = [
+        ("POST", f"{prefix}/Groups", {"schemas": [GROUP], "displayName": f"cycle-group-{k}", "externalId": f"g{k}"})
+        for k in range(groups)
+    ]
+    t_groups, bodies = parallel(port, token, group_posts, args.clients, (201,))
+    group_ids = [str(json.loads(b)["id"]) for b in bodies]
+    adds = [
+        (
+            "PATCH",
+            f"{prefix}/Groups/{group_ids[i % groups]}",
+            {
+                "schemas": [PATCH],
+                "Operations": [{"op": "Add", "path": "members", "value": [{"$ref": None, "value": user_ids[i]}]}],
+            },
+        )
+        for i in range(min(users, groups * members))
+    ]
+    t_members, _ = parallel(port, token, adds, args.clients, (200, 204))
+    return {
+        "cycle_users_s": t_users,
+        "cycle_groups_s": t_groups,
+        "cycle_members_s": t_members,
+        "cycle_total_s": t_users + t_groups + t_members,
+    }
+
+
+def swap_members(
+    port: int, token: str, prefix: str, group_id: str, a: list[str], b: list[str], n: int, rfc: bool
+) -> float:
+    """Median ms of a PATCH replacing the members `a` of the group by `b`, then `b` by `a`, and so
+    on, `n` times: one Remove with the list as its value (Entra's default), or with `rfc` one
+    Remove per member with a `members[value eq "..."]` path (RFC 7644; Entra with its
+    aadOptscim062020 flag), then one Add."""
+
+    def make(i: int) -> tuple[str, str, Any]:
+        out, into = (a, b) if i % 2 == 0 else (b, a)
+        removes = (
+            [{"op": "Remove", "path": f'members[value eq "{m}"]'} for m in out]
+            if rfc
+            else [{"op": "Remove", "path": "members", "value": [{"value": m} for m in out]}]
+        )
+        return (
+            "PATCH",
+            f"{prefix}/Groups/{group_id}",
+            {
+                "schemas": [PATCH],
+                "Operations": [*removes, {"op": "Add", "path": "members", "value": [{"value": m} for m in into]}],
+            },
+        )
+
+    return median_ms(port, token, make, n)
+
+
 def user_body(name: str) -> dict[str, Any]:
     return {
         "schemas": [USER],
@@ -239,7 +339,8 @@ class Bridge:
         self.config.write_text(
             f'[database]\nurl = "sqlite:///{root / "bridge.db"}"\n\n'
             f'[server]\npublic_url = "http://127.0.0.1:{self.port}"\n\n'
-            '[[tenants]]\nname = "bench"\nmappings = "mapping.toml"\n'
+            '[[tenants]]\nname = "bench"\nmappings = "mapping.toml"\n\n'
+            '[[tenants]]\nname = "cycle"\nmappings = "mapping.toml"\n'  # the Entra cycle's empty tenant
         )
         from bridge.runtime import open_runtime
         from bridge.store.db import transaction
@@ -250,6 +351,7 @@ class Bridge:
         with transaction(self.runtime.engine) as conn:
             self.tenant_id = get_tenant(conn, "bench").id
             _, self.token = create_token(conn, self.tenant_id, "bench", False, datetime.now(UTC))
+            _, self.cycle_token = create_token(conn, get_tenant(conn, "cycle").id, "cycle", False, datetime.now(UTC))
         self.proc: subprocess.Popen[bytes] | None = None
         self.loaded = 0
 
@@ -372,7 +474,9 @@ def start_flask(root: Path, server: str, workers: int, threads: int) -> tuple[su
     return proc, port
 
 
-def start_scim2_server(root: Path, users: int) -> tuple[subprocess.Popen[bytes], int]:
+def start_scim2_server(root: Path, users: int) -> tuple[subprocess.Popen[bytes], int, list[str]]:
+    """A fresh scim2-server with `users` users loaded over /Bulk; returns it, its port and the
+    users' ids in load order."""
     python = VENV_SCIM2 / "bin" / "python"
     if not python.exists():
         print(f"installing scim2-server==0.8.3 into {VENV_SCIM2} ...", file=sys.stderr)
@@ -396,6 +500,7 @@ def start_scim2_server(root: Path, users: int) -> tuple[subprocess.Popen[bytes],
     )
     wait_up(port, "/v2/ServiceProviderConfig", proc, log)
     conn = Conn(port, "s3cret")
+    ids: list[str] = []
     try:
         for start in range(0, users, 500):
             ops = [
@@ -405,9 +510,13 @@ def start_scim2_server(root: Path, users: int) -> tuple[subprocess.Popen[bytes],
             status, body = conn.request("POST", "/v2/Bulk", {"schemas": [BULK], "Operations": ops})
             if status != 200:
                 raise RuntimeError(f"scim2-server bulk load: {status} {body[:300]!r}")
+            done = {
+                op["bulkId"]: op["location"].rstrip("/").rsplit("/", 1)[-1] for op in json.loads(body)["Operations"]
+            }
+            ids += [done[op["bulkId"]] for op in ops]
     finally:
         conn.close()
-    return proc, port
+    return proc, port, ids
 
 
 def ids_by_filter(port: int, token: str, prefix: str, user_name: str) -> str:
@@ -428,6 +537,7 @@ def measure(
     group_id: str | None,
     args: Any,
     out: dict[str, dict[str, float]],
+    swap: tuple[list[str], list[str]] | None = None,
 ) -> None:
     print(f"measuring {name} ...", file=sys.stderr)
     rnd = random.Random(7)
@@ -451,7 +561,13 @@ def measure(
         ),
         50,
     )
+    row["post_1_per_s"] = post_rate(port, token, prefix, f"{name}-{uuid.uuid4().hex[:6]}", args.posts // 2, 1)
     row["post_per_s"] = post_rate(port, token, prefix, f"{name}-{uuid.uuid4().hex[:6]}", args.posts, args.clients)
+    if group_id is not None and swap is not None and args.swap_reps:
+        if name != "scim2-server":  # it refuses a Remove with a value (400 invalidValue)
+            row["swap_ms"] = swap_members(port, token, prefix, group_id, swap[0], swap[1], args.swap_reps, False)
+        row["swap_rfc_ms"] = swap_members(port, token, prefix, group_id, swap[0], swap[1], args.swap_reps, True)
+        row["swap_size"] = len(swap[0])
     if group_id is not None:
 
         def add_member(i: int) -> tuple[str, str, Any]:
@@ -495,6 +611,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8, help="client threads for the concurrent runs")
     parser.add_argument("--posts", type=int, default=400)
     parser.add_argument("--patches", type=int, default=50)
+    parser.add_argument("--swap", type=int, default=1000, help="members replaced by one PATCH of the big group")
+    parser.add_argument("--swap-reps", type=int, default=11, help="PATCHes of --swap members (0: none)")
+    parser.add_argument("--cycle-users", type=int, default=10_000, help="Entra cycle: users (0: no cycle)")
+    parser.add_argument("--cycle-groups", type=int, default=100)
+    parser.add_argument("--cycle-members", type=int, default=100, help="Entra cycle: members per group")
     parser.add_argument("--server", choices=["granian", "gunicorn"], default="granian")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
@@ -523,8 +644,16 @@ def main() -> None:
         t_load = time.monotonic()
         bridge.load_users(args.users)
         load_seconds = time.monotonic() - t_load
-        group_id = bridge.big_group(min(args.group, args.users))
-        measure("bridge", bridge.port, bridge.token, "/scim/v2", args.users, group_id, args, out)
+        size = min(args.group, args.users)
+        group_id = bridge.big_group(size)
+        n_swap = min(args.swap, size, args.users - size)
+        swap = (
+            [str(uuid.UUID(int=i + 1)) for i in range(n_swap)],
+            [str(uuid.UUID(int=size + i + 1)) for i in range(n_swap)],
+        )
+        measure("bridge", bridge.port, bridge.token, "/scim/v2", args.users, group_id, args, out, swap)
+        if args.cycle_users:
+            out["bridge"].update(entra_cycle(bridge.port, bridge.cycle_token, "/scim/v2", args))
         out["bridge"]["lookup_ms_small"] = lookup_small
         out["bridge"]["load_seconds"] = load_seconds
 
@@ -538,7 +667,7 @@ def main() -> None:
 
         if not args.no_scim2_server:
             print(f"loading {args.reference_users} users into scim2-server ...", file=sys.stderr)
-            ref, ref_port = start_scim2_server(root, args.reference_users)
+            ref, ref_port, ref_ids = start_scim2_server(root, args.reference_users)
             procs.append(ref)
             conn = Conn(ref_port, "s3cret")
             _, body = conn.request(
@@ -546,11 +675,8 @@ def main() -> None:
             )
             conn.close()
             ref_group = json.loads(body)["id"]
-            # A big group for scim2-server too (Bulk would take as long; PATCH in chunks of 500).
-            ids = [
-                ids_by_filter(ref_port, "s3cret", "/v2", f"user{i}@bench.example")
-                for i in range(min(args.group, args.reference_users) // 10)
-            ]
+            # A big group for scim2-server too (a tenth of bridge's: one PATCH adding them all).
+            ids = ref_ids[: min(args.group, args.reference_users) // 10]
             conn = Conn(ref_port, "s3cret")
             conn.request(
                 "PATCH",
@@ -561,9 +687,17 @@ def main() -> None:
                 },
             )
             conn.close()
-            measure("scim2-server", ref_port, "s3cret", "/v2", args.reference_users, ref_group, args, out)
+            n_swap = min(args.swap, len(ids), len(ref_ids) - len(ids))
+            ref_swap = (ids[:n_swap], ref_ids[len(ids) : len(ids) + n_swap])
+            measure("scim2-server", ref_port, "s3cret", "/v2", args.reference_users, ref_group, args, out, ref_swap)
             out["scim2-server"]["group_members"] = len(ids)
             stop(ref)
+            if args.cycle_users:
+                print("scim2-server: a fresh instance for the Entra cycle ...", file=sys.stderr)
+                ref, ref_port, _ = start_scim2_server(root, 0)
+                procs.append(ref)
+                out["scim2-server"].update(entra_cycle(ref_port, "s3cret", "/v2", args))
+                stop(ref)
     finally:
         for proc in procs:
             stop(proc)
@@ -585,11 +719,26 @@ def report(out: dict[str, dict[str, float]], args: Any, seconds: float) -> None:
         (f"GET /Users?filter=userName eq, {args.clients} clients (req/s)", "lookup_8", ",.0f"),
         ("userName lookup, median (ms)", "lookup_ms", ".2f"),
         ('emails[type eq "work" and value eq ...], median (ms)', "email_filter_ms", ".2f"),
+        ("POST /Users, 1 client (req/s)", "post_1_per_s", ",.0f"),
         (f"POST /Users, {args.clients} clients (req/s)", "post_per_s", ",.0f"),
         ("PATCH add one member to the big group, median (ms)", "patch_member_ms", ".2f"),
         ("GET big group ?excludedAttributes=members, median (ms)", "group_no_members_ms", ".2f"),
         ("PATCH a user's displayName, median (ms)", "patch_rename_ms", ".2f"),
         ("PATCH a user active:false (SCIM guard), median (ms)", "patch_inactive_ms", ".2f"),
+        (
+            f"PATCH replacing {int(b.get('swap_size', args.swap)):,} members of the big group, median (ms)",
+            "swap_ms",
+            ".1f",
+        ),
+        ('  same, one Remove members[value eq "..."] per member, median (ms)', "swap_rfc_ms", ".1f"),
+        (f"Entra cycle: POST {args.cycle_users:,} users (s)", "cycle_users_s", ".1f"),
+        (f"Entra cycle: POST {args.cycle_groups:,} groups (s)", "cycle_groups_s", ".2f"),
+        (
+            f"Entra cycle: PATCH add {min(args.cycle_users, args.cycle_groups * args.cycle_members):,} members (s)",
+            "cycle_members_s",
+            ".1f",
+        ),
+        ("Entra cycle: total (s)", "cycle_total_s", ".1f"),
     ]
     print(
         f"\nSCIM benchmark: bridge with {args.users:,} users and a {args.group:,}-member group "
@@ -597,16 +746,21 @@ def report(out: dict[str, dict[str, float]], args: Any, seconds: float) -> None:
         f"scim2-server 0.8.3 with {args.reference_users:,} users "
         f"and a {int(r.get('group_members', 0)):,}-member group; {os.cpu_count()} CPUs; run took {seconds:.0f} s\n"
     )
-    print(f"| {'measure':<58} | {'bridge':>10} | {'scim2-server':>12} | {'bare Flask':>10} | {'bridge/scim2':>12} |")
-    print(f"|{'-' * 60}|{'-' * 12}:|{'-' * 14}:|{'-' * 12}:|{'-' * 14}:|")
+    w = max(len(label) for label, _, _ in rows)
+    print(f"| {'measure':<{w}} | {'bridge':>10} | {'scim2-server':>12} | {'bare Flask':>10} | {'bridge/scim2':>13} |")
+    print(f"|{'-' * (w + 2)}|{'-' * 11}:|{'-' * 13}:|{'-' * 11}:|{'-' * 14}:|")
     for label, key, fmt in rows:
         ratio = "-"
         if key in b and key in r and b[key] and r[key]:
             higher_is_better = "per_s" in key or (key.startswith("lookup_") and "ms" not in key)
-            ratio = f"{b[key] / r[key]:.1f}x" if higher_is_better else f"{r[key] / b[key]:.0f}x faster"
+            faster = b[key] / r[key] if higher_is_better else r[key] / b[key]
+            if higher_is_better:
+                ratio = f"{faster:.1f}x"
+            else:
+                ratio = f"{faster:.1f}x faster" if faster >= 1 else f"{1 / faster:.1f}x slower"
         print(
-            f"| {label:<58} | {cell(b, key, fmt):>10} | {cell(r, key, fmt):>12} | {cell(f, key, fmt):>10} | "
-            f"{ratio:>12} |"
+            f"| {label:<{w}} | {cell(b, key, fmt):>10} | {cell(r, key, fmt):>12} | {cell(f, key, fmt):>10} | "
+            f"{ratio:>13} |"
         )
     if "lookup_8" in b and "lookup_8" in f:
         print(
