@@ -436,6 +436,18 @@ def _group_matches(rule: Rule, group: GroupRef) -> bool:
     return rule.pattern.search(group.name) is not None
 
 
+def names_group(mapping: RoleMapping, group: GroupRef) -> bool:
+    """Whether the mapping looks at membership of `group`: a rule, a `[[login_hours]]` entry or
+    `[user_type] external_groups` names it (by DN, by name or by pattern). Joining or leaving
+    groups it names none of (directly or through nesting) changes nobody's roles, user type or
+    login hours: those are all a person's groups are read for."""
+    external = mapping.external_groups
+    if external and ((group.dn and normalize_dn(group.dn) in external) or group.name.lower() in external):
+        return True
+    matchers = (*mapping.rules, *(entry.matcher for entry in mapping.login_hours))
+    return any(m.kind in ("group", "group_name", "group_pattern") and _group_matches(m, group) for m in matchers)
+
+
 def decide_user_type(
     user: SourceUser, groups: tuple[GroupRef, ...], mapping: RoleMapping
 ) -> Literal["internal", "external"]:

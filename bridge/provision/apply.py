@@ -113,14 +113,20 @@ def apply_account(conn: Connection, plan: AccountPlan, ctx: ApplyContext) -> str
     return _write(conn, [plan], ctx)[0]
 
 
+def apply_accounts(conn: Connection, plans: Sequence[AccountPlan], ctx: ApplyContext) -> list[str]:
+    """Write several accounts' plans on `conn` (inside the caller's transaction), as a batch of
+    `apply_plan` is written: one executemany per table, in the plans' order. Returns their ids."""
+    return _write(conn, plans, ctx) if plans else []
+
+
 def _snapshot(status: Status | None, roles: Iterable[str]) -> dict[str, Any]:
     return {"status": status.value if status else None, "roles": sorted(roles)}
 
 
 def _stored_identity_ids(
     conn: Connection, ctx: ApplyContext, batch: Sequence[AccountPlan]
-) -> dict[tuple[str, str], str]:
-    """(source, anchor) -> identity id for the batch's new accounts, in one query per source."""
+) -> dict[tuple[str, str], tuple[str, str | None]]:
+    """(source, anchor) -> (identity id, digest) for the batch's new accounts, in one query per source."""
     wanted: dict[str, list[str]] = {}
     for p in batch:
         if p.account_id is None and p.user is not None:
@@ -169,7 +175,7 @@ def _collect(
     rows: _Rows,
     plan: AccountPlan,
     ctx: ApplyContext,
-    stored_identities: Mapping[tuple[str, str], str],
+    stored_identities: Mapping[tuple[str, str], tuple[str, str | None]],
     stored_roles: Mapping[str, set[str]],
 ) -> str:
     now = ctx.now
@@ -184,7 +190,7 @@ def _collect(
         if account_id is None:
             # A channel may have stored the identity already (SCIM writes it before planning);
             # the account then takes that identity's id.
-            identity_id = stored_identities.get((plan.source, plan.anchor))
+            identity_id, stored_digest = stored_identities.get((plan.source, plan.anchor), (None, None))
             if identity_id is None:
                 identity_id = new_id()
                 rows.identity_inserts.append(
@@ -200,7 +206,9 @@ def _collect(
                         **values,
                     }
                 )
-            elif plan.identity_changed:
+            elif plan.identity_changed and stored_digest != plan.digest:
+                # Not when the channel stored exactly what the plan saw (a SCIM POST: store/scim
+                # writes the digest load_subjects computes), which would only rewrite the row.
                 rows.identity_updates.append({**key, "updated_at": now, **values})
             # The old account keeps its id (its history, and what the product knows it by); the
             # new one gets another and the identity (for SCIM: the resource id the IdP keeps).

@@ -19,7 +19,7 @@ from bridge.config import TenantConfig
 from bridge.core import actions
 from bridge.core.guard import DELETED, deprovisions
 from bridge.core.lifecycle import Status
-from bridge.core.mapping import mapping_fingerprint
+from bridge.core.mapping import mapping_fingerprint, names_group
 from bridge.core.plan import (
     AccountPlan,
     AccountState,
@@ -29,12 +29,12 @@ from bridge.core.plan import (
     frees_capacity,
     holds_seat,
 )
-from bridge.provision.apply import ApplyContext, apply_account
+from bridge.provision.apply import ApplyContext, apply_account, apply_accounts
 from bridge.store.accounts import account_of_identity, account_state, live_accounts, load_account_states, usage_outside
 from bridge.store.changes import set_account_flags
 from bridge.store.db import transaction
 from bridge.store.guard import kept
-from bridge.store.identities import load_subjects
+from bridge.store.identities import effective_groups, load_subjects, stored_groups
 from bridge.store.plans import waiting_in_open_plan
 from bridge.store.scim import SOURCE as SCIM_SOURCE
 from bridge.store.tenants import get_tenant
@@ -109,6 +109,8 @@ def replan(
         mapping,
         exclude_ids=[s.id for s in states.values()],
         suspended_counts_as_seat=tenant.config.suspended_counts_as_seat,
+        # The seat count is read only for a limit to check it against (build_plan reads no other).
+        seats=tenant.seat_limit is not None or bool(mapping.limited_modules()),
     )
     plan = build_plan(
         source,
@@ -123,8 +125,7 @@ def replan(
         recreate_renamed=tenant.config.recreate_renamed,
     )
     if source != SCIM_SOURCE:
-        for account_plan in plan.accounts:
-            apply_account(conn, account_plan, ctx)
+        apply_accounts(conn, plan.accounts, ctx)
         return plan
     leaving = [p for p in plan.accounts if deprovisions(p)]
     leaving_ids = {id(p) for p in leaving}
@@ -136,7 +137,8 @@ def replan(
         # Without a guard (the replan job, a seat freed), a change the open plan holds waits for
         # its decision; with one (a write, a resume), the guard adds it to that plan.
         waiting = set() if guard is not None else waiting_in_open_plan(conn, tenant.id, SCIM_SOURCE, ids)
-    applied = []
+    applied: list[AccountPlan] = []
+    pending: list[AccountPlan] = []  # written as one batch (a write of 1,000 members: 2,000 people)
     for account_plan in plan.accounts:
         if id(account_plan) in leaving_ids:
             digest = account_plan.digest or ""
@@ -144,11 +146,27 @@ def replan(
                 continue  # a person kept this account as it is, for this very identity
             if account_plan.account_id in waiting:
                 continue
-            if guard is not None and guard(conn, account_plan, digest):
-                continue
-        apply_account(conn, account_plan, ctx)
+            if guard is not None:
+                # The guard counts the live accounts: it sees every change applied before this one.
+                apply_accounts(conn, pending, ctx)
+                pending = []
+                if guard(conn, account_plan, digest):
+                    continue
+        pending.append(account_plan)
         applied.append(account_plan)
+    apply_accounts(conn, pending, ctx)
     return plan if len(applied) == len(plan.accounts) else replace(plan, accounts=applied)
+
+
+def membership_matters(conn: Connection, tenant: TenantView, source: str, group_anchor: str) -> bool:
+    """Whether adding people to the group or removing them from it can change anyone's plan: the
+    mapping names it, or a group it is nested in (`core.mapping.names_group`). When it cannot,
+    the people whose membership changed need no re-plan: their roles, user type and login hours
+    stay what they are (a SCIM client's groups that no rule names, Entra's "assigned" groups)."""
+    mapping = tenant.config.mapping()
+    refs = [*stored_groups(conn, tenant.id, source, [group_anchor]).values()]
+    refs += effective_groups(conn, tenant.id, source, [group_anchor]).get(group_anchor, ())
+    return any(names_group(mapping, ref) for ref in refs)
 
 
 # People per write transaction when many are re-planned at once (SQLite's write lock is held for

@@ -11,7 +11,7 @@ from flask import Response, request
 from sqlalchemy import Connection
 
 from bridge.provision.apply import ApplyContext
-from bridge.provision.replan import TenantView
+from bridge.provision.replan import TenantView, membership_matters
 from bridge.scim.auth import Caller
 from bridge.scim.errors import invalid_value, not_found
 from bridge.scim.handlers import (
@@ -55,6 +55,17 @@ class GroupHandlers(Handlers):
     def name_rules_apply(self, view: TenantView) -> bool:
         mapping = view.config.mapping()
         return bool(mapping.external_groups) or any(r.kind in ("group_name", "group_pattern") for r in mapping.rules)
+
+    def moved(
+        self, conn: Connection, view: TenantView, ctx: ApplyContext, anchor: str, changed: Sequence[str] | set[str]
+    ) -> list[str]:
+        """The users to re-plan after the members `changed` joined or left the group: everyone
+        below them, unless no mapping rule can see this group (then each gets a new version only)."""
+        users = storage.users_under(conn, self.caller.tenant_id, changed) if changed else []
+        if users and not view.paused and not membership_matters(conn, view, storage.SOURCE, anchor):
+            storage.touch_users(conn, self.caller.tenant_id, users, ctx.now)
+            return []
+        return users
 
     def check_members(self, conn: Connection, caller: Caller, ids: Sequence[str], group_anchor: str) -> None:
         found = storage.kinds(conn, caller.tenant_id, ids)
@@ -116,7 +127,7 @@ class GroupHandlers(Handlers):
             if ids:
                 self.check_members(conn, caller, ids, anchor)
                 added = storage.add_members(conn, caller.tenant_id, anchor, ids)
-                self.replan(conn, view, ctx, storage.users_under(conn, caller.tenant_id, added))
+                self.replan(conn, view, ctx, self.moved(conn, view, ctx, anchor, added))
             return self.group(conn, anchor, projection)
 
         resource, tag = self.write(work)
@@ -142,7 +153,7 @@ class GroupHandlers(Handlers):
             storage.write_group(conn, caller.tenant_id, row.anchor, doc, ctx.now, create=False)
         elif changed:
             storage.touch(conn, caller.tenant_id, row.anchor, ctx.now)
-        affected = set(storage.users_under(conn, caller.tenant_id, changed)) if changed else set()
+        affected = set(self.moved(conn, view, ctx, row.anchor, changed))
         if renamed and self.name_rules_apply(view):
             affected |= set(storage.users_under(conn, caller.tenant_id, [row.anchor]))
         self.replan(conn, view, ctx, sorted(affected))

@@ -244,15 +244,19 @@ def usage_outside(
     exclude_source: str | None = None,
     exclude_ids: Iterable[str] = (),
     suspended_counts_as_seat: bool = True,
+    seats: bool = True,
 ) -> Usage:
     """Seats (`seats_outside`), seats per module (`seat_counts`) and limited-role holders
-    among accounts that a plan will not touch."""
+    among accounts that a plan will not touch. Without `seats` (a caller whose plan checks no
+    seat limit, of the tenant or of a module), only the holders are counted: seats 0, no modules."""
     params = _usage_params(tenant_id, mapping, exclude_source, exclude_ids, suspended_counts_as_seat)
     holders: dict[str, int] = {}
     if params["limited"]:
         holders = dict(conn.execute(_USAGE[(exclude_source is not None, bool(params["ids"]))][3], params).all())
-    seats, modules = _seats(conn, params, mapping)
-    return Usage(seats=seats, holders=holders, module_seats=modules)
+    if not seats:
+        return Usage(seats=0, holders=holders, module_seats={})
+    counted, modules = _seats(conn, params, mapping)
+    return Usage(seats=counted, holders=holders, module_seats=modules)
 
 
 def seats_outside(

@@ -96,20 +96,24 @@ def set_account_flags(conn: Connection, account_id: str, **values: Any) -> None:
 
 def stored_identity_ids(
     conn: Connection, tenant_id: int, wanted: Mapping[str, Sequence[str]]
-) -> dict[tuple[str, str], str]:
-    """(source, anchor) -> id of the stored user identity, for the anchors wanted per source."""
-    found: dict[tuple[str, str], str] = {}
+) -> dict[tuple[str, str], tuple[str, str | None]]:
+    """(source, anchor) -> (id, digest) of the stored user identity, for the anchors wanted per
+    source."""
+    found: dict[tuple[str, str], tuple[str, str | None]] = {}
     for source, anchors in wanted.items():
-        for row in conn.execute(
-            select(identities.c.id, identities.c.anchor).where(
-                identities.c.tenant_id == tenant_id,
-                identities.c.source == source,
-                identities.c.kind == "user",
-                identities.c.anchor.in_(anchors),
-            )
-        ):
-            found[(source, row.anchor)] = row.id
+        params = {"tenant_id": tenant_id, "source": source, "anchors": list(anchors)}
+        for row in conn.execute(_STORED_IDENTITIES, params):
+            found[(source, row.anchor)] = (row.id, row.digest)
     return found
+
+
+# Prebuilt: every SCIM POST looks up the identity it stored before planning.
+_STORED_IDENTITIES = select(identities.c.id, identities.c.anchor, identities.c.digest).where(
+    identities.c.tenant_id == bindparam("tenant_id"),
+    identities.c.source == bindparam("source"),
+    identities.c.kind == "user",
+    identities.c.anchor.in_(bindparam("anchors", expanding=True)),
+)
 
 
 def stored_roles(conn: Connection, ids: Sequence[str]) -> dict[str, set[str]]:

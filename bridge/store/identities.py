@@ -338,6 +338,11 @@ def effective_groups(
     conn: Connection, tenant_id: int, source: str, member_anchors: Sequence[str]
 ) -> dict[str, tuple[GroupRef, ...]]:
     """Each member's groups, direct and nested, read from stored memberships (cycle-safe)."""
+    return _effective(conn, tenant_id, source, member_anchors, _parents(conn, tenant_id, source, member_anchors))
+
+
+def _parents(conn: Connection, tenant_id: int, source: str, member_anchors: Sequence[str]) -> dict[str, set[str]]:
+    """The groups each node directly belongs to, for the members and every group above them."""
 
     def parents_of(frontier: set[str]) -> dict[str, set[str]]:
         found: dict[str, set[str]] = {}
@@ -348,7 +353,12 @@ def effective_groups(
                 found.setdefault(member_anchor, set()).add(group_anchor)
         return found
 
-    _, parents = explore(member_anchors, parents_of)
+    return explore(member_anchors, parents_of)[1]
+
+
+def _effective(
+    conn: Connection, tenant_id: int, source: str, member_anchors: Sequence[str], parents: dict[str, set[str]]
+) -> dict[str, tuple[GroupRef, ...]]:
     refs = stored_groups(conn, tenant_id, source, {g for gs in parents.values() for g in gs})
     return {
         member: tuple(refs[a] for a in sorted(closure(parents.get(member, ()), parents)) if a in refs)
@@ -375,14 +385,13 @@ def load_subjects(conn: Connection, tenant_id: int, source: str, anchors: Sequen
     """Subjects rebuilt from stored identities, for re-planning a few people (SCIM, CLI)."""
     params = {"tenant_id": tenant_id, "source": source, "anchors": list(anchors)}
     rows = conn.execute(_USERS_BY_ANCHOR, params).all()
-    groups = effective_groups(conn, tenant_id, source, [r.anchor for r in rows])
-    direct: dict[str, list[str]] = {}
-    params["anchors"] = [r.anchor for r in rows]
-    for group_anchor, member_anchor in conn.execute(_PARENTS, params):
-        direct.setdefault(member_anchor, []).append(group_anchor)
+    found = [r.anchor for r in rows]
+    # The walk's first level is each person's direct groups (the identity's `groups`).
+    parents = _parents(conn, tenant_id, source, found)
+    groups = _effective(conn, tenant_id, source, found, parents)
     subjects = []
     for r in rows:
-        user = user_from_row(r, groups=tuple(sorted(direct.get(r.anchor, ()))))
+        user = user_from_row(r, groups=tuple(sorted(parents.get(r.anchor, ()))))
         subjects.append(Subject(user=user, groups=groups.get(r.anchor, ())))
     return subjects
 

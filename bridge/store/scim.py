@@ -202,12 +202,26 @@ def get(conn: Connection, tenant_id: int, kind: str, anchor: str, *, lock: bool 
 
 
 def ensure_unique_name(conn: Connection, tenant_id: int, kind: str, name: str, anchor: str | None) -> None:
-    query = select(identities.c.anchor).where(_live(tenant_id, kind), identities.c.name_norm == fold(name))
-    if anchor is not None:
-        query = query.where(identities.c.anchor != anchor)
-    if conn.execute(query.limit(1)).first() is not None:
+    params = {"tenant_id": tenant_id, "kind": kind, "name": fold(name), "anchor": anchor}
+    if conn.execute(_NAME_TAKEN[anchor is not None], params).first() is not None:
         what = "userName" if kind == "user" else "displayName"
         raise Conflict(f'{what} "{name}" is already taken in this tenant')
+
+
+# Prebuilt: every POST and PUT checks the name.
+_NAME_TAKEN = {
+    other: select(identities.c.anchor)
+    .where(
+        identities.c.tenant_id == bindparam("tenant_id"),
+        identities.c.source == SOURCE,
+        identities.c.kind == bindparam("kind"),
+        identities.c.deleted_at.is_(None),
+        identities.c.name_norm == bindparam("name"),
+        *([identities.c.anchor != bindparam("anchor")] if other else []),
+    )
+    .limit(1)
+    for other in (False, True)
+}
 
 
 # ---- users ---------------------------------------------------------------------------------
@@ -248,18 +262,8 @@ def write_user(
     values["digest"] = identity_digest(user)
     values.update(resource=doc, external_id=doc.get("externalId"), updated_at=now)
     if create:
-        conn.execute(
-            insert(identities).values(
-                id=anchor,
-                tenant_id=tenant_id,
-                source=SOURCE,
-                kind="user",
-                anchor=anchor,
-                created_at=now,
-                version=1,
-                **values,
-            )
-        )
+        row = {"id": anchor, "tenant_id": tenant_id, "source": SOURCE, "kind": "user", "anchor": anchor}
+        insert_many(conn, identities, [{**row, "created_at": now, "version": 1, **values}])
     else:
         conn.execute(
             update(identities)
@@ -283,7 +287,7 @@ def write_user(
         if len(row["value"]) > 320:
             raise InvalidValue("an email address is longer than 320 characters")
     if rows:
-        conn.execute(insert(emails), rows)
+        insert_many(conn, emails, rows)
 
 
 def user_anchors(conn: Connection, tenant_id: int) -> list[str]:
@@ -497,10 +501,27 @@ def touch(conn: Connection, tenant_id: int, anchor: str, now: datetime, **values
         conn.execute(_TOUCH, {"b_id": anchor, "b_tenant": tenant_id, "now": now})
 
 
+def touch_users(conn: Connection, tenant_id: int, anchors: Sequence[str], now: datetime) -> None:
+    """A new version of each user (ETag, meta.lastModified: their `groups` changed) without
+    re-planning them: a membership change no mapping rule can see (`provision.replan.membership_matters`)."""
+    for start in range(0, len(anchors), CHUNK):
+        conn.execute(_TOUCH_USERS, {"b_tenant": tenant_id, "anchors": list(anchors[start : start + CHUNK]), "now": now})
+
+
 # Prebuilt: every member change of a group bumps its version.
 _TOUCH = (
     update(identities)
     .where(identities.c.id == bindparam("b_id"), identities.c.tenant_id == bindparam("b_tenant"))
+    .values(version=identities.c.version + 1, updated_at=bindparam("now"))
+)
+_TOUCH_USERS = (
+    update(identities)
+    .where(
+        identities.c.tenant_id == bindparam("b_tenant"),
+        identities.c.source == SOURCE,
+        identities.c.kind == "user",
+        identities.c.anchor.in_(bindparam("anchors", expanding=True)),
+    )
     .values(version=identities.c.version + 1, updated_at=bindparam("now"))
 )
 

@@ -523,3 +523,31 @@ def test_a_method_a_resource_does_not_take_is_405_with_allow(scim: ScimClient) -
         error(response, 405)
         assert response.headers["Allow"] == allowed
     error(scim.call("GET", "/Users/"), 404)
+
+
+def test_a_group_no_rule_names_changes_no_account_unless_it_is_nested_in_one_that_does(scim: ScimClient) -> None:
+    ann, bob = new_user(scim, "plain-ann")["id"], new_user(scim, "plain-bob")["id"]
+    before = scim.ok("GET", f"/Users/{ann}")
+    plain = new_group(scim, "plain-team")["id"]  # no rule, login-hours entry or external group names it
+    patch(scim, f"/Groups/{plain}", {"op": "add", "path": "members", "value": [{"value": ann}]})
+    # Nobody's plan can change: the account is left alone, but the User (its groups) is a new version.
+    assert account(scim, ann) == {
+        "status": "no_access",
+        "roles": [],
+        "mails": 0,
+        "userName": "plain-ann",
+        "tenant": scim.tenant,
+    }
+    after = scim.ok("GET", f"/Users/{ann}")
+    assert after["meta"]["version"] != before["meta"]["version"]
+    assert [g["value"] for g in after["groups"]] == [plain]
+
+    # Nested in a group a rule names (group_pattern "^pos-"), its members are re-planned, and so
+    # is whoever joins or leaves it afterwards.
+    outer = new_group(scim, "pos-outer")["id"]
+    patch(scim, f"/Groups/{outer}", {"op": "add", "path": "members", "value": [{"value": plain}]})
+    assert account(scim, ann)["roles"] == ["point_of_sale"] and account(scim, ann)["status"] == "pending"
+    patch(scim, f"/Groups/{plain}", {"op": "add", "path": "members", "value": [{"value": bob}]})
+    assert account(scim, bob)["roles"] == ["point_of_sale"]
+    patch(scim, f"/Groups/{plain}", {"op": "remove", "path": f'members[value eq "{bob}"]'})
+    assert account(scim, bob)["roles"] == [] and account(scim, bob)["status"] == "no_access"
