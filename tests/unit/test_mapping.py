@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.core.mapping import decide_roles, load_mapping, parse_mapping, unseen_attributes
+from bridge.core.mapping import decide_roles, load_mapping, names_group, parse_mapping, unseen_attributes
 from bridge.core.model import GroupRef, SourceUser
 from bridge.errors import ConfigError
 
@@ -192,3 +192,25 @@ def test_mapping_fingerprint_follows_what_plans_depend_on_not_the_file() -> None
         mapping_fingerprint(parse_mapping(base, "one.toml"), seat_limit=6),
     }
     assert first not in others and len(others) == 4
+
+
+def test_names_group_is_every_group_that_can_change_a_plan(mapping) -> None:  # type: ignore[no-untyped-def]
+    # By DN, by name, by pattern, and as an external group; what it names and no more.
+    assert all(names_group(mapping, g) for g in (ADMINS, FRONT, POS, CONTRACTORS))
+    external = GroupRef("g5", "vendors", "CN=Contractors,OU=Groups,DC=example,DC=org")
+    assert names_group(mapping, external)
+    assert not names_group(mapping, GroupRef("g6", "plain team", "cn=plain,ou=groups,dc=example,dc=org"))
+    assert not names_group(mapping, GroupRef("g7", "the pos- team"))  # ^pos- is anchored
+    # A group it does not name changes nobody's decision.
+    plain = GroupRef("g6", "plain team")
+    assert decide_roles(user(), (plain,), mapping) == decide_roles(user(), (), mapping)
+
+
+def test_names_group_counts_login_hours_entries() -> None:
+    data = {
+        "roles": {"user": {}},
+        "login_hours": [{"group_name": "night shift", "hours": "22:00-06:00", "time_zone": "UTC"}],
+    }
+    mapping = parse_mapping(data, "mappings/t.toml")
+    assert names_group(mapping, GroupRef("g1", "Night Shift"))
+    assert not names_group(mapping, GroupRef("g2", "day shift"))
