@@ -173,7 +173,14 @@ def _apply(
     if attr.mutability == "readOnly" or (path.sub is not None and path.sub.mutability == "readOnly"):
         raise mutability(f'"{path.text}" is read-only')
     if rt.name == "Group" and attr.name == "members":
-        result.members.append(_member_op(kind, path, value))
+        op = _member_op(kind, path, value)
+        last = result.members[-1] if result.members else None
+        if op.kind == "remove" and last is not None and last.kind == "remove":
+            # One removal for a run of them (Entra with aadOptscim062020 sends one
+            # `members[value eq "..."]` operation per member): the same rows, a statement per chunk.
+            result.members[-1] = MemberOp("remove", last.ids + op.ids)
+        else:
+            result.members.append(op)
         return
     if kind != "remove" and not has_value:
         raise invalid_value(f'"{kind}" needs a value')
