@@ -380,6 +380,8 @@ class Bridge:
                     anchors.append(anchor)
                 replan(conn, tenant_view(conn, config), "scim", anchors, ctx)
             self.loaded += count
+            if self.loaded % 100_000 == 0:
+                print(f"  {self.loaded} users loaded", file=sys.stderr)
 
     def big_group(self, size: int) -> str:
         from bridge.store import scim as storage
@@ -528,6 +530,24 @@ def ids_by_filter(port: int, token: str, prefix: str, user_name: str) -> str:
         conn.close()
 
 
+def lookup_medians(port: int, token: str, users: int, seed: int, n: int = 300) -> dict[str, float]:
+    """Median latency of the three lookups a provisioning client makes, over `users` users: by
+    userName, by id (GET /Users/{id}; the ids read first, untimed) and the email value filter."""
+    rnd = random.Random(seed)
+    picks = [rnd.randrange(users) for _ in range(n)]
+    ids = [ids_by_filter(port, token, "/scim/v2", f"user{i}@bench.example") for i in picks[:100]]
+    by_name = median_ms(
+        port,
+        token,
+        lambda i: ("GET", "/scim/v2/Users?filter=" + q(f'userName eq "user{picks[i]}@bench.example"'), None),
+        n,
+    )
+    by_id = median_ms(port, token, lambda i: ("GET", f"/scim/v2/Users/{ids[i % len(ids)]}", None), n)
+    email = q('emails[type eq "work" and value eq "user{}@bench.example"]')
+    by_email = median_ms(port, token, lambda i: ("GET", "/scim/v2/Users?filter=" + email.format(picks[i]), None), n)
+    return {"userName": by_name, "id": by_id, "email": by_email}
+
+
 def measure(
     name: str,
     port: int,
@@ -621,6 +641,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--no-scim2-server", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--lookups-only", action="store_true", help="only the lookup latencies at 1,000 users and at --users"
+    )
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
@@ -640,10 +663,22 @@ def main() -> None:
             return "GET", "/scim/v2/Users?filter=" + q(f'userName eq "user{n}@bench.example"'), None
 
         lookup_small = median_ms(bridge.port, bridge.token, small_lookup, 300)
+        small_medians = lookup_medians(bridge.port, bridge.token, small, 2)
         print(f"loading {args.users} users into bridge ...", file=sys.stderr)
         t_load = time.monotonic()
+        if args.lookups_only:
+            # Medians at each power of ten on the way too: a million users take a while to load.
+            upto = 10_000
+            while upto < args.users:
+                bridge.load_users(upto)
+                print_lookups(small, small_medians, upto, lookup_medians(bridge.port, bridge.token, upto, 3), 0)
+                upto *= 10
         bridge.load_users(args.users)
         load_seconds = time.monotonic() - t_load
+        full_medians = lookup_medians(bridge.port, bridge.token, args.users, 3)
+        print_lookups(small, small_medians, args.users, full_medians, load_seconds)
+        if args.lookups_only:
+            return
         size = min(args.group, args.users)
         group_id = bridge.big_group(size)
         n_swap = min(args.swap, size, args.users - size)
@@ -706,6 +741,13 @@ def main() -> None:
     report(out, args, time.monotonic() - t0)
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
+
+
+def print_lookups(small: int, at_small: dict[str, float], users: int, at_full: dict[str, float], load: float) -> None:
+    print(f"\nlookup medians (ms), {small:,} users -> {users:,} users (loaded through the store in {load:.0f} s):")
+    for key, label in (("userName", "userName eq"), ("id", "GET /Users/{id}"), ("email", "emails[value eq]")):
+        ratio = at_full[key] / at_small[key]
+        print(f"  {label:<18} {at_small[key]:6.2f} -> {at_full[key]:6.2f}  (x{ratio:.2f})")
 
 
 def report(out: dict[str, dict[str, float]], args: Any, seconds: float) -> None:
