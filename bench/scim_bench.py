@@ -744,7 +744,8 @@ def main() -> None:
 
 
 def print_lookups(small: int, at_small: dict[str, float], users: int, at_full: dict[str, float], load: float) -> None:
-    print(f"\nlookup medians (ms), {small:,} users -> {users:,} users (loaded through the store in {load:.0f} s):")
+    loaded = f" (loaded through the store in {load:.0f} s)" if load else ""
+    print(f"\nlookup medians (ms), {small:,} users -> {users:,} users{loaded}:", flush=True)
     for key, label in (("userName", "userName eq"), ("id", "GET /Users/{id}"), ("email", "emails[value eq]")):
         ratio = at_full[key] / at_small[key]
         print(f"  {label:<18} {at_small[key]:6.2f} -> {at_full[key]:6.2f}  (x{ratio:.2f})")

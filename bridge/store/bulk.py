@@ -8,6 +8,12 @@ column set, runs SQLAlchemy's own bind processors per column (JSON, aware UTC da
 and hands the rows to the driver's executemany. Database errors come back as SQLAlchemy's
 exceptions (`IntegrityError`, ...), so callers handle them exactly as before.
 
+On PostgreSQL, from `_COPY_MIN_ROWS` rows on, the rows go in one `COPY ... FROM STDIN` instead:
+psycopg's executemany sends one statement per row through its pipeline, about 200 µs of Python
+a row here (a first sync of 20,000 people spent 58 of its 82 s of apply in it); COPY streams
+them (same values, same order, so serial ids still grow with the list; an error aborts the
+transaction as the INSERT's would and comes back as the same SQLAlchemy exception).
+
 Rows must all carry the same keys (they are built by one function per table); Python-side
 column defaults are not applied here, so the callers give every column they need.
 """
@@ -25,6 +31,7 @@ from sqlalchemy.exc import DBAPIError
 _Processor = Callable[[Any], Any] | None
 _Compiled = tuple[str, tuple[str, ...] | None, tuple[_Processor, ...]] | None
 _compiled: dict[tuple[str, str, tuple[str, ...]], _Compiled] = {}
+_COPY_MIN_ROWS = 20
 
 
 def _compile(table: Table, keys: tuple[str, ...], dialect: Dialect) -> _Compiled:
@@ -59,6 +66,7 @@ def insert_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
         return
     sql, positional, processors = compiled
     order = positional if positional is not None else keys
+    copy = dialect.name == "postgresql" and dialect.driver == "psycopg" and len(rows) >= _COPY_MIN_ROWS
     processed = [(i, p, {}) for i, p in enumerate(processors) if p is not None]
     take = itemgetter(*order) if len(order) > 1 else (lambda row: (row[order[0]],))
     params: list[Any] = []
@@ -78,10 +86,18 @@ def insert_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
             if hit is None:
                 hit = seen[id(raw)] = (raw, processor(raw))
             values[i] = hit[1]
-        params.append(tuple(values) if positional is not None else dict(zip(order, values, strict=True)))
+        params.append(tuple(values) if positional is not None or copy else dict(zip(order, values, strict=True)))
     cursor = conn.connection.cursor()
     try:
-        cursor.executemany(sql, params)
+        if copy:
+            preparer = dialect.identifier_preparer
+            columns = ", ".join(preparer.quote(table.c[k].name) for k in order)
+            sql = f"COPY {preparer.format_table(table)} ({columns}) FROM STDIN"
+            with cursor.copy(sql) as stream:
+                for values in params:
+                    stream.write_row(values)
+        else:
+            cursor.executemany(sql, params)
     except dialect.loaded_dbapi.Error as exc:
         raise DBAPIError.instance(sql, params[:1], exc, dialect.loaded_dbapi.Error, dialect=dialect) from exc
     finally:

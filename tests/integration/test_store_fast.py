@@ -76,6 +76,27 @@ def test_insert_many_errors_are_sqlalchemy_errors_and_roll_back(engine: Engine) 
         assert conn.execute(select(memberships)).all() == []  # the whole transaction is gone
 
 
+def test_insert_many_of_many_rows_keeps_every_character_and_its_errors(engine: Engine) -> None:
+    # From 20 rows on, PostgreSQL's rows go by COPY (bridge/store/bulk.py): text with the
+    # characters COPY's format escapes, JSON, NULLs and a duplicate key behave as the INSERT's.
+    now = datetime(2026, 11, 22, 17, 0, 0, 123456, tzinfo=UTC)
+    rows = audit_rows(40, now)
+    for i, row in enumerate(rows):
+        row["actor"] = f"tab\there, line\nbreak, back\\slash \\N {i}"
+    with transaction(engine) as conn:
+        insert_many(conn, audit, rows)
+    with transaction(engine, write=False) as conn:
+        stored = conn.execute(select(audit).order_by(audit.c.id)).all()
+    assert [r.actor for r in stored] == [row["actor"] for row in rows]
+    assert [r.reason for r in stored][:2] == ["new", None] and stored[7].after["detail"]["name"] == "Zoë"
+    member = {"tenant_id": 1, "source": "s", "group_anchor": "g"}
+    many = [{**member, "member_anchor": f"m{i}"} for i in range(30)]
+    with pytest.raises(IntegrityError), transaction(engine) as conn:
+        insert_many(conn, memberships, [*many, many[3]])  # one duplicate primary key
+    with transaction(engine, write=False) as conn:
+        assert conn.execute(select(memberships)).all() == []
+
+
 def test_fast_query_rows_equal_connection_rows(engine: Engine) -> None:
     from sqlalchemy import bindparam
 
