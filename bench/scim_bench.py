@@ -586,7 +586,10 @@ def measure(
     if group_id is not None and swap is not None and args.swap_reps:
         if name != "scim2-server":  # it refuses a Remove with a value (400 invalidValue)
             row["swap_ms"] = swap_members(port, token, prefix, group_id, swap[0], swap[1], args.swap_reps, False)
-        row["swap_rfc_ms"] = swap_members(port, token, prefix, group_id, swap[0], swap[1], args.swap_reps, True)
+        # One operation per member and one Add: 999 members, under bridge's 1,000 operations a request.
+        rfc = (swap[0][:999], swap[1][:999])
+        row["swap_rfc_ms"] = swap_members(port, token, prefix, group_id, rfc[0], rfc[1], args.swap_reps, True)
+        row["swap_rfc_size"] = len(rfc[0])
         row["swap_size"] = len(swap[0])
     if group_id is not None:
 
@@ -773,7 +776,11 @@ def report(out: dict[str, dict[str, float]], args: Any, seconds: float) -> None:
             "swap_ms",
             ".1f",
         ),
-        ('  same, one Remove members[value eq "..."] per member, median (ms)', "swap_rfc_ms", ".1f"),
+        (
+            f'  same for {int(b.get("swap_rfc_size", 0)):,}, one Remove members[value eq "..."] each, median (ms)',
+            "swap_rfc_ms",
+            ".1f",
+        ),
         (f"Entra cycle: POST {args.cycle_users:,} users (s)", "cycle_users_s", ".1f"),
         (f"Entra cycle: POST {args.cycle_groups:,} groups (s)", "cycle_groups_s", ".2f"),
         (
