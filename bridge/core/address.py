@@ -12,6 +12,7 @@ domain is sent in its IDNA (punycode) form, which every relay understands.
 
 from __future__ import annotations
 
+import functools
 import re
 
 # The reason an activation is not sent to an address bridge cannot mail (plan, explain, outbox).
@@ -26,13 +27,14 @@ MAX_LOCAL_LENGTH = 64
 _ATOM = r"(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]|[^\x00-\x7f\s])+"
 _LOCAL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*")
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def address_problem(value: str | None) -> str | None:
     """Why bridge cannot mail `value`, in words for an administrator; None when it can."""
     if value is None or not value.strip():
         return "no email address"
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if _CONTROL.search(value):
         return "the email address contains a line break or a control character"
     if value != value.strip():
         return "the email address has spaces around it"
@@ -80,6 +82,7 @@ def usable_address(value: str | None) -> str | None:
     return f"{local}@{_ascii_domain(domain)}"
 
 
+@functools.lru_cache(maxsize=1024)  # a directory's addresses share a few domains
 def _ascii_domain(domain: str) -> str | None:
     name = domain[:-1] if domain.endswith(".") else domain
     if not name.isascii():

@@ -99,9 +99,16 @@ def expand_groups(snapshot: Snapshot) -> dict[str, tuple[GroupRef, ...]]:
 
     refs = {g.anchor: GroupRef(anchor=g.anchor, name=g.name, dn=g.dn) for g in snapshot.groups.values()}
     effective: dict[str, tuple[GroupRef, ...]] = {}
+    # People share their direct groups far more often than not: each distinct set is expanded
+    # once, and its people share one tuple (100k people in a few thousand sets).
+    by_direct: dict[frozenset[str], tuple[GroupRef, ...]] = {frozenset(): ()}
     for user in snapshot.users.values():
-        found: set[str] = set()
-        for direct in parents.get(user.anchor, ()):
-            found |= ancestors(direct)
-        effective[user.anchor] = tuple(refs[a] for a in sorted(found) if a in refs)
+        direct = frozenset(parents.get(user.anchor, ()))
+        groups = by_direct.get(direct)
+        if groups is None:
+            found: set[str] = set()
+            for group_anchor in direct:
+                found |= ancestors(group_anchor)
+            groups = by_direct[direct] = tuple(refs[a] for a in sorted(found) if a in refs)
+        effective[user.anchor] = groups
     return effective

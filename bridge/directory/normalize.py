@@ -164,6 +164,12 @@ def _first(attributes: Mapping[str, Sequence[str | bytes]], name: str) -> str | 
 def _texts(values: Sequence[str | bytes]) -> tuple[str, ...]:
     if isinstance(values, (str, bytes)):
         return (text_of(values),)  # a scalar from a schema-aware ldap3 read (trap 15)
+    if type(values) is list and values and type(values[0]) is bytes:
+        # bridge's own LDAP reads (ber.py): a list of bytes, decoded as text_of would.
+        try:
+            return tuple([v.decode("utf-8") for v in values])  # type: ignore[union-attr]
+        except (UnicodeDecodeError, AttributeError):
+            return tuple(text_of(v) for v in values)
     try:
         # Raises TypeError if any value is bytes: the all-str case is checked in C, since this
         # runs for every kept attribute of every user.

@@ -537,10 +537,24 @@ def event_payload(
         "id": new_id(),
         "type": topic,
         "tenant": tenant_name,
-        "occurred_at": now.isoformat(),
+        "occurred_at": _isoformat(now),
         "account": {"id": account_id} if account_id is not None else None,
         "change": change,
     }
+
+
+_last_iso: tuple[datetime, str] | None = None
+
+
+def _isoformat(now: datetime) -> str:
+    """`now.isoformat()`, built once for the run's `now` that every event of a sync shares."""
+    global _last_iso
+    last = _last_iso
+    if last is not None and last[0] is now:
+        return last[1]
+    text = now.isoformat()
+    _last_iso = (now, text)
+    return text
 
 
 def record_product_event(

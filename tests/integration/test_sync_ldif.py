@@ -24,6 +24,19 @@ def group_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     return str(request.param)
 
 
+def feed(d: Deployment) -> list[tuple[int, str, str]]:
+    """(position, type, account id) of every feed event, in position order."""
+    from bridge.store.tables import AccountEventRow
+
+    engine = make_engine(d.db_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(AccountEventRow.position, AccountEventRow.payload).order_by("position"))
+            return [(p, e["type"], (e.get("account") or {}).get("id", "")) for p, e in rows]
+    finally:
+        engine.dispose()
+
+
 def bridge(d: Deployment, *args: str) -> Result:
     return CliRunner().invoke(main, ["--config", str(d.config), *args], catch_exceptions=False)
 
@@ -103,6 +116,12 @@ def test_first_sync_creates_pending_accounts_and_collaborators(deployment: Deplo
     counts = table_counts(deployment)
     pending = [u for u in accounts.values() if u["status"] == "pending"]
     assert counts["outbox"] == len(pending)
+    # The feed: every account's events, at positions without a gap.
+    events = feed(deployment)
+    assert [p for p, _, _ in events] == list(range(1, len(events) + 1))
+    created = {a for _, t, a in events if t == "account.created"}
+    assert created == {u["id"] for u in accounts.values()}
+    assert {a for _, t, a in events if t == "account.pending"} == {u["id"] for u in pending}
 
 
 def test_second_sync_with_no_change_writes_nothing(deployment: Deployment) -> None:
