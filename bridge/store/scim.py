@@ -29,6 +29,8 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from bridge.core.groups import explore
 from bridge.core.model import SourceUser
@@ -342,7 +344,8 @@ def groups_of(
 
 
 def _add_group_refs(out: dict[str, list[dict[str, Any]]], rows: Iterable[Any], base_url: str) -> None:
-    for member, group_anchor, name in rows:
+    # In name order, sorted here (see _groups_of_statement).
+    for member, group_anchor, name, _ in sorted(rows, key=lambda row: row[3]):
         out.setdefault(member, []).append(
             {"value": group_anchor, "$ref": f"{base_url}/Groups/{group_anchor}", "display": name, "type": "direct"}
         )
@@ -351,17 +354,43 @@ def _add_group_refs(out: dict[str, list[dict[str, Any]]], rows: Iterable[Any], b
 _GROUPS = identities.alias("g")
 
 
+class _NotIndexed(ColumnElement[Any]):
+    """`+column` on SQLite, where it keeps the term from being served by an index on that column
+    (the planner's choice without statistics is then the one meant); the column elsewhere."""
+
+    inherit_cache = True
+    _traverse_internals = [("column", InternalTraversal.dp_clauseelement)]  # noqa: RUF012 - cacheable
+
+    def __init__(self, column: ColumnElement[Any]) -> None:
+        self.column = column
+        self.type = column.type
+
+
+@compiles(_NotIndexed)
+def _not_indexed(element: _NotIndexed, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.column, **kw))
+
+
+@compiles(_NotIndexed, "sqlite")
+def _not_indexed_sqlite(element: _NotIndexed, compiler: Any, **kw: Any) -> str:
+    return "+" + str(compiler.process(element.column, **kw))
+
+
 def _groups_of_statement(member: ColumnElement[bool]) -> Select[Any]:
-    """Memberships by member, joined to the group's name."""
+    """Memberships by member, joined to the group's name. No ORDER BY: it tempted SQLite into
+    walking every group of the tenant in name order (a user's groups took 13 ms at 5,000 groups,
+    0.3 ms at one); the caller sorts the few rows."""
     return (
-        select(memberships.c.member_anchor, _GROUPS.c.anchor, _GROUPS.c.name)
+        select(memberships.c.member_anchor, _GROUPS.c.anchor, _GROUPS.c.name, _GROUPS.c.name_norm)
         .join(
             _GROUPS,
             and_(
                 _GROUPS.c.tenant_id == memberships.c.tenant_id,
                 _GROUPS.c.source == memberships.c.source,
                 _GROUPS.c.kind == "group",
-                _GROUPS.c.anchor == memberships.c.group_anchor,
+                # Memberships by member first, then each group by its key. For one member SQLite
+                # otherwise walked every group of the tenant and probed its memberships.
+                _GROUPS.c.anchor == _NotIndexed(memberships.c.group_anchor),
             ),
         )
         .where(
@@ -370,7 +399,6 @@ def _groups_of_statement(member: ColumnElement[bool]) -> Select[Any]:
             member,
             _GROUPS.c.deleted_at.is_(None),
         )
-        .order_by(_GROUPS.c.name_norm)
     )
 
 
