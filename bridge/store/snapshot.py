@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import NoResultFound
 
-from bridge.store.accounts import account_roles, accounts_after
+from bridge.store.accounts import account_roles, accounts_after, get_account
 from bridge.store.events import BadCursor, current_position
 from bridge.store.identities import account_groups, external_ids
 
@@ -52,6 +53,16 @@ def account_documents(conn: Connection, tenant_id: int, tenant_name: str, rows: 
         }
         for r in rows
     ]
+
+
+def account_document(conn: Connection, tenant_id: int, tenant_name: str, account_id: str) -> dict[str, Any] | None:
+    """One account of the tenant as the snapshot shows it, or None (not this tenant's, or no
+    such id): the product's re-read of one account after an event it cannot apply by itself."""
+    try:
+        row = get_account(conn, tenant_id, account_id)
+    except NoResultFound:
+        return None
+    return account_documents(conn, tenant_id, tenant_name, [row])[0]
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ tenant; an identity provider's SCIM token (read-write) is refused with 403.
   outside the person's login hours, docs/operations/login-hours.md).
 - `GET /api/v1/events`: the change feed, oldest first, from an opaque cursor
   (bridge.store.events has why a cursor never passes over an event committed late).
-- `GET /api/v1/accounts`: a paged snapshot, with the feed position it stands at.
+- `GET /api/v1/accounts`: a paged snapshot, with the feed position it stands at;
+  `GET /api/v1/accounts/<id>`: one account, the same document.
 docs/product-integration.md is the product's side of all three.
 """
 
@@ -26,7 +27,7 @@ from bridge.store.accounts import STATUSES, account_refs, find_sign_in_account, 
 from bridge.store.db import transaction
 from bridge.store.events import MAX_LIMIT, BadCursor, CursorExpired, decode_cursor, encode_cursor, read_events
 from bridge.store.ids import fold
-from bridge.store.snapshot import snapshot_page
+from bridge.store.snapshot import account_document, snapshot_page
 from bridge.store.tokens import hash_token, tenant_for_token, token_use
 from bridge.web.passwords import MAX_LENGTH, hash_password, verify
 from bridge.web.ratelimit import limiter
@@ -128,8 +129,8 @@ def _limit() -> int | Response:
 DEFAULT_LIMIT = 100
 
 
-@blueprint.get("/api/v1/events", provide_automatic_options=False)
-def events() -> Response:
+def _paged_read() -> tuple[Runtime, Any, int] | Response:
+    """What the feed and the snapshot ask first: the product token, then the page size."""
     runtime: Runtime = current_app.extensions["bridge"]
     found = _product_token(runtime)
     if isinstance(found, Response):
@@ -137,6 +138,15 @@ def events() -> Response:
     limit = _limit()
     if isinstance(limit, Response):
         return limit
+    return runtime, found, limit
+
+
+@blueprint.get("/api/v1/events", provide_automatic_options=False)
+def events() -> Response:
+    asked = _paged_read()
+    if isinstance(asked, Response):
+        return asked
+    runtime, found, limit = asked
     after_text = request.args.get("after") or None
     try:
         after = decode_cursor(after_text, found.tenant_id) if after_text is not None else None
@@ -165,13 +175,10 @@ def events() -> Response:
 
 @blueprint.get("/api/v1/accounts", provide_automatic_options=False)
 def accounts() -> Response:
-    runtime: Runtime = current_app.extensions["bridge"]
-    found = _product_token(runtime)
-    if isinstance(found, Response):
-        return found
-    limit = _limit()
-    if isinstance(limit, Response):
-        return limit
+    asked = _paged_read()
+    if isinstance(asked, Response):
+        return asked
+    runtime, found, limit = asked
     status = request.args.get("status") or None
     if status is not None and status not in STATUSES:
         return _error(400, f"status must be one of {', '.join(STATUSES)}")
@@ -187,6 +194,22 @@ def accounts() -> Response:
         next=page.next_cursor,
         eventsCursor=encode_cursor(found.tenant_id, page.events_position),
     )
+
+
+@blueprint.get("/api/v1/accounts/<account_id>", provide_automatic_options=False)
+def account(account_id: str) -> Response:
+    """One account, as the snapshot shows it: what a product re-reads after an event it cannot
+    apply from the event alone (a type it does not know), instead of paging the whole snapshot.
+    Another tenant's account is a 404 like an id that does not exist."""
+    runtime: Runtime = current_app.extensions["bridge"]
+    found = _product_token(runtime)
+    if isinstance(found, Response):
+        return found
+    with transaction(runtime.engine, write=False) as conn:
+        document = account_document(conn, found.tenant_id, found.tenant_name, account_id)
+    if document is None:
+        return _error(404, f"no account {account_id}")
+    return _page(**document)
 
 
 def _page(**body: Any) -> Response:

@@ -12,7 +12,7 @@ The rules it follows (docs/product-integration.md has bridge's side of each):
   the product reconciles from the snapshot (`GET /api/v1/accounts`, every page) and follows
   the feed from the snapshot's `eventsCursor`.
 - An event of a type this product does not know (a newer bridge), or about an account it has
-  never seen, is not guessed at: the account is marked and re-read from the snapshot.
+  never seen, is not guessed at: the account is marked and re-read (`GET /api/v1/accounts/<id>`).
 - Events never stop the follower: an odd field is skipped, a failed read is retried later.
 """
 
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -214,12 +215,12 @@ class Store:
             )
 
     def refresh(self, accounts: list[dict[str, Any]], wanted: set[str]) -> None:
-        """Marked users re-read from the snapshot (their current state in bridge)."""
+        """Marked users re-read from bridge (their current state there)."""
         now = _now()
         with self.transaction() as conn:
             for account in accounts:
                 _upsert_document(conn, account, now)
-            # One the snapshot no longer lists cannot be re-read: leave it as the feed left it.
+            # One bridge no longer has cannot be re-read: leave it as the feed left it.
             for bridge_id in wanted:
                 conn.execute("UPDATE users SET needs_refresh = 0 WHERE bridge_id = ?", (bridge_id,))
 
@@ -382,6 +383,18 @@ class BridgeClient:
             if not page_cursor:
                 return accounts, events_cursor
 
+    def account(self, bridge_id: str) -> dict[str, Any] | None:
+        """One account as the snapshot shows it; None when bridge has no such account (404)."""
+        response = self.session.get(
+            f"{self.base_url}/api/v1/accounts/{quote(bridge_id, safe='')}", timeout=self.timeout
+        )
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise BridgeError(f"GET /api/v1/accounts/{bridge_id}: HTTP {response.status_code}: {response.text[:200]}")
+        document: dict[str, Any] = response.json()
+        return document
+
     def verify_password(self, login: str, password: str) -> dict[str, Any]:
         response = self.session.post(
             f"{self.base_url}/api/v1/verify-password",
@@ -472,10 +485,9 @@ class Follower:
         return events_cursor
 
     def refresh_marked(self) -> None:
-        """Re-read the marked users. The snapshot has no per-account read, so this pages through
-        it once for all of them (bounded by one pass per catch-up, however many are marked)."""
+        """Re-read the marked users, one `GET /api/v1/accounts/<id>` each."""
         wanted = self.store.marked_for_refresh()
         if not wanted:
             return
-        accounts, _ = self.client.snapshot(self.page_limit)
-        self.store.refresh([a for a in accounts if a.get("id") in wanted], wanted)
+        found = [self.client.account(bridge_id) for bridge_id in sorted(wanted)]
+        self.store.refresh([a for a in found if a is not None], wanted)

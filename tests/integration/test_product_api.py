@@ -204,6 +204,23 @@ def test_the_snapshot_is_users_list_json(site: Site) -> None:
     assert get(site, token, "/api/v1/accounts", status="gone").status_code == 400
 
 
+def test_one_account_is_its_snapshot_document_and_only_its_tenant_reads_it(site: Site) -> None:
+    mine = token_for(site, "example", "--read-only")
+    accounts, _ = snapshot(site, mine)
+    assert len(accounts) >= 3
+    for document in accounts:
+        answer = get(site, mine, f"/api/v1/accounts/{document['id']}")
+        assert answer.status_code == 200 and answer.json() == document
+    # Another tenant's product token gets the answer of an id that does not exist.
+    theirs = get(site, token_for(site, "other", "--read-only"), f"/api/v1/accounts/{accounts[0]['id']}")
+    unknown = get(site, mine, "/api/v1/accounts/no-such-id")
+    for refused in (theirs, unknown):
+        assert refused.status_code == 404 and refused.headers["Content-Type"] == "application/json"
+        assert set(refused.json()) == {"error"} and "example" not in refused.text
+    assert get(site, token_for(site, "example"), f"/api/v1/accounts/{accounts[0]['id']}").status_code == 403
+    assert get(site, None, f"/api/v1/accounts/{accounts[0]['id']}").status_code == 401
+
+
 def test_a_snapshot_then_the_feed_leaves_no_gap_even_with_changes_while_paging(site: Site) -> None:
     token = token_for(site, "example", "--read-only")
     people = site.deployment.people()
