@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from bridge.cli import main
 from bridge.store.db import make_engine
@@ -419,3 +420,30 @@ def test_a_run_that_fails_is_recorded_as_failed_not_left_running(
     assert [h["outcome"] for h in history] == ["failed"]
     assert "RuntimeError: planner bug" in history[0]["reason"]
     assert table_counts(deployment)["accounts"] == 0
+
+
+def test_a_sync_that_writes_many_accounts_refreshes_postgresql_statistics(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bridge.engine.sync
+
+    deployment = Deployment(tmp_path, pg_url)
+    deployment.write_config()
+    # The example directory stands in for a first sync of thousands of people.
+    monkeypatch.setattr(bridge.engine.sync, "STATISTICS_AFTER_ACCOUNTS", 5)
+    engine = make_engine(pg_url)
+
+    def analyzed() -> dict[str, Any]:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT relname, last_analyze FROM pg_stat_user_tables")).all()
+        return {name: when for name, when in rows if name in ("accounts", "role_grants", "account_events")}
+
+    try:
+        assert sync_json(deployment)["exit"] == 0  # the migrations run first: nothing analyzed by hand yet
+        first = analyzed()
+        assert set(first) == {"accounts", "role_grants", "account_events"} and all(first.values()), first
+        # A run that writes nothing (below the threshold) leaves the statistics to autovacuum.
+        assert sync_json(deployment)["exit"] == 0
+        assert analyzed() == first
+    finally:
+        engine.dispose()
