@@ -13,6 +13,7 @@ fixes, and the limits a filter must stay within (length, nesting, comparisons).
 from __future__ import annotations
 
 import math
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -81,6 +82,12 @@ def _chain(func_: Any) -> list[Any]:
 FilterParser = _rebuild_parser()
 
 
+# One attribute, `eq`, one plain string (no escape, no control character, no surrogate), single
+# spaces: anything else goes to the parser.
+_SIMPLE_EQ = re.compile(r'([A-Za-z][A-Za-z0-9_-]*) (eq|EQ|Eq|eQ) "([^"\\\x00-\x1f\ud800-\udfff]*)"')
+_KEYWORDS = frozenset(("and", "or", "not", "true", "false", "null", *OPERATORS))
+
+
 @lru_cache(maxsize=1024)
 def parse(text: str) -> ast.Filter:
     """The AST of a filter; cached, since clients repeat the same shapes (and the tree is not mutated)."""
@@ -88,6 +95,13 @@ def parse(text: str) -> ast.Filter:
         raise invalid_filter(f"filter longer than {MAX_FILTER_LENGTH} characters")
     if not text.strip():
         raise invalid_filter("empty filter")
+    simple = _SIMPLE_EQ.fullmatch(text)
+    if simple is not None and simple.group(1).casefold() not in _KEYWORDS:
+        # `value eq "..."`, the whole filter of every `members[value eq "..."]` removal (Entra
+        # with aadOptscim062020 sends one per member, up to a thousand a request): the tree the
+        # parser builds for it, without the parser's 110 µs (tests/unit/test_scim_filter.py).
+        name, op, value = simple.groups()
+        return ast.Filter(ast.AttrExpr(op, ast.AttrPath(name, None, None), ast.CompValue(Quoted(value))), False, None)
     if _nesting(text) > MAX_DEPTH:
         raise invalid_filter(f"filter nested deeper than {MAX_DEPTH} levels")
     try:

@@ -87,3 +87,55 @@ def test_invalid_filters_are_400_invalid_filter(bad: str) -> None:
     with pytest.raises(ScimError) as caught:
         to_sql("User", bad, 7)
     assert caught.value.status == 400 and caught.value.scim_type == "invalidFilter"
+
+
+def _tree(node: object) -> object:
+    if isinstance(node, list):
+        return [_tree(n) for n in node]
+    fields = getattr(node, "_fields", None)
+    if fields is None:
+        return (type(node).__name__, node)
+    return (type(node).__name__, {f: _tree(getattr(node, f)) for f in fields})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'value eq "2819c223-7f76-453a-919d-413861904646"',
+        'value EQ "x"',
+        'userName eq "Ann O\'Neil@example.org"',
+        'displayName eq ""',
+        'value eq "é ü 中"',
+        # not the fast path's: the parser answers (or refuses) them as before
+        'value eq "a\\"b"',
+        'value  eq "x"',
+        'not eq "x"',
+        'value eq "a\tb"',
+        "value eq x",
+        'urn:ietf:params:scim:schemas:core:2.0:User:userName eq "x"',
+    ],
+)
+def test_the_single_equality_shortcut_builds_the_parsers_tree(text: str) -> None:
+    from bridge.scim.filter_syntax import FilterLexer, FilterParser, Quoted
+
+    try:
+        expected = _tree(FilterParser().parse(FilterLexer().tokenize(text)))
+    except Exception:
+        with pytest.raises(ScimError):
+            parse.__wrapped__(text)
+        return
+    got = parse.__wrapped__(text)  # uncached
+    assert _tree(got) == expected
+    value = got.expr.comp_value.value if hasattr(got.expr, "comp_value") else None
+    assert value is None or isinstance(value, Quoted) == isinstance(
+        FilterParser().parse(FilterLexer().tokenize(text)).expr.comp_value.value, Quoted
+    )
+
+
+def test_the_shortcut_takes_the_plain_equalities_only() -> None:
+    from bridge.scim.filter_syntax import _SIMPLE_EQ
+
+    assert _SIMPLE_EQ.fullmatch('value eq "2819c223-7f76-453a-919d-413861904646"')
+    assert _SIMPLE_EQ.fullmatch('userName eq "Ann O\'Neil@example.org"')
+    for text in ('value eq "a\\"b"', 'value  eq "x"', 'value eq "a\tb"', "value eq x", 'a.b eq "x"'):
+        assert _SIMPLE_EQ.fullmatch(text) is None
