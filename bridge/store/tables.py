@@ -154,7 +154,8 @@ class Membership(Base):
     """Direct memberships by anchor within one source; nesting is expanded when planning."""
 
     __tablename__ = "memberships"
-    __table_args__ = (Index("ix_memberships_member", "tenant_id", "source", "member_anchor"),)
+    # By member: ix_memberships_member_group below (the older (tenant, source, member) index,
+    # a prefix of it, was dropped in migration 0022).
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
     source: Mapped[str] = mapped_column(String(100), primary_key=True)
     group_anchor: Mapped[str] = mapped_column(String(255), primary_key=True)
