@@ -3,7 +3,7 @@
     .venv/bin/python bench/sync_bench.py                      # 100k users, 1k groups (about 4 min)
     .venv/bin/python bench/sync_bench.py --users 10000 --groups 100
     .venv/bin/python bench/sync_bench.py --postgres           # the same into PostgreSQL (--store both)
-    .venv/bin/python bench/sync_bench.py --curve --store both # 10k / 100k / 1M (about 40 min)
+    .venv/bin/python bench/sync_bench.py --curve --store both # 10k / 100k / 1M (about 90 min here)
 
 One command, prints a table (`--json FILE` also writes the figures). What it does:
 1. Generates users and groups (each user in about 3 groups, as in the recipe's gen.py) and loads
