@@ -321,6 +321,14 @@ class LdapSource:
         sizeLimitExceeded and timeLimitExceeded (they are in ldap3's DO_NOT_RAISE_EXCEPTIONS):
         exactly the partial read that deactivated every user in gitea#4402 (trap 18).
         """
+        for entries, _ in self._pages(base, filter_, list(attributes)):
+            for entry in entries:
+                yield entry["dn"], entry["raw_attributes"]
+
+    def _pages(self, base: str, filter_: str, attributes: list[str]) -> Iterator[tuple[list[Any], bytes | None]]:
+        """Each page's entries, checked, with the cookie of the next page (None after the last).
+        The page and its cookie are taken off the connection before they are handed out: the
+        caller may search on it meanwhile (an AD group's ranged members)."""
         conn = self._connection()
         cookie: bytes | None = None
         while True:
@@ -329,7 +337,7 @@ class LdapSource:
                     base,
                     filter_,
                     SUBTREE,
-                    attributes=list(attributes),
+                    attributes=attributes,
                     dereference_aliases=DEREF_NEVER,
                     # Critical: a server that ignores paging must fail, not answer a capped list (trap 8).
                     paged_size=self.page_size,
@@ -339,56 +347,32 @@ class LdapSource:
             except LDAPException as exc:
                 raise SourceUnavailable(f"search of {base} failed: {_describe(exc)}") from None
             _check_result(conn, base)
-            page = conn.response or []
+            # Continuation references (searchResRef) are not followed (trap 14).
+            entries = [entry for entry in conn.response or () if entry.get("type") == "searchResEntry"]
             conn.response = None  # let the page go as soon as it is consumed
-            controls = conn.result.get("controls") or {}
-            for entry in page:
-                if entry.get("type") != "searchResEntry":
-                    continue  # continuation references (searchResRef) are not followed (trap 14)
-                yield entry["dn"], entry["raw_attributes"]
             try:
-                cookie = controls["1.2.840.113556.1.4.319"]["value"]["cookie"]
+                cookie = (conn.result.get("controls") or {})["1.2.840.113556.1.4.319"]["value"]["cookie"]
             except (KeyError, TypeError):
                 cookie = None
+            yield entries, cookie or None
             if not cookie:
                 return
 
     def _more_than(self, base: str, filter_: str, limit: int) -> bool:
         """Whether the search matches more than `limit` entries, read page by page without
         attributes ("1.1") and abandoned (a page size of 0 with the cookie, RFC 2696) as soon as
-        the count passes `limit`. Every page is checked as `_paged` checks them."""
-        conn = self._connection()
-        cookie: bytes | None = None
+        the count passes `limit`. The same pages, with the same checks, as `_paged` reads."""
         count = 0
-        while True:
-            try:
-                conn.search(
-                    base,
-                    filter_,
-                    SUBTREE,
-                    attributes=["1.1"],
-                    dereference_aliases=DEREF_NEVER,
-                    paged_size=self.page_size,
-                    paged_criticality=True,
-                    paged_cookie=cookie,
-                )
-            except LDAPException as exc:
-                raise SourceUnavailable(f"search of {base} failed: {_describe(exc)}") from None
-            _check_result(conn, base)
-            count += sum(1 for entry in conn.response or () if entry.get("type") == "searchResEntry")
-            conn.response = None
-            try:
-                cookie = (conn.result.get("controls") or {})["1.2.840.113556.1.4.319"]["value"]["cookie"]
-            except (KeyError, TypeError):
-                cookie = None
+        for entries, cookie in self._pages(base, filter_, ["1.1"]):
+            count += len(entries)
             if count > limit:
                 if cookie:
+                    conn = self._connection()
                     with contextlib.suppress(LDAPException):
                         conn.search(base, filter_, SUBTREE, attributes=["1.1"], paged_size=0, paged_cookie=cookie)
                     conn.response = None
                 return True
-            if not cookie:
-                return False
+        return False
 
     def _entries(self, user_filter: str, group_filter: str) -> Iterator[tuple[str, dict[str, Any]]]:
         yield from self._paged(self.settings.user_base, user_filter, self.user_attributes)
